@@ -1,0 +1,53 @@
+"""First start: the default tenant and an owner key, printed once and kept in DATA_DIR."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from forecourt import principal as principals
+from forecourt.keys.schemas import KeyCreate
+from forecourt.settings import OWNER_KEY_FILE, write_private
+from forecourt.tenants import service as tenants
+from forecourt.tenants.models import DEFAULT_TENANT_SLUG, Tenant
+
+if TYPE_CHECKING:
+    from forecourt.core import Forecourt
+
+log = logging.getLogger("forecourt.bootstrap")
+
+OWNER_KEY_NAME = "owner"
+OWNER_TIER = "enterprise"
+
+
+async def bootstrap(fc: Forecourt) -> str | None:
+    """Create the default tenant and owner key if the database is empty; return the key."""
+    async with fc.sessionmaker() as session:
+        if await session.scalar(select(func.count()).select_from(Tenant)):
+            return None
+        try:
+            tenant = await tenants.ensure(session, DEFAULT_TENANT_SLUG, "Default")
+            await session.commit()
+        except IntegrityError:
+            # Another node bootstrapped at the same moment; it owns the first key.
+            return None
+        tier = OWNER_TIER if OWNER_TIER in fc.policy.tiers else fc.policy.default_tier
+        _, raw = await fc.keys(session).create(
+            principals.system(tenant.id),
+            KeyCreate(name=OWNER_KEY_NAME, description="Created on first start.",
+                      scopes=["admin"], tier=tier),
+        )
+    path = fc.settings.data_dir / OWNER_KEY_FILE
+    fc.settings.data_dir.mkdir(parents=True, exist_ok=True)
+    write_private(path, raw + "\n")
+    print(
+        f"\nForecourt created the owner API key (shown once, also saved to {path}):\n\n"
+        f"    {raw}\n",
+        file=sys.stderr,
+        flush=True,
+    )
+    return raw

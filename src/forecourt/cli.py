@@ -1,0 +1,271 @@
+"""The ``forecourt`` command. Every flag can also be set as a FORECOURT_ variable."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from forecourt import __version__
+from forecourt import principal as principals
+from forecourt.errors import ForecourtError
+from forecourt.settings import Settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="forecourt",
+    help="Forecourt: API keys, rate limits, webhooks and plugins in front of your app.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+users_app = typer.Typer(help="Manage dashboard users.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(users_app, name="users")
+
+DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
+DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+TenantOpt = Annotated[
+    str, typer.Option("--tenant", envvar="FORECOURT_TENANT", help="Tenant slug.")
+]
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One clear line on stderr and a non-zero exit."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        fail(f"invalid setting FORECOURT_{field.upper()}: {first['msg']}")
+        raise AssertionError from exc  # unreachable: fail() exits
+
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(_as_coro(coro_fn))
+    except ForecourtError as exc:
+        field = getattr(exc, "field", None)
+        fail(f"{field}: {exc.detail}" if field else exc.detail)
+    except OSError as exc:
+        fail(f"cannot reach a server Forecourt needs: {exc}", code=1)
+    raise AssertionError("unreachable")
+
+
+async def _as_coro(fn: Callable[[], Awaitable[T]]) -> T:
+    return await fn()
+
+
+def parse_expiry(value: str | None) -> datetime | None:
+    """``30d``, ``12h``, ``45m``, ``2w`` from now, or an ISO 8601 time."""
+    if value is None:
+        return None
+    match = DURATION_RE.match(value.strip())
+    if match:
+        amount, unit = match.groups()
+        return datetime.now(UTC) + timedelta(seconds=int(amount) * DURATION_UNITS_S[unit])
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--expires: {value!r} is neither a duration like 30d nor an ISO 8601 time")
+        raise
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(envvar="FORECOURT_HOST")] = None,
+    port: Annotated[int | None, typer.Option(envvar="FORECOURT_PORT")] = None,
+    no_workers: Annotated[
+        bool,
+        typer.Option("--no-workers", envvar="FORECOURT_NO_WORKERS",
+                     help="API only; run background work in `forecourt worker` nodes."),
+    ] = False,
+) -> None:
+    """Start the API (and, unless --no-workers, the background workers)."""
+    import uvicorn
+
+    from forecourt.app import create_app
+
+    settings = load_settings(host=host, port=port)
+    application = create_app(settings, run_workers=not no_workers)
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
+                proxy_headers=False, server_header=False)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (run before starting PostgreSQL nodes)."""
+    from forecourt.db import migrate as migrations
+    from forecourt.db.engine import create_engine
+
+    settings = load_settings()
+
+    async def go() -> None:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            await migrations.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    run(go)
+    typer.echo("database is up to date")
+
+
+async def _with_forecourt(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from forecourt.bootstrap import bootstrap
+    from forecourt.core import Forecourt
+    from forecourt.db import migrate as migrations
+
+    fc = Forecourt(settings)
+    try:
+        if settings.is_sqlite:
+            await migrations.upgrade(fc.engine)
+        else:
+            await migrations.require_current(fc.engine)
+        await bootstrap(fc)
+        return await fn(fc)
+    finally:
+        await fc.stop()
+
+
+async def _tenant_principal(session: Any, slug: str) -> principals.Principal:
+    from forecourt.tenants import service as tenants
+
+    tenant = await tenants.ensure(session, slug)
+    await session.commit()
+    return principals.system(tenant.id)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A name to recognise the key by.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated, e.g. events:publish,webhooks:read")],
+    tenant: TenantOpt = "default",
+    expires: Annotated[str | None, typer.Option(help="30d, 12h, or an ISO 8601 time.")] = None,
+    tier: Annotated[str | None, typer.Option(help="Rate-limit tier.")] = None,
+    description: str = "",
+    environment: Annotated[str | None, typer.Option(help="live or test")] = None,
+) -> None:
+    """Create a key and print it (once)."""
+    from forecourt.keys.schemas import KeyCreate
+
+    settings = load_settings()
+    expires_at = parse_expiry(expires)
+    if environment not in (None, "live", "test"):
+        fail("--environment: use live or test")
+    scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
+
+    async def go(fc: Any) -> str:
+        async with fc.sessionmaker() as session:
+            actor = await _tenant_principal(session, tenant)
+            data = KeyCreate(name=name, description=description, scopes=scope_list, tier=tier,
+                             expires_at=expires_at, environment=environment)  # type: ignore[arg-type]
+            key, raw = await fc.keys(session).create(actor, data)
+            typer.echo(f"created {key.id} ({key.name}) with scopes {','.join(key.scopes)}",
+                       err=True)
+            return str(raw)
+
+    try:
+        typer.echo(run(lambda: _with_forecourt(settings, go)))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"--{first['loc'][0]}: {first['msg']}")
+
+
+@keys_app.command("list")
+def keys_list(tenant: TenantOpt = "default") -> None:
+    """List keys: id, prefix, status, scopes, name."""
+    from forecourt.keys.service import status
+
+    settings = load_settings()
+
+    async def go(fc: Any) -> list[Any]:
+        async with fc.sessionmaker() as session:
+            actor = await _tenant_principal(session, tenant)
+            rows: list[Any] = []
+            cursor = None
+            while True:
+                page, cursor = await fc.keys(session).list(actor, cursor, 200)
+                rows.extend(page)
+                if cursor is None:
+                    return rows
+
+    for key in run(lambda: _with_forecourt(settings, go)):
+        typer.echo(f"{key.id}\t{key.prefix}…\t{status(key)}\t{','.join(key.scopes)}\t{key.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, tenant: TenantOpt = "default") -> None:
+    """Revoke a key at once."""
+    settings = load_settings()
+
+    async def go(fc: Any) -> None:
+        async with fc.sessionmaker() as session:
+            actor = await _tenant_principal(session, tenant)
+            await fc.keys(session).revoke(actor, key_id)
+
+    run(lambda: _with_forecourt(settings, go))
+    typer.echo(f"revoked {key_id}")
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option(help="Sign-in email.")],
+    role: Annotated[str, typer.Option(help="owner, admin, member or viewer")] = "member",
+    name: str = "",
+    tenant: TenantOpt = "default",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create a dashboard user; asks for the password without echo."""
+    from forecourt.users.schemas import UserCreate
+    from forecourt.users.service import UserService
+
+    settings = load_settings()
+    if role not in ("owner", "admin", "member", "viewer"):
+        fail("--role: use owner, admin, member or viewer")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        data = UserCreate(email=email, name=name, password=password, role=role)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"--{first['loc'][0]}: {first['msg']}")
+        raise
+
+    async def go(fc: Any) -> str:
+        async with fc.sessionmaker() as session:
+            actor = await _tenant_principal(session, tenant)
+            user = await UserService(session).create(actor, data)
+            return str(user.id)
+
+    user_id = run(lambda: _with_forecourt(settings, go))
+    typer.echo(f"created user {user_id} <{email}> ({role})")
+
+
+def main() -> None:
+    app()

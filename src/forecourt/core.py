@@ -1,0 +1,161 @@
+"""The Forecourt object: one place where settings become engines, clients and services.
+
+Transports (REST, CLI) and host apps reach every capability through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from forecourt.broadcast import Broadcast, MemoryBroadcast, RedisBroadcast
+from forecourt.db import migrate
+from forecourt.db.engine import create_engine, create_sessionmaker
+from forecourt.keys.auth import KeyAuthenticator
+from forecourt.keys.cache import INVALIDATE_CHANNEL, KeyCache
+from forecourt.keys.service import KeyConfig, KeyService
+from forecourt.keys.usage import UsageRecorder
+from forecourt.principal import Principal
+from forecourt.ratelimit.failover import FailoverLimiter
+from forecourt.ratelimit.memory import MemoryLimiter
+from forecourt.ratelimit.policy import Policy
+from forecourt.ratelimit.redis import RedisLimiter
+from forecourt.ratelimit.windows import Limiter
+from forecourt.settings import Settings
+from forecourt.users.service import UserService, user_principal
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+log = logging.getLogger("forecourt")
+
+REDIS_SOCKET_TIMEOUT_S = 0.5
+
+
+class Forecourt:
+    """Forecourt, wired from ``settings``. ``start()`` before use, ``stop()`` after."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        s = self.settings
+        self.engine: AsyncEngine = create_engine(s.resolved_database_url)
+        self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(self.engine)
+        self.redis: aioredis.Redis | None = None
+        self.broadcast: Broadcast
+        memory = MemoryLimiter()
+        self.limiter: Limiter
+        if s.redis_url:
+            self.redis = aioredis.Redis.from_url(
+                s.redis_url,
+                socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+                socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+            )
+            self.limiter = FailoverLimiter(
+                RedisLimiter(self.redis, prefix=s.redis_prefix + "rl:"),
+                memory,
+                fail_open=s.rate_limit_fail_open,
+            )
+            # Pub/sub blocks on reads, so it gets a client without a socket timeout.
+            self._pubsub_redis = aioredis.Redis.from_url(
+                s.redis_url, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S
+            )
+            self.broadcast = RedisBroadcast(self._pubsub_redis, s.redis_prefix)
+        else:
+            self.limiter = memory
+            self.broadcast = MemoryBroadcast()
+        self.policy = Policy(s.rate_limit_tiers, s.default_tier, s.ip_rate_limit)
+        self.key_config = KeyConfig(
+            secret=s.resolved_secret_key,
+            policy=self.policy,
+            environment=s.key_environment,
+            rotation_grace_s=s.key_rotation_grace_s,
+        )
+        self.key_cache = KeyCache(s.key_cache_ttl_s)
+        self.authenticator = KeyAuthenticator(
+            self.sessionmaker, self.key_config.secret, self.key_cache
+        )
+        self.usage = UsageRecorder(self.sessionmaker, s.usage_flush_interval_s)
+        self.broadcast.subscribe(INVALIDATE_CHANNEL, self.key_cache.invalidate)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, *, run_workers: bool = True, migrate_sqlite: bool = True) -> None:
+        """Migrate (SQLite), bootstrap the first tenant, and start background work."""
+        from forecourt.bootstrap import bootstrap
+
+        if self._started:
+            return
+        if self.settings.is_sqlite and migrate_sqlite:
+            await migrate.upgrade(self.engine)
+        else:
+            await migrate.require_current(self.engine)
+        await bootstrap(self)
+        await self.broadcast.start()
+        self._tasks.append(asyncio.create_task(self.usage.run(), name="forecourt-usage"))
+        self._started = True
+
+    async def stop(self) -> None:
+        """Stop background work, flush what is buffered, close connections."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.usage.aclose()
+        await self.broadcast.aclose()
+        await self.limiter.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+            await self._pubsub_redis.aclose()
+        await self.engine.dispose()
+        self._started = False
+
+    # -- services ----------------------------------------------------------------------
+
+    def keys(self, session: AsyncSession) -> KeyService:
+        return KeyService(session, self.key_config, self.broadcast)
+
+    async def resolve_session(
+        self, token: str, ip: str | None, request_id: str | None
+    ) -> tuple[Principal, str] | None:
+        """The caller behind a session cookie, and the session's CSRF token."""
+        async with self.sessionmaker() as session:
+            resolved = await UserService(session).resolve_session(token)
+        if resolved is None:
+            return None
+        user, record = resolved
+        return user_principal(user, record, ip, request_id), record.csrf_token
+
+    async def ready(self) -> dict[str, str]:
+        """Reachability of the database and (when configured) Redis."""
+        from sqlalchemy import text
+
+        checks: dict[str, str] = {}
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        if self.redis is not None:
+            try:
+                await self.redis.ping()
+                checks["redis"] = "ok"
+            except Exception as exc:
+                checks["redis"] = f"unreachable: {type(exc).__name__}"
+        return checks
+
+    @property
+    def asgi(self) -> FastAPI:
+        """An ASGI app over this instance, to mount in a host application."""
+        from forecourt.app import create_app
+
+        return create_app(self.settings, forecourt=self)

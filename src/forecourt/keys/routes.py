@@ -1,0 +1,96 @@
+"""REST: /api/v1/keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, status
+
+from forecourt.http.deps import DbSession, ForecourtDep, Paging, Scoped
+from forecourt.keys.models import ApiKey
+from forecourt.keys.schemas import KeyCreate, KeyCreated, KeyOut, KeyRotate, KeyUpdate, KeyUsage
+from forecourt.keys.service import status as key_status
+from forecourt.schemas import Page
+
+router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
+
+
+def _out(key: ApiKey) -> KeyOut:
+    return KeyOut.model_validate({**_fields(key), "status": key_status(key)})
+
+
+def _created(key: ApiKey, raw: str) -> KeyCreated:
+    return KeyCreated.model_validate({**_fields(key), "status": key_status(key), "key": raw})
+
+
+def _fields(key: ApiKey) -> dict[str, Any]:
+    return {name: getattr(key, name) for name in KeyOut.model_fields if name != "status"}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
+async def create_key(
+    body: KeyCreate, actor: Scoped("keys:write"), fc: ForecourtDep, session: DbSession
+) -> KeyCreated:
+    """Create a key. The full key is in the response, this once."""
+    key, raw = await fc.keys(session).create(actor, body)
+    return _created(key, raw)
+
+
+@router.get("", response_model=Page[KeyOut])
+async def list_keys(
+    actor: Scoped("keys:read"), fc: ForecourtDep, session: DbSession, page: Paging
+) -> Page[KeyOut]:
+    """Keys of the caller's tenant, newest first."""
+    rows, cursor = await fc.keys(session).list(actor, page.cursor, page.limit)
+    return Page[KeyOut](items=[_out(k) for k in rows], next_cursor=cursor)
+
+
+@router.get("/{key_id}", response_model=KeyOut)
+async def get_key(
+    key_id: str, actor: Scoped("keys:read"), fc: ForecourtDep, session: DbSession
+) -> KeyOut:
+    return _out(await fc.keys(session).get(actor, key_id))
+
+
+@router.patch("/{key_id}", response_model=KeyOut)
+async def update_key(
+    key_id: str, body: KeyUpdate, actor: Scoped("keys:write"), fc: ForecourtDep,
+    session: DbSession,
+) -> KeyOut:
+    """Change name, description, scopes, tier, limits or expiry; omitted fields stay."""
+    return _out(await fc.keys(session).update(actor, key_id, body))
+
+
+@router.post("/{key_id}/rotate", response_model=KeyCreated)
+async def rotate_key(
+    key_id: str, actor: Scoped("keys:write"), fc: ForecourtDep, session: DbSession,
+    body: KeyRotate | None = None,
+) -> KeyCreated:
+    """A new secret. The old one keeps working for ``grace_period_s`` (24 h by default)."""
+    key, raw = await fc.keys(session).rotate(actor, key_id, body or KeyRotate())
+    return _created(key, raw)
+
+
+@router.post("/{key_id}/revoke", response_model=KeyOut)
+async def revoke_key(
+    key_id: str, actor: Scoped("keys:write"), fc: ForecourtDep, session: DbSession
+) -> KeyOut:
+    """Stop the key at once, on every node."""
+    return _out(await fc.keys(session).revoke(actor, key_id))
+
+
+@router.delete("/{key_id}", response_model=KeyOut)
+async def delete_key(
+    key_id: str, actor: Scoped("keys:write"), fc: ForecourtDep, session: DbSession
+) -> KeyOut:
+    """Same as revoke: keys are kept, revoked, for the audit trail."""
+    return _out(await fc.keys(session).revoke(actor, key_id))
+
+
+@router.get("/{key_id}/usage", response_model=KeyUsage)
+async def key_usage(
+    key_id: str, actor: Scoped("keys:read"), fc: ForecourtDep, session: DbSession
+) -> KeyUsage:
+    """Requests per minute (last hour), hour (last day) and day (last 30 days)."""
+    await fc.usage.flush()
+    return KeyUsage.model_validate(await fc.keys(session).usage(actor, key_id))

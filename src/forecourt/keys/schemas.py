@@ -1,0 +1,98 @@
+"""Request and response bodies of /api/v1/keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from forecourt.schemas import StrictModel
+
+MAX_GRACE_S = 30 * 86_400
+
+
+class KeyCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    scopes: list[str] = Field(min_length=1, max_length=64)
+    tier: str | None = Field(default=None, description="Rate-limit tier; the default tier if unset.")
+    rate_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description='Per-key overrides of the tier, e.g. {"minute": 100, "second": 5}.',
+    )
+    expires_at: datetime | None = None
+    environment: Literal["live", "test"] | None = None
+
+
+class KeyUpdate(StrictModel):
+    """Only the fields present are changed; ``expires_at: null`` removes the expiry."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    scopes: list[str] | None = Field(default=None, min_length=1, max_length=64)
+    tier: str | None = None
+    rate_limits: dict[str, int] | None = None
+    expires_at: datetime | None = None
+
+
+class KeyRotate(StrictModel):
+    grace_period_s: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_GRACE_S,
+        description="How long the old secret keeps working; 24 h by default.",
+    )
+
+
+class KeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    description: str
+    prefix: str
+    environment: str
+    scopes: list[str]
+    tier: str
+    rate_limits: dict[str, int]
+    status: Literal["active", "expired", "revoked"]
+    expires_at: datetime | None
+    previous_expires_at: datetime | None
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The full key. Shown this once; store it now.")
+
+
+class UsagePoint(BaseModel):
+    start: datetime
+    requests: int
+    status_2xx: int
+    status_3xx: int
+    status_4xx: int
+    status_5xx: int
+    rate_limited: int
+
+
+class UsageTotals(BaseModel):
+    requests: int
+    status_2xx: int
+    status_3xx: int
+    status_4xx: int
+    status_5xx: int
+    rate_limited: int
+
+
+class KeyUsage(BaseModel):
+    key_id: str
+    last_used_at: datetime | None
+    minute: list[UsagePoint] = Field(description="Per minute, the last hour.")
+    hour: list[UsagePoint] = Field(description="Per hour, the last 24 hours.")
+    day: list[UsagePoint] = Field(description="Per day, the last 30 days.")
+    totals_30d: UsageTotals

@@ -1,0 +1,1 @@
+"""Rate limiting: sliding-window counters kept in memory or in Redis."""

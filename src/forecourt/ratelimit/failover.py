@@ -1,0 +1,171 @@
+"""Failover: a shared limiter, stood in for by an in-process one while it is down.
+
+Rate limiting must not take the API down with Redis. While the primary fails, requests are
+decided by the fallback (fail open: each instance enforces the limits on its own, so a client
+may get up to one quota per instance) or denied outright (fail closed). The primary is probed
+again at most once per ``retry_interval_s``, so a dead Redis does not add a connection attempt
+to every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from prometheus_client import REGISTRY, Counter
+
+from forecourt.ratelimit.windows import (
+    Decision,
+    Limiter,
+    Window,
+    WindowState,
+    check_cost,
+    check_windows,
+)
+
+LOGGER = logging.getLogger("forecourt.ratelimit")
+
+RETRY_INTERVAL_S = 1.0
+# What a fail-closed denial tells the client to wait: the primary may be back by then.
+CLOSED_RETRY_AFTER_S = 1
+ERRORS_METRIC = "forecourt_ratelimit_backend_errors"
+
+
+def _errors_counter() -> Counter:
+    try:
+        return Counter(ERRORS_METRIC, "Outages of the shared rate-limit backend.")
+    except ValueError:
+        # A reload of this module re-runs this line against the same default registry.
+        existing = REGISTRY._names_to_collectors.get(f"{ERRORS_METRIC}_total")
+        if isinstance(existing, Counter):
+            return existing
+        raise
+
+
+BACKEND_ERRORS = _errors_counter()
+"""``forecourt_ratelimit_backend_errors_total``: outages of the primary, counted once each."""
+
+
+class FailoverLimiter:
+    """A Limiter that answers from ``fallback`` (or denies) while ``primary`` fails.
+
+    An outage starts with the primary's first error: one warning is logged on the
+    ``forecourt.ratelimit`` logger and ``errors_counter`` is incremented once. It ends when the
+    primary answers a probe, which is logged at info. Backend errors never escape; invalid
+    arguments still raise ValueError, as with any Limiter. ``clock`` is monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        primary: Limiter,
+        fallback: Limiter,
+        *,
+        fail_open: bool = True,
+        retry_interval_s: float = RETRY_INTERVAL_S,
+        errors_counter: Counter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self._fail_open = fail_open
+        self._retry_interval_s = retry_interval_s
+        self._errors = BACKEND_ERRORS if errors_counter is None else errors_counter
+        self._clock = clock
+        self._down_since: float | None = None
+        self._next_probe = 0.0
+
+    @property
+    def primary_down(self) -> bool:
+        """Whether an outage of the primary is under way."""
+        return self._down_since is not None
+
+    async def hit(self, key: str, windows: Sequence[Window], cost: int = 1) -> Decision:
+        """Charge ``cost`` to every window of ``key`` if all of them admit it."""
+        check_windows(windows)
+        check_cost(cost)
+        return await self._decide(lambda limiter: limiter.hit(key, windows, cost), windows)
+
+    async def peek(self, key: str, windows: Sequence[Window]) -> Decision:
+        """Decide a request of cost 1 without charging anything."""
+        check_windows(windows)
+        return await self._decide(lambda limiter: limiter.peek(key, windows), windows)
+
+    async def reset(self, key: str) -> None:
+        """Forget ``key`` in both limiters (in the primary only if it is reachable)."""
+        await self._fallback.reset(key)
+        if self._should_try_primary():
+            try:
+                await self._primary.reset(key)
+            except Exception as exc:
+                self._failed(exc)
+            else:
+                self._answered()
+
+    async def aclose(self) -> None:
+        """Close both limiters."""
+        for limiter in (self._primary, self._fallback):
+            try:
+                await limiter.aclose()
+            except Exception:
+                LOGGER.debug("closing a rate limiter failed", exc_info=True)
+
+    async def _decide(
+        self, call: Callable[[Limiter], Awaitable[Decision]], windows: Sequence[Window]
+    ) -> Decision:
+        if self._should_try_primary():
+            try:
+                decision = await call(self._primary)
+            except Exception as exc:
+                self._failed(exc)
+            else:
+                self._answered()
+                return decision
+        if not self._fail_open:
+            return _closed(windows)
+        try:
+            return await call(self._fallback)
+        except Exception:
+            LOGGER.exception("the fallback rate limiter failed too; letting the request through")
+            return Decision(allowed=True, states=(), retry_after_s=0, violated=None)
+
+    def _should_try_primary(self) -> bool:
+        if self._down_since is None:
+            return True
+        now = self._clock()
+        if now < self._next_probe:
+            return False
+        # Claimed before awaiting, so concurrent requests send one probe, not one each.
+        self._next_probe = now + self._retry_interval_s
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        now = self._clock()
+        self._next_probe = now + self._retry_interval_s
+        if self._down_since is not None:
+            return
+        self._down_since = now
+        self._errors.inc()
+        LOGGER.warning(
+            "rate-limit backend unavailable (%s: %s); %s until it answers again",
+            type(exc).__name__,
+            exc,
+            "using in-process limits" if self._fail_open else "denying requests",
+        )
+
+    def _answered(self) -> None:
+        if self._down_since is None:
+            return
+        LOGGER.info(
+            "rate-limit backend answering again after %.1f s", self._clock() - self._down_since
+        )
+        self._down_since = None
+
+
+def _closed(windows: Sequence[Window]) -> Decision:
+    if not windows:
+        return Decision(allowed=True, states=(), retry_after_s=0, violated=None)
+    states = tuple(
+        WindowState(window=window, remaining=0, reset_s=CLOSED_RETRY_AFTER_S) for window in windows
+    )
+    return Decision(allowed=False, states=states, retry_after_s=CLOSED_RETRY_AFTER_S, violated=None)

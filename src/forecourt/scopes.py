@@ -1,0 +1,57 @@
+"""Scopes: ``resource:action`` plus ``admin``.
+
+``admin`` grants everything; ``resource:write`` also grants ``resource:read``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from forecourt.errors import InvalidInput
+
+ADMIN = "admin"
+RESOURCE_ACTIONS: dict[str, tuple[str, ...]] = {
+    "keys": ("read", "write"),
+    "events": ("read", "publish"),
+    "event-types": ("read", "write"),
+    "webhooks": ("read", "write"),
+    "deliveries": ("read", "write"),
+    "plugins": ("read", "write", "execute"),
+    "metrics": ("read", "write"),
+    "connections": ("read", "write"),
+    "consents": ("read", "write"),
+    "audit-log": ("read",),
+    "users": ("read", "write"),
+    "stats": ("read",),
+}
+ALL_SCOPES: frozenset[str] = frozenset(
+    {ADMIN} | {f"{r}:{a}" for r, actions in RESOURCE_ACTIONS.items() for a in actions}
+)
+READ_SCOPES: frozenset[str] = frozenset(s for s in ALL_SCOPES if s.endswith(":read"))
+
+
+def expand(scopes: Iterable[str]) -> frozenset[str]:
+    """Every scope that ``scopes`` grant, implications included."""
+    granted = set(scopes)
+    if ADMIN in granted:
+        return ALL_SCOPES
+    for scope in list(granted):
+        resource, _, action = scope.partition(":")
+        if action == "write" and f"{resource}:read" in ALL_SCOPES:
+            granted.add(f"{resource}:read")
+    return frozenset(granted)
+
+
+def validate(scopes: Iterable[str], field: str = "scopes") -> list[str]:
+    """The scopes, deduplicated and sorted; InvalidInput naming the first unknown one."""
+    result = sorted(set(scopes))
+    for scope in result:
+        if scope not in ALL_SCOPES:
+            raise InvalidInput(f"Unknown scope {scope!r}.", field=field)
+    if not result:
+        raise InvalidInput("At least one scope is required.", field=field)
+    return result
+
+
+def grants(held: frozenset[str], needed: str) -> bool:
+    return needed in held

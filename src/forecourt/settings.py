@@ -1,0 +1,127 @@
+"""Settings: one pydantic-settings class, read once from the environment and passed down.
+
+Every field can be set as ``FORECOURT_<NAME>`` in the environment or in a ``.env`` file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SECRET_KEY_FILE = "secret-key"
+OWNER_KEY_FILE = "owner-key"
+SQLITE_FILE = "forecourt.db"
+
+DEFAULT_TIERS: dict[str, dict[str, int]] = {
+    "free": {"minute": 60, "hour": 1_000, "day": 10_000},
+    "pro": {"minute": 600, "hour": 20_000, "day": 200_000},
+    "enterprise": {"minute": 6_000, "hour": 200_000, "day": 2_000_000},
+}
+
+
+class Settings(BaseSettings):
+    """Forecourt's configuration. See the README for the table of variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FORECOURT_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    redis_prefix: str = "fc:"
+    secret_key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    webhook_allow_private: Annotated[str, NoDecode] = "false"
+
+    # API keys
+    key_environment: Literal["live", "test"] = "live"
+    key_cache_ttl_s: float = Field(default=30.0, ge=0)
+    key_rotation_grace_s: int = Field(default=86_400, ge=0)
+
+    # Rate limiting
+    rate_limit_tiers: dict[str, dict[str, int]] = Field(default_factory=lambda: DEFAULT_TIERS)
+    default_tier: str = "free"
+    ip_rate_limit: dict[str, int] = Field(default_factory=lambda: {"minute": 120})
+    rate_limit_fail_open: bool = True
+
+    # HTTP
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    cookie_secure: bool = True
+    session_ttl_s: int = Field(default=7 * 86_400, gt=0)
+    usage_flush_interval_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("rate_limit_tiers")
+    @classmethod
+    def _tiers_positive(cls, tiers: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        for name, limits in tiers.items():
+            _check_limits(limits, f"rate_limit_tiers.{name}")
+        return tiers
+
+    @field_validator("ip_rate_limit")
+    @classmethod
+    def _ip_limit_positive(cls, limits: dict[str, int]) -> dict[str, int]:
+        _check_limits(limits, "ip_rate_limit")
+        return limits
+
+    @field_validator("webhook_allow_private")
+    @classmethod
+    def _allow_private(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() in {"true", "false", "1", "0", "yes", "no", ""}:
+            return value.lower()
+        for cidr in value.split(","):
+            ipaddress.ip_network(cidr.strip(), strict=False)
+        return value
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL; SQLite in ``data_dir`` when none is configured."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / SQLITE_FILE).resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @cached_property
+    def resolved_secret_key(self) -> bytes:
+        """The server secret; generated once and stored with mode 0600 when unset."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / SECRET_KEY_FILE
+        if path.exists():
+            return path.read_text().strip().encode()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        write_private(path, value + "\n")
+        return value.encode()
+
+
+def write_private(path: Path, content: str) -> None:
+    """Write ``content`` to ``path`` readable by the owner only (mode 0600), atomically."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(content)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _check_limits(limits: dict[str, int], field: str) -> None:
+    from forecourt.errors import InvalidInput
+    from forecourt.ratelimit.policy import validate_limits
+
+    try:
+        validate_limits(limits, field=field)
+    except InvalidInput as exc:
+        raise ValueError(f"{exc.field}: {exc.detail}") from None

@@ -1,0 +1,1 @@
+"""Tenants: every resource belongs to exactly one."""

@@ -1,0 +1,1 @@
+"""Dashboard users: argon2id passwords, roles, cookie sessions with CSRF tokens."""

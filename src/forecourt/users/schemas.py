@@ -1,0 +1,51 @@
+"""Request and response bodies of /api/v1/users and /api/v1/auth."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from forecourt.schemas import StrictModel
+
+Role = Literal["owner", "admin", "member", "viewer"]
+MIN_PASSWORD_LENGTH = 12
+
+
+class UserCreate(StrictModel):
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    name: str = Field(default="", max_length=200)
+    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+    role: Role = "member"
+
+
+class UserUpdate(StrictModel):
+    name: str | None = Field(default=None, max_length=200)
+    role: Role | None = None
+    password: str | None = Field(default=None, min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+    disabled: bool | None = None
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    email: str
+    name: str
+    role: str
+    created_at: datetime
+    last_login_at: datetime | None
+    disabled_at: datetime | None
+
+
+class Login(StrictModel):
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+    tenant: str = Field(default="default", max_length=64)
+
+
+class SessionOut(BaseModel):
+    user: UserOut
+    csrf_token: str = Field(description="Send as X-CSRF-Token on every cookie-authenticated write.")
+    expires_at: datetime
