@@ -25,8 +25,8 @@ from forecourt.ratelimit.windows import (
     roll,
 )
 
-# A sweep over all keys runs after this many hits, or after as many hits as there are keys if
-# that is more, so its cost stays O(1) per hit however many keys there are.
+# A sweep over all keys runs after this many hits, or after as many hits as there were keys
+# when the last sweep ended if that is more: a sweep then costs O(1) per hit, however many keys.
 SWEEP_EVERY_HITS = 1024
 
 
@@ -55,6 +55,7 @@ class MemoryLimiter:
         self._sweep_every = sweep_every
         self._entries: dict[str, _Entry] = {}
         self._hits_since_sweep = 0
+        self._hits_before_sweep = sweep_every
 
     def __len__(self) -> int:
         """The number of keys currently held."""
@@ -92,7 +93,7 @@ class MemoryLimiter:
             entry.last_ms = max(entry.last_ms, now_ms)
             entry.horizon_ms = max(entry.horizon_ms, 2 * max(window.ms for window in windows))
         self._hits_since_sweep += 1
-        if self._hits_since_sweep >= max(self._sweep_every, len(self._entries)):
+        if self._hits_since_sweep >= self._hits_before_sweep:
             self._sweep(now_ms)
         return decision
 
@@ -115,3 +116,4 @@ class MemoryLimiter:
         idle = [k for k, e in self._entries.items() if now_ms - e.last_ms >= e.horizon_ms]
         for key in idle:
             del self._entries[key]
+        self._hits_before_sweep = max(self._sweep_every, len(self._entries))

@@ -1,0 +1,225 @@
+"""Shared fixtures: every integration test runs on SQLite and on PostgreSQL + Redis.
+
+PostgreSQL and Redis are real servers (FORECOURT_TEST_POSTGRES_URL, FORECOURT_TEST_REDIS_URL;
+defaults: the local ones). A test that needs one it cannot reach fails with a clear message.
+Each test gets its own database (PostgreSQL: cloned from a migrated template made once per
+run) and its own Redis key prefix, so runs never collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy.engine import make_url
+
+from forecourt.app import create_app
+from forecourt.core import Forecourt
+from forecourt.settings import OWNER_KEY_FILE, Settings
+
+POSTGRES_URL = os.environ.get(
+    "FORECOURT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("FORECOURT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RUN_ID = uuid.uuid4().hex[:10]
+TEMPLATE_DB = f"fct_{RUN_ID}_template"
+
+
+def _pg_dsn(database: str | None = None) -> str:
+    url = make_url(POSTGRES_URL).set(drivername="postgresql")
+    if database:
+        url = url.set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def pg_url(database: str) -> str:
+    return make_url(POSTGRES_URL).set(database=database).render_as_string(hide_password=False)
+
+
+async def _pg_admin() -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(_pg_dsn(), timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES_URL} ({exc}); start it or set "
+            "FORECOURT_TEST_POSTGRES_URL",
+            pytrace=False,
+        )
+
+
+async def _check_redis() -> None:
+    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except (OSError, aioredis.RedisError) as exc:
+        pytest.fail(
+            f"Redis is not reachable at {REDIS_URL} ({exc}); start it or set "
+            "FORECOURT_TEST_REDIS_URL",
+            pytrace=False,
+        )
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A database migrated once per run; each test clones it."""
+    from forecourt.db import migrate
+    from forecourt.db.engine import create_engine
+
+    async def make() -> None:
+        admin = await _pg_admin()
+        try:
+            await admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+        finally:
+            await admin.close()
+        engine = create_engine(pg_url(TEMPLATE_DB), poolclass=_null_pool())
+        try:
+            await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    _in_thread(make)
+    yield TEMPLATE_DB
+
+    async def drop() -> None:
+        admin = await _pg_admin()
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    _in_thread(drop)
+
+
+def _in_thread(fn: Any) -> Any:
+    """Run a coroutine function to completion on a loop of its own (fixtures may be called
+    from inside the test's running loop)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, fn()).result()
+
+
+def _null_pool() -> Any:
+    from sqlalchemy.pool import NullPool
+
+    return NullPool
+
+
+@pytest.fixture
+def pg_database(pg_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test; its SQLAlchemy URL."""
+    name = f"fct_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+
+    async def admin_run(sql: str) -> None:
+        admin = await _pg_admin()
+        try:
+            await admin.execute(sql)
+        finally:
+            await admin.close()
+
+    _in_thread(lambda: admin_run(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    yield pg_url(name)
+    _in_thread(lambda: admin_run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    _in_thread(_check_redis)
+    prefix = f"fct:{RUN_ID}:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+
+    async def clean() -> None:
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            keys = [k async for k in client.scan_iter(match=prefix + "*", count=500)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+
+    _in_thread(clean)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which storage the test runs on: "sqlite" (embedded) or "postgres" (+ Redis)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def settings_factory(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """Builds Settings for this test's backend; extra keyword arguments override fields."""
+    overrides: dict[str, Any] = {"data_dir": tmp_path / "data", "secret_key": "test-secret-" +
+                                 RUN_ID}
+    if backend == "postgres":
+        overrides["database_url"] = request.getfixturevalue("pg_database")
+        overrides["redis_url"] = REDIS_URL
+        overrides["redis_prefix"] = request.getfixturevalue("redis_prefix")
+
+    def make(**extra: Any) -> Settings:
+        return Settings(**{**overrides, **extra})
+
+    return make
+
+
+@dataclass
+class Harness:
+    """A started Forecourt with an HTTP client on its ASGI app and the owner key."""
+
+    fc: Forecourt
+    client: httpx.AsyncClient
+    owner_key: str
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.owner_key}"}
+
+    async def create_key(self, scopes: list[str], **fields: Any) -> dict[str, Any]:
+        response = await self.client.post(
+            "/api/v1/keys", json={"name": "test", "scopes": scopes, **fields},
+            headers=self.auth(),
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@pytest.fixture
+async def harness_factory(settings_factory: Any) -> AsyncIterator[Any]:
+    """Start one or more Forecourt nodes (same database) for a test; all stopped after it."""
+    started: list[Harness] = []
+
+    async def start(**settings_overrides: Any) -> Harness:
+        settings = settings_factory(**settings_overrides)
+        fc = Forecourt(settings)
+        await fc.start()
+        app = create_app(settings, forecourt=fc)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False,
+                                        client=("127.0.0.1", 50000))
+        client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+        owner = (settings.data_dir / OWNER_KEY_FILE).read_text().strip()
+        harness = Harness(fc, client, owner)
+        started.append(harness)
+        return harness
+
+    yield start
+    for harness in reversed(started):
+        await harness.client.aclose()
+        await harness.fc.stop()
+
+
+@pytest.fixture
+async def harness(harness_factory: Any) -> Harness:
+    """One started Forecourt node on this test's backend."""
+    result: Harness = await harness_factory()
+    return result
