@@ -38,15 +38,18 @@ async def bootstrap(fc: Forecourt) -> str | None:
         tier = OWNER_TIER if OWNER_TIER in fc.policy.tiers else fc.policy.default_tier
         _, raw = await fc.keys(session).create(
             principals.system(tenant.id),
-            KeyCreate(name=OWNER_KEY_NAME, description="Created on first start.",
-                      scopes=["admin"], tier=tier),
+            KeyCreate(
+                name=OWNER_KEY_NAME,
+                description="Created on first start.",
+                scopes=["admin"],
+                tier=tier,
+            ),
         )
     path = fc.settings.data_dir / OWNER_KEY_FILE
     fc.settings.data_dir.mkdir(parents=True, exist_ok=True)
     write_private(path, raw + "\n")
     print(
-        f"\nForecourt created the owner API key (shown once, also saved to {path}):\n\n"
-        f"    {raw}\n",
+        f"\nForecourt created the owner API key (shown once, also saved to {path}):\n\n    {raw}\n",
         file=sys.stderr,
         flush=True,
     )

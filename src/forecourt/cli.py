@@ -34,9 +34,7 @@ app.add_typer(users_app, name="users")
 DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
 DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
-TenantOpt = Annotated[
-    str, typer.Option("--tenant", envvar="FORECOURT_TENANT", help="Tenant slug.")
-]
+TenantOpt = Annotated[str, typer.Option("--tenant", envvar="FORECOURT_TENANT", help="Tenant slug.")]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -98,8 +96,11 @@ def serve(
     port: Annotated[int | None, typer.Option(envvar="FORECOURT_PORT")] = None,
     no_workers: Annotated[
         bool,
-        typer.Option("--no-workers", envvar="FORECOURT_NO_WORKERS",
-                     help="API only; run background work in `forecourt worker` nodes."),
+        typer.Option(
+            "--no-workers",
+            envvar="FORECOURT_NO_WORKERS",
+            help="API only; run background work in `forecourt worker` nodes.",
+        ),
     ] = False,
 ) -> None:
     """Start the API (and, unless --no-workers, the background workers)."""
@@ -109,8 +110,14 @@ def serve(
 
     settings = load_settings(host=host, port=port)
     application = create_app(settings, run_workers=not no_workers)
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
-                proxy_headers=False, server_header=False)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        proxy_headers=False,
+        server_header=False,
+    )
 
 
 @app.command()
@@ -179,11 +186,18 @@ def keys_create(
     async def go(fc: Any) -> str:
         async with fc.sessionmaker() as session:
             actor = await _tenant_principal(session, tenant)
-            data = KeyCreate(name=name, description=description, scopes=scope_list, tier=tier,
-                             expires_at=expires_at, environment=environment)  # type: ignore[arg-type]
+            data = KeyCreate(
+                name=name,
+                description=description,
+                scopes=scope_list,
+                tier=tier,
+                expires_at=expires_at,
+                environment=environment,
+            )
             key, raw = await fc.keys(session).create(actor, data)
-            typer.echo(f"created {key.id} ({key.name}) with scopes {','.join(key.scopes)}",
-                       err=True)
+            typer.echo(
+                f"created {key.id} ({key.name}) with scopes {','.join(key.scopes)}", err=True
+            )
             return str(raw)
 
     try:
@@ -206,7 +220,7 @@ def keys_list(tenant: TenantOpt = "default") -> None:
             rows: list[Any] = []
             cursor = None
             while True:
-                page, cursor = await fc.keys(session).list(actor, cursor, 200)
+                page, cursor = await fc.keys(session).page(actor, cursor, 200)
                 rows.extend(page)
                 if cursor is None:
                     return rows
@@ -251,7 +265,7 @@ def users_create(
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        data = UserCreate(email=email, name=name, password=password, role=role)  # type: ignore[arg-type]
+        data = UserCreate(email=email, name=name, password=password, role=role)
     except ValidationError as exc:
         first = exc.errors()[0]
         fail(f"--{first['loc'][0]}: {first['msg']}")

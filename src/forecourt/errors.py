@@ -1,14 +1,14 @@
 """Errors raised by services, each mapped to one RFC 9457 problem type.
 
-    ForecourtError
-    ├── InvalidInput          422  a field's value is not acceptable
-    ├── NotFound              404  no such resource in this tenant
-    ├── Conflict              409  the resource already exists or is in the wrong state
-    ├── Unauthenticated       401  no valid credentials
-    ├── Forbidden             403  valid credentials without the needed scope
-    ├── CsrfFailed            403  a cookie-authenticated write without its CSRF token
-    ├── PayloadTooLarge       413  the request body is over the configured cap
-    └── RateLimited           429  a rate-limit window is exhausted
+ForecourtError
+├── InvalidInput          422  a field's value is not acceptable
+├── NotFound              404  no such resource in this tenant
+├── Conflict              409  the resource already exists or is in the wrong state
+├── Unauthenticated       401  no valid credentials
+├── Forbidden             403  valid credentials without the needed scope
+├── CsrfFailed            403  a cookie-authenticated write without its CSRF token
+├── PayloadTooLarge       413  the request body is over the configured cap
+└── RateLimited           429  a rate-limit window is exhausted
 """
 
 from __future__ import annotations

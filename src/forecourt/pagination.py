@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Select
 
@@ -17,8 +17,6 @@ from forecourt.errors import InvalidInput
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-
-T = TypeVar("T", bound=tuple[Any, ...])
 
 
 def encode_cursor(last_id: str) -> str:
@@ -36,7 +34,7 @@ def decode_cursor(cursor: str) -> str:
     return value
 
 
-def paginate(stmt: Select[T], id_column: Any, cursor: str | None, limit: int) -> Select[T]:
+def paginate(stmt: Select[Any], id_column: Any, cursor: str | None, limit: int) -> Select[Any]:
     """``stmt`` restricted to the page after ``cursor``; fetches one extra row to detect more."""
     if cursor:
         stmt = stmt.where(id_column < decode_cursor(cursor))

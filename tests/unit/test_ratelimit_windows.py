@@ -68,9 +68,13 @@ def reference_admits(now_ms: int, counters: WindowCounters, window: Window, cost
 
 
 @given(window_and_counters(), st.integers(1, 600))
-def test_admission_matches_the_definition(case: tuple[Window, WindowCounters, int], cost: int) -> None:
+def test_admission_matches_the_definition(
+    case: tuple[Window, WindowCounters, int], cost: int
+) -> None:
     window, counters, now_ms = case
-    assert admits(now_ms, counters, window, cost) == reference_admits(now_ms, counters, window, cost)
+    assert admits(now_ms, counters, window, cost) == reference_admits(
+        now_ms, counters, window, cost
+    )
 
 
 @given(window_and_counters())
@@ -95,7 +99,9 @@ def test_estimate_only_decays_without_traffic(
 
 
 @given(window_and_counters())
-def test_window_is_empty_after_twice_its_length_idle(case: tuple[Window, WindowCounters, int]) -> None:
+def test_window_is_empty_after_twice_its_length_idle(
+    case: tuple[Window, WindowCounters, int],
+) -> None:
     window, counters, now_ms = case
     later = now_ms + 2 * window.ms
     assert roll(*counters, later, window.ms)[1:] == (0, 0)
@@ -233,9 +239,7 @@ def test_remaining_falls_by_the_cost_of_each_admitted_hit(costs: list[int], limi
 
 
 @given(
-    steps=st.lists(
-        st.tuples(st.integers(0, 90_000), st.integers(1, 7)), min_size=1, max_size=60
-    )
+    steps=st.lists(st.tuples(st.integers(0, 90_000), st.integers(1, 7)), min_size=1, max_size=60)
 )
 def test_memory_limiter_agrees_with_the_definition(steps: list[tuple[int, int]]) -> None:
     """Random traffic: every decision is the one the fractional definition gives."""
@@ -249,7 +253,9 @@ def test_memory_limiter_agrees_with_the_definition(steps: list[tuple[int, int]])
             clock.advance(advance_ms / 1000)
             now_ms = round(clock() * 1000)
             rolled = [roll(*model.get(w.ms, fresh(now_ms, w.ms)), now_ms, w.ms) for w in ws]
-            expected = all(reference_admits(now_ms, c, w, cost) for c, w in zip(rolled, ws, strict=True))
+            expected = all(
+                reference_admits(now_ms, c, w, cost) for c, w in zip(rolled, ws, strict=True)
+            )
             decision = await limiter.hit("k", ws, cost)
             assert decision.allowed == expected
             if expected:

@@ -5,20 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from forecourt.audit import service
 from forecourt.audit.schemas import AuditEntryOut
 from forecourt.errors import InvalidInput
-from forecourt.http.deps import DbSession, Paging, Scoped
+from forecourt.http.deps import DbSession, Paging, require
+from forecourt.principal import Principal
 from forecourt.schemas import Page
+
+AuditLogRead = Annotated[Principal, Depends(require("audit-log:read"))]
 
 router = APIRouter(prefix="/api/v1/audit-log", tags=["audit-log"])
 
 
 @router.get("", response_model=Page[AuditEntryOut])
 async def list_audit_log(
-    actor: Scoped("audit-log:read"),
+    actor: AuditLogRead,
     session: DbSession,
     page: Paging,
     actor_id: Annotated[str | None, Query(description="Key or user id.")] = None,

@@ -14,8 +14,19 @@ from forecourt.ids import new_id
 from forecourt.pagination import next_cursor, paginate
 from forecourt.principal import Principal
 
-SECRET_FIELDS = frozenset({"key", "key_hash", "previous_key_hash", "password", "password_hash",
-                           "secret", "token", "token_hash", "csrf_token"})
+SECRET_FIELDS = frozenset(
+    {
+        "key",
+        "key_hash",
+        "previous_key_hash",
+        "password",
+        "password_hash",
+        "secret",
+        "token",
+        "token_hash",
+        "csrf_token",
+    }
+)
 
 
 def redact(summary: dict[str, Any] | None) -> dict[str, Any] | None:

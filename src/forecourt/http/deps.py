@@ -61,11 +61,6 @@ def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
     return dependency
 
 
-def Scoped(scope: str) -> type[Principal]:  # noqa: N802 - reads as a type in signatures
-    """``actor: Scoped("keys:write")`` in a route signature."""
-    return Annotated[Principal, Depends(require(scope))]  # type: ignore[return-value]
-
-
 class PageParams:
     def __init__(
         self,

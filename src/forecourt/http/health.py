@@ -20,8 +20,9 @@ async def healthz() -> dict[str, str]:
 async def readyz(fc: ForecourtDep) -> JSONResponse:
     checks = await fc.ready()
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
-                        status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+    )
 
 
 @router.get("/metrics", include_in_schema=False)

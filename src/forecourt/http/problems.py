@@ -40,16 +40,20 @@ def problem(
         body["instance"] = instance
     body.update(extra)
     return Response(
-        orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE,
+        orjson.dumps(body),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
         headers=dict(headers or {}),
     )
 
 
-def from_error(exc: ForecourtError, instance: str | None = None,
-               headers: Mapping[str, str] | None = None) -> Response:
+def from_error(
+    exc: ForecourtError, instance: str | None = None, headers: Mapping[str, str] | None = None
+) -> Response:
     merged = {**exc.headers, **(headers or {})}
-    return problem(exc.status, exc.title, exc.detail, exc.slug, instance=instance,
-                   headers=merged, **exc.extra)
+    return problem(
+        exc.status, exc.title, exc.detail, exc.slug, instance=instance, headers=merged, **exc.extra
+    )
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -74,8 +78,9 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         detail = "The body is not valid JSON."
     else:
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    return problem(422, "Invalid input", detail, "invalid-input", instance=request.url.path,
-                   errors=errors)
+    return problem(
+        422, "Invalid input", detail, "invalid-input", instance=request.url.path, errors=errors
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -86,14 +91,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"Nothing at {request.url.path}."
     slug = title.lower().replace(" ", "-")
-    return problem(exc.status_code, title, detail, slug, instance=request.url.path,
-                   headers=exc.headers)
+    return problem(
+        exc.status_code, title, detail, slug, instance=request.url.path, headers=exc.headers
+    )
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem(500, "Internal error", "Something went wrong on our side; it has been logged.",
-                   "internal", instance=request.url.path)
+    return problem(
+        500,
+        "Internal error",
+        "Something went wrong on our side; it has been logged.",
+        "internal",
+        instance=request.url.path,
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -50,7 +50,7 @@ def is_well_formed(key: str) -> bool:
     match = KEY_RE.match(key)
     if match is None:
         return False
-    body = key[: -CHECKSUM_CHARS]
+    body = key[:-CHECKSUM_CHARS]
     return hmac.compare_digest(checksum(body), match.group(3))
 
 

@@ -61,5 +61,3 @@ class ApiKeyUsage(Base):
     status_4xx: Mapped[int] = mapped_column(default=0)
     status_5xx: Mapped[int] = mapped_column(default=0)
     rate_limited: Mapped[int] = mapped_column(default=0)
-
-

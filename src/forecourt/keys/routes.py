@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 
-from forecourt.http.deps import DbSession, ForecourtDep, Paging, Scoped
+from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
 from forecourt.keys.models import ApiKey
 from forecourt.keys.schemas import KeyCreate, KeyCreated, KeyOut, KeyRotate, KeyUpdate, KeyUsage
 from forecourt.keys.service import status as key_status
+from forecourt.principal import Principal
 from forecourt.schemas import Page
+
+KeysRead = Annotated[Principal, Depends(require("keys:read"))]
+KeysWrite = Annotated[Principal, Depends(require("keys:write"))]
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 
@@ -29,7 +33,7 @@ def _fields(key: ApiKey) -> dict[str, Any]:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
 async def create_key(
-    body: KeyCreate, actor: Scoped("keys:write"), fc: ForecourtDep, session: DbSession
+    body: KeyCreate, actor: KeysWrite, fc: ForecourtDep, session: DbSession
 ) -> KeyCreated:
     """Create a key. The full key is in the response, this once."""
     key, raw = await fc.keys(session).create(actor, body)
@@ -38,23 +42,24 @@ async def create_key(
 
 @router.get("", response_model=Page[KeyOut])
 async def list_keys(
-    actor: Scoped("keys:read"), fc: ForecourtDep, session: DbSession, page: Paging
+    actor: KeysRead, fc: ForecourtDep, session: DbSession, page: Paging
 ) -> Page[KeyOut]:
     """Keys of the caller's tenant, newest first."""
-    rows, cursor = await fc.keys(session).list(actor, page.cursor, page.limit)
+    rows, cursor = await fc.keys(session).page(actor, page.cursor, page.limit)
     return Page[KeyOut](items=[_out(k) for k in rows], next_cursor=cursor)
 
 
 @router.get("/{key_id}", response_model=KeyOut)
-async def get_key(
-    key_id: str, actor: Scoped("keys:read"), fc: ForecourtDep, session: DbSession
-) -> KeyOut:
+async def get_key(key_id: str, actor: KeysRead, fc: ForecourtDep, session: DbSession) -> KeyOut:
     return _out(await fc.keys(session).get(actor, key_id))
 
 
 @router.patch("/{key_id}", response_model=KeyOut)
 async def update_key(
-    key_id: str, body: KeyUpdate, actor: Scoped("keys:write"), fc: ForecourtDep,
+    key_id: str,
+    body: KeyUpdate,
+    actor: KeysWrite,
+    fc: ForecourtDep,
     session: DbSession,
 ) -> KeyOut:
     """Change name, description, scopes, tier, limits or expiry; omitted fields stay."""
@@ -63,7 +68,10 @@ async def update_key(
 
 @router.post("/{key_id}/rotate", response_model=KeyCreated)
 async def rotate_key(
-    key_id: str, actor: Scoped("keys:write"), fc: ForecourtDep, session: DbSession,
+    key_id: str,
+    actor: KeysWrite,
+    fc: ForecourtDep,
+    session: DbSession,
     body: KeyRotate | None = None,
 ) -> KeyCreated:
     """A new secret. The old one keeps working for ``grace_period_s`` (24 h by default)."""
@@ -72,25 +80,19 @@ async def rotate_key(
 
 
 @router.post("/{key_id}/revoke", response_model=KeyOut)
-async def revoke_key(
-    key_id: str, actor: Scoped("keys:write"), fc: ForecourtDep, session: DbSession
-) -> KeyOut:
+async def revoke_key(key_id: str, actor: KeysWrite, fc: ForecourtDep, session: DbSession) -> KeyOut:
     """Stop the key at once, on every node."""
     return _out(await fc.keys(session).revoke(actor, key_id))
 
 
 @router.delete("/{key_id}", response_model=KeyOut)
-async def delete_key(
-    key_id: str, actor: Scoped("keys:write"), fc: ForecourtDep, session: DbSession
-) -> KeyOut:
+async def delete_key(key_id: str, actor: KeysWrite, fc: ForecourtDep, session: DbSession) -> KeyOut:
     """Same as revoke: keys are kept, revoked, for the audit trail."""
     return _out(await fc.keys(session).revoke(actor, key_id))
 
 
 @router.get("/{key_id}/usage", response_model=KeyUsage)
-async def key_usage(
-    key_id: str, actor: Scoped("keys:read"), fc: ForecourtDep, session: DbSession
-) -> KeyUsage:
+async def key_usage(key_id: str, actor: KeysRead, fc: ForecourtDep, session: DbSession) -> KeyUsage:
     """Requests per minute (last hour), hour (last day) and day (last 30 days)."""
     await fc.usage.flush()
     return KeyUsage.model_validate(await fc.keys(session).usage(actor, key_id))

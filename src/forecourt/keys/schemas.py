@@ -16,7 +16,9 @@ class KeyCreate(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     scopes: list[str] = Field(min_length=1, max_length=64)
-    tier: str | None = Field(default=None, description="Rate-limit tier; the default tier if unset.")
+    tier: str | None = Field(
+        default=None, description="Rate-limit tier; the default tier if unset."
+    )
     rate_limits: dict[str, int] = Field(
         default_factory=dict,
         description='Per-key overrides of the tier, e.g. {"minute": 100, "second": 5}.',

@@ -92,7 +92,7 @@ class KeyService:
         await self.session.commit()
         return key, raw
 
-    async def list(
+    async def page(
         self, actor: Principal, cursor: str | None, limit: int, include_revoked: bool = True
     ) -> tuple[list[ApiKey], str | None]:
         stmt = select(ApiKey).where(ApiKey.tenant_id == actor.tenant_id)
@@ -143,8 +143,9 @@ class KeyService:
         """A new secret; the current one keeps working for the grace period, then stops."""
         key = await self.get(actor, key_id)
         if status(key) != "active":
-            raise InvalidInput(f"Only active keys can be rotated; this one is {status(key)}.",
-                               field="id")
+            raise InvalidInput(
+                f"Only active keys can be rotated; this one is {status(key)}.", field="id"
+            )
         grace = self.config.rotation_grace_s if data.grace_period_s is None else data.grace_period_s
         raw = key_format.generate(key.environment)
         now = utcnow()
@@ -175,7 +176,12 @@ class KeyService:
             key.revoked_at = utcnow()
             key.updated_at = key.revoked_at
             audit.record(
-                self.session, actor, "key.revoked", "key", key.id, before=before,
+                self.session,
+                actor,
+                "key.revoked",
+                "key",
+                key.id,
+                before=before,
                 after=summary(key),
             )
             await self.session.commit()

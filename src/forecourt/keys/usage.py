@@ -25,8 +25,14 @@ log = logging.getLogger("forecourt.keys.usage")
 LAST_USED_WRITE_INTERVAL_S = 60.0
 # index of each counter in a bucket
 REQUESTS, S2XX, S3XX, S4XX, S5XX, LIMITED = range(6)
-COUNTER_COLUMNS = ("requests", "status_2xx", "status_3xx", "status_4xx", "status_5xx",
-                   "rate_limited")
+COUNTER_COLUMNS = (
+    "requests",
+    "status_2xx",
+    "status_3xx",
+    "status_4xx",
+    "status_5xx",
+    "rate_limited",
+)
 
 
 class UsageRecorder:
@@ -84,10 +90,14 @@ class UsageRecorder:
         buckets: dict[tuple[str, str, int], list[int]],
         due: dict[str, float],
     ) -> None:
-        live = set((await session.scalars(
-            select(ApiKey.id).where(ApiKey.id.in_({k for k, _, _ in buckets} | set(due)))
-        )).all())
-        dialect = session.bind.dialect.name
+        live = set(
+            (
+                await session.scalars(
+                    select(ApiKey.id).where(ApiKey.id.in_({k for k, _, _ in buckets} | set(due)))
+                )
+            ).all()
+        )
+        dialect = session.get_bind().dialect.name
         for (key_id, tenant_id, minute), counts in buckets.items():
             if key_id not in live:
                 continue

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from forecourt.http.deps import DbSession, ForecourtDep, Scoped, current_principal
+from forecourt.http.deps import DbSession, ForecourtDep, current_principal, require
 from forecourt.http.middleware.access import SESSION_COOKIE
 from forecourt.principal import Principal
 from forecourt.users.models import User
@@ -14,6 +14,9 @@ from forecourt.users.schemas import Login, SessionOut, UserCreate, UserOut, User
 from forecourt.users.service import UserService
 
 CSRF_COOKIE = "fc_csrf"
+
+UsersRead = Annotated[Principal, Depends(require("users:read"))]
+UsersWrite = Annotated[Principal, Depends(require("users:write"))]
 
 users = APIRouter(prefix="/api/v1/users", tags=["users"])
 auth = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -24,51 +27,74 @@ def _out(user: User) -> UserOut:
 
 
 @users.post("", status_code=status.HTTP_201_CREATED, response_model=UserOut)
-async def create_user(body: UserCreate, actor: Scoped("users:write"),
-                      session: DbSession) -> UserOut:
+async def create_user(body: UserCreate, actor: UsersWrite, session: DbSession) -> UserOut:
     return _out(await UserService(session).create(actor, body))
 
 
 @users.get("", response_model=list[UserOut])
-async def list_users(actor: Scoped("users:read"), session: DbSession) -> list[UserOut]:
+async def list_users(actor: UsersRead, session: DbSession) -> list[UserOut]:
     return [_out(u) for u in await UserService(session).list(actor)]
 
 
 @users.get("/{user_id}", response_model=UserOut)
-async def get_user(user_id: str, actor: Scoped("users:read"), session: DbSession) -> UserOut:
+async def get_user(user_id: str, actor: UsersRead, session: DbSession) -> UserOut:
     return _out(await UserService(session).get(actor, user_id))
 
 
 @users.patch("/{user_id}", response_model=UserOut)
-async def update_user(user_id: str, body: UserUpdate, actor: Scoped("users:write"),
-                      session: DbSession) -> UserOut:
+async def update_user(
+    user_id: str, body: UserUpdate, actor: UsersWrite, session: DbSession
+) -> UserOut:
     """Change name, role or password, or disable; a new password ends the user's sessions."""
     return _out(await UserService(session).update(actor, user_id, body))
 
 
 @auth.post("/login", response_model=SessionOut)
-async def login(body: Login, request: Request, response: Response, fc: ForecourtDep,
-                session: DbSession) -> SessionOut:
+async def login(
+    body: Login, request: Request, response: Response, fc: ForecourtDep, session: DbSession
+) -> SessionOut:
     """Sign in; sets an HttpOnly session cookie. Cookie-authenticated writes must send the
     returned ``csrf_token`` in the ``X-CSRF-Token`` header."""
     ip = request.client.host if request.client else None
     user, record, token = await UserService(session).sign_in(
-        body.tenant, body.email, body.password, fc.settings.session_ttl_s, ip,
-        request.headers.get("user-agent"), getattr(request.state, "request_id", None),
+        body.tenant,
+        body.email,
+        body.password,
+        fc.settings.session_ttl_s,
+        ip,
+        request.headers.get("user-agent"),
+        getattr(request.state, "request_id", None),
     )
     secure = fc.settings.cookie_secure
     max_age = fc.settings.session_ttl_s
-    response.set_cookie(SESSION_COOKIE, token, max_age=max_age, httponly=True, secure=secure,
-                        samesite="lax", path="/")
-    response.set_cookie(CSRF_COOKIE, record.csrf_token, max_age=max_age, httponly=False,
-                        secure=secure, samesite="strict", path="/")
-    return SessionOut(user=_out(user), csrf_token=record.csrf_token,
-                      expires_at=record.expires_at)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=max_age,
+        httponly=True,
+        secure=secure,
+        samesite="lax",
+        path="/",
+    )
+    response.set_cookie(
+        CSRF_COOKIE,
+        record.csrf_token,
+        max_age=max_age,
+        httponly=False,
+        secure=secure,
+        samesite="strict",
+        path="/",
+    )
+    return SessionOut(user=_out(user), csrf_token=record.csrf_token, expires_at=record.expires_at)
 
 
 @auth.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(request: Request, response: Response, session: DbSession,
-                 actor: Annotated[Principal, Depends(current_principal)]) -> None:
+async def logout(
+    request: Request,
+    response: Response,
+    session: DbSession,
+    actor: Annotated[Principal, Depends(current_principal)],
+) -> None:
     """End the current session (cookie sign-ins only)."""
     token = request.cookies.get(SESSION_COOKIE)
     service = UserService(session)

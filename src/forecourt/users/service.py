@@ -55,8 +55,12 @@ def token_hash(token: str) -> str:
 
 
 def summary(user: User) -> dict[str, Any]:
-    return {"email": user.email, "name": user.name, "role": user.role,
-            "disabled": user.disabled_at is not None}
+    return {
+        "email": user.email,
+        "name": user.name,
+        "role": user.role,
+        "disabled": user.disabled_at is not None,
+    }
 
 
 class UserService:
@@ -115,8 +119,9 @@ class UserService:
         user.updated_at = utcnow()
         if data.password is not None or data.disabled:
             await self._end_sessions(user.id)
-        audit.record(self.session, actor, "user.updated", "user", user.id, before=before,
-                     after=summary(user))
+        audit.record(
+            self.session, actor, "user.updated", "user", user.id, before=before, after=summary(user)
+        )
         await self.session.commit()
         return user
 
@@ -198,8 +203,9 @@ class UserService:
             raise Forbidden("Only an admin may create or change owners.")
 
 
-def user_principal(user: User, record: UserSession, ip: str | None,
-                   request_id: str | None) -> Principal:
-    return Principal("user", user.id, user.tenant_id, ROLE_SCOPES[user.role], ip, request_id,
-                     via_cookie=True)
-
+def user_principal(
+    user: User, record: UserSession, ip: str | None, request_id: str | None
+) -> Principal:
+    return Principal(
+        "user", user.id, user.tenant_id, ROLE_SCOPES[user.role], ip, request_id, via_cookie=True
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,8 +23,16 @@ from forecourt.ratelimit.policy import Policy
 from forecourt.ratelimit.windows import Limiter
 
 SESSION_COOKIE = "fc_session"
-EXCLUDED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json",
-                     "/static", "/favicon.ico")
+EXCLUDED_PREFIXES = (
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/static",
+    "/favicon.ico",
+)
 
 SessionResolver = Callable[[str, str | None, str | None], Awaitable[tuple[Principal, str] | None]]
 
@@ -70,8 +79,16 @@ class AccessMiddleware:
         if bearer is not None:
             key = await self.authenticator.authenticate(bearer)
             if key is not None:
-                principal = Principal("key", key.id, key.tenant_id, key.scopes, ip, request_id,
-                                      tier=key.tier, rate_limits=key.rate_limits)
+                principal = Principal(
+                    "key",
+                    key.id,
+                    key.tenant_id,
+                    key.scopes,
+                    ip,
+                    request_id,
+                    tier=key.tier,
+                    rate_limits=key.rate_limits,
+                )
         elif cookie is not None:
             morsel = SimpleCookie(cookie).get(SESSION_COOKIE)
             if morsel is not None and morsel.value:
@@ -91,7 +108,7 @@ class AccessMiddleware:
         if not decision.allowed:
             if principal is not None and principal.actor_type == "key" and principal.actor_id:
                 self.usage.record(principal.actor_id, principal.tenant_id, 429, limited=True)
-            extra = {}
+            extra: dict[str, Any] = {}
             if decision.violated is not None:
                 v = decision.violated
                 extra = {"policy": v.name, "limit": v.limit, "window_s": v.seconds}
