@@ -54,8 +54,12 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    from forecourt.db.migrate import NotMigrated
+
     try:
         return asyncio.run(_as_coro(coro_fn))
+    except NotMigrated as exc:
+        fail(str(exc), code=1)
     except ForecourtError as exc:
         field = getattr(exc, "field", None)
         fail(f"{field}: {exc.detail}" if field else exc.detail)

@@ -2,13 +2,15 @@
 
 Rate limiting must not take the API down with Redis. While the primary fails, requests are
 decided by the fallback (fail open: each instance enforces the limits on its own, so a client
-may get up to one quota per instance) or denied outright (fail closed). The primary is probed
-again at most once per ``retry_interval_s``, so a dead Redis does not add a connection attempt
-to every request.
+may get up to one quota per instance) or denied outright (fail closed). A primary call that
+takes longer than ``timeout_s`` counts as a failure, which bounds what a sick Redis (or a
+client retrying a dead one) adds to a request. The primary is probed again at most once per
+``retry_interval_s``, so a dead Redis does not add a connection attempt to every request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +29,8 @@ from forecourt.ratelimit.windows import (
 LOGGER = logging.getLogger("forecourt.ratelimit")
 
 RETRY_INTERVAL_S = 1.0
+# A healthy Redis answers in about a millisecond; this is long enough not to flap under load.
+PRIMARY_TIMEOUT_S = 0.5
 # What a fail-closed denial tells the client to wait: the primary may be back by then.
 CLOSED_RETRY_AFTER_S = 1
 ERRORS_METRIC = "forecourt_ratelimit_backend_errors"
@@ -63,6 +67,7 @@ class FailoverLimiter:
         *,
         fail_open: bool = True,
         retry_interval_s: float = RETRY_INTERVAL_S,
+        timeout_s: float | None = PRIMARY_TIMEOUT_S,
         errors_counter: Counter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -70,6 +75,7 @@ class FailoverLimiter:
         self._fallback = fallback
         self._fail_open = fail_open
         self._retry_interval_s = retry_interval_s
+        self._timeout_s = timeout_s
         self._errors = BACKEND_ERRORS if errors_counter is None else errors_counter
         self._clock = clock
         self._down_since: float | None = None
@@ -96,7 +102,8 @@ class FailoverLimiter:
         await self._fallback.reset(key)
         if self._should_try_primary():
             try:
-                await self._primary.reset(key)
+                async with asyncio.timeout(self._timeout_s):
+                    await self._primary.reset(key)
             except Exception as exc:
                 self._failed(exc)
             else:
@@ -115,7 +122,8 @@ class FailoverLimiter:
     ) -> Decision:
         if self._should_try_primary():
             try:
-                decision = await call(self._primary)
+                async with asyncio.timeout(self._timeout_s):
+                    decision = await call(self._primary)
             except Exception as exc:
                 self._failed(exc)
             else:
