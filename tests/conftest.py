@@ -160,8 +160,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def settings_factory(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     """Builds Settings for this test's backend; extra keyword arguments override fields."""
-    overrides: dict[str, Any] = {"data_dir": tmp_path / "data", "secret_key": "test-secret-" +
-                                 RUN_ID}
+    overrides: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "secret_key": "test-secret-" + RUN_ID,
+    }
     if backend == "postgres":
         overrides["database_url"] = request.getfixturevalue("pg_database")
         overrides["redis_url"] = REDIS_URL
@@ -186,7 +188,8 @@ class Harness:
 
     async def create_key(self, scopes: list[str], **fields: Any) -> dict[str, Any]:
         response = await self.client.post(
-            "/api/v1/keys", json={"name": "test", "scopes": scopes, **fields},
+            "/api/v1/keys",
+            json={"name": "test", "scopes": scopes, **fields},
             headers=self.auth(),
         )
         assert response.status_code == 201, response.text
@@ -204,8 +207,9 @@ async def harness_factory(settings_factory: Any) -> AsyncIterator[Any]:
         fc = Forecourt(settings)
         await fc.start()
         app = create_app(settings, forecourt=fc)
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False,
-                                        client=("127.0.0.1", 50000))
+        transport = httpx.ASGITransport(
+            app=app, raise_app_exceptions=False, client=("127.0.0.1", 50000)
+        )
         client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
         owner = (settings.data_dir / OWNER_KEY_FILE).read_text().strip()
         harness = Harness(fc, client, owner)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -114,6 +115,9 @@ def serve(
 
     settings = load_settings(host=host, port=port)
     application = create_app(settings, run_workers=not no_workers)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it with this handler in
+    # place: a requested stop is a clean exit (code 0), as with Ctrl-C.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         application,
         host=settings.host,
@@ -122,6 +126,10 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+
+
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 @app.command()

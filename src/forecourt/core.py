@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("forecourt")
 
 REDIS_SOCKET_TIMEOUT_S = 0.5
+REDIS_MAX_CONNECTIONS = 128
 
 
 class Forecourt:
@@ -50,11 +51,15 @@ class Forecourt:
         memory = MemoryLimiter()
         self.limiter: Limiter
         if s.redis_url:
-            self.redis = aioredis.Redis.from_url(
+            # A blocking pool waits for a free connection under bursts instead of raising.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 s.redis_url,
+                max_connections=REDIS_MAX_CONNECTIONS,
+                timeout=REDIS_SOCKET_TIMEOUT_S,
                 socket_timeout=REDIS_SOCKET_TIMEOUT_S,
                 socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
             )
+            self.redis = aioredis.Redis.from_pool(pool)
             self.limiter = FailoverLimiter(
                 RedisLimiter(self.redis, prefix=s.redis_prefix + "rl:"),
                 memory,

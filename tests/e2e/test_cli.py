@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from conftest import RUN_ID, _in_thread, _pg_admin, pg_url
 
 FORECOURT = Path(sys.executable).parent / "forecourt"
@@ -50,7 +51,9 @@ class Cli:
             check=False,
         )
 
-    def ok(self, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    def ok(
+        self, *args: str, stdin: str | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         result = self(*args, stdin=stdin, **env)
         assert result.returncode == 0, result.stderr
         return result
@@ -67,6 +70,12 @@ def clean_env(data_dir: Path) -> dict[str, str]:
 def cli(tmp_path: Path) -> Cli:
     # cwd is the test's folder so that no .env file of the checkout is picked up.
     return Cli(clean_env(tmp_path / "data"), tmp_path)
+
+
+@pytest.fixture
+def booted(cli: Cli) -> None:
+    """A first command has run: the owner key exists, so stderr later holds only errors."""
+    cli.ok("keys", "list")
 
 
 @pytest.fixture
@@ -152,13 +161,15 @@ def test_keys_create_prints_the_key_and_the_owner_key_once(cli: Cli) -> None:
     ["30d", "12h", (datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0).isoformat()],
 )
 def test_keys_create_accepts_durations_and_iso_times(cli: Cli, expires: str) -> None:
-    result = cli.ok("keys", "create", "--name", "exp", "--scopes", "events:publish",
-                    "--expires", expires)
+    result = cli.ok(
+        "keys", "create", "--name", "exp", "--scopes", "events:publish", "--expires", expires
+    )
     assert KEY_RE.match(result.stdout.strip())
     assert key_rows(cli.ok("keys", "list").stdout)["exp"][2] == "active"
 
 
 @pytest.mark.parametrize("expires", ["yesterday", "2001-01-01T00:00:00"])
+@pytest.mark.usefixtures("booted")
 def test_keys_create_rejects_bad_or_past_expiry(cli: Cli, expires: str) -> None:
     line = assert_clean_error(
         cli("keys", "create", "--name", "x", "--scopes", "events:publish", "--expires", expires)
@@ -166,17 +177,20 @@ def test_keys_create_rejects_bad_or_past_expiry(cli: Cli, expires: str) -> None:
     assert "expires" in line
 
 
+@pytest.mark.usefixtures("booted")
 def test_keys_create_rejects_an_unknown_scope(cli: Cli) -> None:
     line = assert_clean_error(cli("keys", "create", "--name", "x", "--scopes", "events:fly"))
     assert "scopes" in line
     assert "events:fly" in line
 
 
+@pytest.mark.usefixtures("booted")
 def test_keys_create_rejects_empty_scopes(cli: Cli) -> None:
     line = assert_clean_error(cli("keys", "create", "--name", "x", "--scopes", ""))
     assert "scopes" in line
 
 
+@pytest.mark.usefixtures("booted")
 def test_rejected_create_changes_nothing(cli: Cli) -> None:
     cli.ok("keys", "create", "--name", "good", "--scopes", "events:publish")
     assert_clean_error(cli("keys", "create", "--name", "bad", "--scopes", "nope"))
@@ -187,8 +201,9 @@ def test_rejected_create_changes_nothing(cli: Cli) -> None:
 
 
 def test_keys_list_shows_id_prefix_and_status(cli: Cli) -> None:
-    raw = cli.ok("keys", "create", "--name", "ci", "--scopes",
-                 "events:publish,webhooks:read").stdout.strip()
+    raw = cli.ok(
+        "keys", "create", "--name", "ci", "--scopes", "events:publish,webhooks:read"
+    ).stdout.strip()
     rows = key_rows(cli.ok("keys", "list").stdout)
     assert set(rows) == {"owner", "ci"}
     key_id, prefix, status, scopes = rows["ci"]
@@ -210,12 +225,14 @@ def test_keys_revoke_then_list_shows_revoked(cli: Cli) -> None:
     assert rows["owner"][2] == "active"
 
 
+@pytest.mark.usefixtures("booted")
 def test_keys_revoke_unknown_id(cli: Cli) -> None:
     cli.ok("keys", "list")
     line = assert_clean_error(cli("keys", "revoke", "key_doesnotexist"))
     assert "key_doesnotexist" in line
 
 
+@pytest.mark.usefixtures("booted")
 def test_keys_in_another_tenant(cli: Cli) -> None:
     cli.ok("keys", "create", "--name", "home", "--scopes", "events:publish")
     cli.ok("keys", "create", "--name", "away", "--scopes", "events:publish", "--tenant", "acme")
@@ -229,8 +246,7 @@ def test_keys_in_another_tenant(cli: Cli) -> None:
 
 
 def test_tenant_from_the_environment(cli: Cli) -> None:
-    cli.ok("keys", "create", "--name", "env", "--scopes", "events:publish",
-           FORECOURT_TENANT="acme")
+    cli.ok("keys", "create", "--name", "env", "--scopes", "events:publish", FORECOURT_TENANT="acme")
     assert set(key_rows(cli.ok("keys", "list", "--tenant", "acme").stdout)) == {"env"}
 
 
@@ -238,22 +254,51 @@ def test_tenant_from_the_environment(cli: Cli) -> None:
 
 
 def test_users_create_with_password_on_stdin(cli: Cli) -> None:
-    result = cli.ok("users", "create", "--email", "a@example.com", "--role", "admin",
-                    "--password-stdin", stdin="correct horse battery staple\n")
+    result = cli.ok(
+        "users",
+        "create",
+        "--email",
+        "a@example.com",
+        "--role",
+        "admin",
+        "--password-stdin",
+        stdin="correct horse battery staple\n",
+    )
     assert "a@example.com" in result.stdout
     assert "correct horse" not in result.stdout + result.stderr
 
 
+@pytest.mark.usefixtures("booted")
 def test_users_create_rejects_a_short_password(cli: Cli) -> None:
-    line = assert_clean_error(cli("users", "create", "--email", "a@example.com", "--role",
-                                  "admin", "--password-stdin", stdin="short\n"))
+    line = assert_clean_error(
+        cli(
+            "users",
+            "create",
+            "--email",
+            "a@example.com",
+            "--role",
+            "admin",
+            "--password-stdin",
+            stdin="short\n",
+        )
+    )
     assert "password" in line
 
 
+@pytest.mark.usefixtures("booted")
 def test_users_create_rejects_an_unknown_role(cli: Cli) -> None:
-    line = assert_clean_error(cli("users", "create", "--email", "a@example.com", "--role",
-                                  "emperor", "--password-stdin",
-                                  stdin="correct horse battery staple\n"))
+    line = assert_clean_error(
+        cli(
+            "users",
+            "create",
+            "--email",
+            "a@example.com",
+            "--role",
+            "emperor",
+            "--password-stdin",
+            stdin="correct horse battery staple\n",
+        )
+    )
     assert "role" in line
 
 
@@ -264,8 +309,9 @@ def test_migrate_on_sqlite(cli: Cli) -> None:
     cli.ok("migrate")
     assert (cli.data_dir / "forecourt.db").exists()
     cli.ok("migrate")  # idempotent
-    assert KEY_RE.match(cli.ok("keys", "create", "--name", "x", "--scopes",
-                               "events:publish").stdout.strip())
+    assert KEY_RE.match(
+        cli.ok("keys", "create", "--name", "x", "--scopes", "events:publish").stdout.strip()
+    )
 
 
 @pytest.mark.postgres
@@ -285,8 +331,15 @@ def test_migrate_then_create_on_postgres(cli: Cli, empty_pg_database: str) -> No
 
 @pytest.mark.postgres
 def test_unmigrated_postgres_says_to_migrate(cli: Cli, empty_pg_database: str) -> None:
-    result = cli("keys", "create", "--name", "pg", "--scopes", "events:publish",
-                 FORECOURT_DATABASE_URL=empty_pg_database)
+    result = cli(
+        "keys",
+        "create",
+        "--name",
+        "pg",
+        "--scopes",
+        "events:publish",
+        FORECOURT_DATABASE_URL=empty_pg_database,
+    )
     assert result.returncode != 0
     assert result.stdout == ""
     assert "forecourt migrate" in result.stderr

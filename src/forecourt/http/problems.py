@@ -71,7 +71,11 @@ async def _forecourt_error(request: Request, exc: Exception) -> Response:
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
+        {
+            # A JSON syntax error's loc ends in a character offset, which names no field.
+            "field": "body" if e.get("type") == "json_invalid" else _field(tuple(e.get("loc", ()))),
+            "message": e.get("msg", "invalid"),
+        }
         for e in exc.errors()
     ]
     if any(e.get("type") == "json_invalid" for e in exc.errors()):

@@ -54,6 +54,7 @@ class KeyCache:
         if (now if now is not None else time.monotonic()) >= expires:
             self._drop(key_hash)
             return False, None
+        self._entries.move_to_end(key_hash)  # LRU: a hit makes the entry the newest
         return True, value
 
     def put(self, key_hash: str, value: CachedKey | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from forecourt.schemas import StrictModel
 
@@ -19,7 +19,8 @@ class KeyCreate(StrictModel):
     tier: str | None = Field(
         default=None, description="Rate-limit tier; the default tier if unset."
     )
-    rate_limits: dict[str, int] = Field(
+    # StrictInt: true, 1.0 or "10" are not limits (lax mode would coerce them).
+    rate_limits: dict[str, StrictInt] = Field(
         default_factory=dict,
         description='Per-key overrides of the tier, e.g. {"minute": 100, "second": 5}.',
     )
@@ -34,7 +35,7 @@ class KeyUpdate(StrictModel):
     description: str | None = Field(default=None, max_length=2000)
     scopes: list[str] | None = Field(default=None, min_length=1, max_length=64)
     tier: str | None = None
-    rate_limits: dict[str, int] | None = None
+    rate_limits: dict[str, StrictInt] | None = None
     expires_at: datetime | None = None
 
 

@@ -56,7 +56,8 @@ class FailoverLimiter:
 
     An outage starts with the primary's first error: one warning is logged on the
     ``forecourt.ratelimit`` logger and ``errors_counter`` is incremented once. It ends when the
-    primary answers a probe, which is logged at info. Backend errors never escape; invalid
+    primary answers a probe, which is logged at info. A primary call slower than ``timeout_s``
+    (None: no limit) counts as an error. Backend errors never escape; invalid
     arguments still raise ValueError, as with any Limiter. ``clock`` is monotonic seconds.
     """
 
@@ -99,7 +100,10 @@ class FailoverLimiter:
 
     async def reset(self, key: str) -> None:
         """Forget ``key`` in both limiters (in the primary only if it is reachable)."""
-        await self._fallback.reset(key)
+        try:
+            await self._fallback.reset(key)
+        except Exception:
+            LOGGER.exception("the fallback rate limiter failed to reset a key")
         if self._should_try_primary():
             try:
                 async with asyncio.timeout(self._timeout_s):
@@ -155,8 +159,7 @@ class FailoverLimiter:
         self._down_since = now
         self._errors.inc()
         LOGGER.warning(
-            "rate-limit backend unavailable (%s: %s); %s until it answers again",
-            type(exc).__name__,
+            "rate-limit backend unavailable (%r); %s until it answers again",
             exc,
             "using in-process limits" if self._fail_open else "denying requests",
         )

@@ -35,8 +35,11 @@ DEFAULT_PREFIX = "fc:rl:"
 SERVER_CLOCK = -1
 
 # KEYS[1]: the key's hash. ARGV[1]: now in ms, or -1 for the server's clock. ARGV[2]: cost.
-# ARGV[3]: "1" to charge an admitted request, "0" to only look. Then, for each window, its
-# length in ms and its limit. Returns {allowed, now, start1, prev1, curr1, start2, ...}.
+# ARGV[3]: "1" to charge an admitted request, "0" to only look. ARGV[4]: the windows, as
+# "<length in ms>:<limit>" separated by spaces. Returns one string of integers separated by
+# spaces: allowed (1 or 0), now, then start, prev and curr of each window. Packing arguments
+# and reply into strings matters: the client's cost per argument and per reply element, not
+# the server, is what limits the decisions per second.
 SCRIPT = """
 local LIMB = 67108864  -- 2^26
 
@@ -77,11 +80,16 @@ if now < 0 then
 end
 local cost = tonumber(ARGV[2])
 local charge = ARGV[3] == '1'
-local n = (#ARGV - 3) / 2
+local lengths, limits = {}, {}
+for w, limit in string.gmatch(ARGV[4], '(%d+):(%d+)') do
+  lengths[#lengths + 1] = w
+  limits[#limits + 1] = tonumber(limit)
+end
+local n = #lengths
 
 local fields = {}
 for i = 1, n do
-  local w = ARGV[2 + 2 * i]
+  local w = lengths[i]
   fields[3 * i - 2] = 's' .. w
   fields[3 * i - 1] = 'p' .. w
   fields[3 * i] = 'c' .. w
@@ -92,8 +100,8 @@ local starts, prevs, currs = {}, {}, {}
 local allowed = true
 local longest = 0
 for i = 1, n do
-  local w = tonumber(ARGV[2 + 2 * i])
-  local limit = tonumber(ARGV[3 + 2 * i])
+  local w = tonumber(lengths[i])
+  local limit = limits[i]
   local current = now - math.fmod(now, w)
   local start = tonumber(stored[3 * i - 2])
   local prev = tonumber(stored[3 * i - 1]) or 0
@@ -120,7 +128,7 @@ end
 if allowed and charge and n > 0 then
   local writes = {}
   for i = 1, n do
-    local w = ARGV[2 + 2 * i]
+    local w = lengths[i]
     currs[i] = currs[i] + cost
     writes[6 * i - 5] = 's' .. w
     writes[6 * i - 4] = int(starts[i])
@@ -137,13 +145,13 @@ if allowed and charge and n > 0 then
   end
 end
 
-local reply = {allowed and 1 or 0, now}
+local reply = {allowed and '1' or '0', int(now)}
 for i = 1, n do
-  reply[#reply + 1] = starts[i]
-  reply[#reply + 1] = prevs[i]
-  reply[#reply + 1] = currs[i]
+  reply[#reply + 1] = int(starts[i])
+  reply[#reply + 1] = int(prevs[i])
+  reply[#reply + 1] = int(currs[i])
 end
-return reply
+return table.concat(reply, ' ')
 """
 
 
@@ -152,7 +160,9 @@ class RedisLimiter:
 
     ``client`` is borrowed: ``aclose`` closes it only if ``close_client`` is set. ``clock``
     (seconds since the epoch) replaces the Redis server's clock; leave it None in production so
-    that all instances agree on the time. Errors from Redis propagate.
+    that all instances agree on the time. Errors from Redis propagate. Each concurrent call
+    holds one connection for its round trip: give the client a ``BlockingConnectionPool`` sized
+    for the expected concurrency, since a plain pool raises once it is exhausted.
     """
 
     def __init__(
@@ -194,11 +204,11 @@ class RedisLimiter:
         if not windows:
             return Decision(allowed=True, states=(), retry_after_s=0, violated=None)
         now_ms = SERVER_CLOCK if self._clock is None else math.floor(self._clock() * MS_PER_S)
-        args: list[int] = [now_ms, cost, 1 if charge else 0]
-        for window in windows:
-            args += (window.ms, window.limit)
-        reply = await self._script(keys=[self._prefix + key], args=args)
-        values = [int(value) for value in reply]
+        spec = " ".join(f"{window.ms}:{window.limit}" for window in windows)
+        reply = await self._script(
+            keys=[self._prefix + key], args=[now_ms, cost, 1 if charge else 0, spec]
+        )
+        values = [int(value) for value in reply.split()]
         if len(values) != 2 + 3 * len(windows):
             raise ValueError(f"unexpected reply from the rate-limit script: {reply!r}")
         counters: list[WindowCounters] = [

@@ -54,7 +54,7 @@ WindowCounters = tuple[int, int, int]
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """A quota: at most ``limit`` units in any sliding ``seconds``-long window.
+    """A quota: ``limit`` units per sliding ``seconds``, as the sliding-window counter estimates.
 
     ``name`` is what clients see in the ``RateLimit`` headers, so it must be printable ASCII.
     """
@@ -163,20 +163,25 @@ def fresh(now_ms: int, w_ms: int) -> WindowCounters:
     return (now_ms - now_ms % w_ms, 0, 0)
 
 
+def _headroom(now_ms: int, start: int, prev: int, curr: int, w: int, limit: int) -> int:
+    # limit - curr - ceil(prev * (w - elapsed) / w): the largest cost the window admits, which
+    # is negative once it is overdrawn. cost <= headroom is the admission test rearranged.
+    elapsed = now_ms - start if now_ms > start else 0
+    return limit - curr + (-prev * (w - elapsed)) // w
+
+
 def admits(now_ms: int, counters: WindowCounters, window: Window, cost: int) -> bool:
     """Whether ``window`` admits a request of ``cost`` at ``now_ms``."""
     w = window.ms
     start, prev, curr = roll(*counters, now_ms, w)
-    elapsed = max(now_ms - start, 0)
-    return curr * w + prev * (w - elapsed) + cost * w <= window.limit * w
+    return cost <= _headroom(now_ms, start, prev, curr, w, window.limit)
 
 
 def remaining(now_ms: int, counters: WindowCounters, window: Window) -> int:
     """Whole units the window would still admit at ``now_ms``."""
     w = window.ms
     start, prev, curr = roll(*counters, now_ms, w)
-    elapsed = max(now_ms - start, 0)
-    return max(0, (window.limit * w - curr * w - prev * (w - elapsed)) // w)
+    return max(0, _headroom(now_ms, start, prev, curr, w, window.limit))
 
 
 def wait_ms(now_ms: int, counters: WindowCounters, window: Window, cost: int) -> int:
@@ -189,8 +194,11 @@ def wait_ms(now_ms: int, counters: WindowCounters, window: Window, cost: int) ->
     the wait until both counts have aged out is returned.
     """
     w = window.ms
-    limit = window.limit
     start, prev, curr = roll(*counters, now_ms, w)
+    return _wait(now_ms, start, prev, curr, w, window.limit, cost)
+
+
+def _wait(now_ms: int, start: int, prev: int, curr: int, w: int, limit: int, cost: int) -> int:
     now_ms = max(now_ms, start)
     if cost > limit:
         return start + 2 * w - now_ms
@@ -220,13 +228,19 @@ def ceil_s(ms: int) -> int:
 
 def state(now_ms: int, counters: WindowCounters, window: Window) -> WindowState:
     """The client-facing state of one window at ``now_ms``."""
-    left = remaining(now_ms, counters, window)
-    if left == 0:
-        reset_s = ceil_s(wait_ms(now_ms, counters, window, 1))
+    w = window.ms
+    start, prev, curr = roll(*counters, now_ms, w)
+    return _state(now_ms, start, prev, curr, window, w)
+
+
+def _state(now_ms: int, start: int, prev: int, curr: int, window: Window, w: int) -> WindowState:
+    left = _headroom(now_ms, start, prev, curr, w, window.limit)
+    if left > 0:
+        reset_ms = start + w - max(now_ms, start)
     else:
-        start, _, _ = roll(*counters, now_ms, window.ms)
-        reset_s = ceil_s(start + window.ms - max(now_ms, start))
-    return WindowState(window=window, remaining=left, reset_s=reset_s)
+        left = 0
+        reset_ms = _wait(now_ms, start, prev, curr, w, window.limit, 1)
+    return WindowState(window=window, remaining=left, reset_s=-(-reset_ms // MS_PER_S))
 
 
 def outcome(
@@ -243,20 +257,22 @@ def outcome(
     the wait is computed for a request of ``cost``. The Redis backend decides in Lua and builds
     its Decision here from what the script returns.
     """
-    pairs = list(zip(counters, windows, strict=True))
-    states = tuple(state(now_ms, c, window) for c, window in pairs)
-    if allowed:
-        return Decision(allowed=True, states=states, retry_after_s=0, violated=None)
+    states = []
     worst: Window | None = None
     worst_wait = 0
-    for c, window in pairs:
-        if not admits(now_ms, c, window, cost):
-            waited = wait_ms(now_ms, c, window, cost)
+    for (start, prev, curr), window in zip(counters, windows, strict=True):
+        w = window.ms
+        start, prev, curr = roll(start, prev, curr, now_ms, w)
+        states.append(_state(now_ms, start, prev, curr, window, w))
+        if not allowed and cost > _headroom(now_ms, start, prev, curr, w, window.limit):
+            waited = _wait(now_ms, start, prev, curr, w, window.limit, cost)
             if worst is None or waited > worst_wait:
                 worst, worst_wait = window, waited
+    if allowed:
+        return Decision(allowed=True, states=tuple(states), retry_after_s=0, violated=None)
     return Decision(
         allowed=False,
-        states=states,
+        states=tuple(states),
         retry_after_s=max(1, ceil_s(worst_wait)),
         violated=worst,
     )
@@ -273,16 +289,32 @@ def evaluate(
     The caller charges ``cost`` to every window's ``curr`` (after ``roll``) if, and only if,
     the decision is allowed.
     """
-    rolled = [roll(*c, now_ms, window.ms) for c, window in zip(counters, windows, strict=True)]
-    allowed = all(
-        admits(now_ms, c, window, cost) for c, window in zip(rolled, windows, strict=True)
-    )
+    rolled = _roll_all(now_ms, counters, windows)
+    allowed = _admit_all(now_ms, rolled, windows, cost)
     after = [(s, p, c + cost) for s, p, c in rolled] if allowed else rolled
     return outcome(now_ms, after, windows, cost, allowed=allowed)
 
 
 def observe(now_ms: int, counters: Sequence[WindowCounters], windows: Sequence[Window]) -> Decision:
     """What a request of cost 1 would get at ``now_ms``, without charging it."""
-    rolled = [roll(*c, now_ms, window.ms) for c, window in zip(counters, windows, strict=True)]
-    allowed = all(admits(now_ms, c, window, 1) for c, window in zip(rolled, windows, strict=True))
+    rolled = _roll_all(now_ms, counters, windows)
+    allowed = _admit_all(now_ms, rolled, windows, 1)
     return outcome(now_ms, rolled, windows, 1, allowed=allowed)
+
+
+def _roll_all(
+    now_ms: int, counters: Sequence[WindowCounters], windows: Sequence[Window]
+) -> list[WindowCounters]:
+    return [
+        roll(s, p, c, now_ms, window.ms)
+        for (s, p, c), window in zip(counters, windows, strict=True)
+    ]
+
+
+def _admit_all(
+    now_ms: int, rolled: Sequence[WindowCounters], windows: Sequence[Window], cost: int
+) -> bool:
+    return all(
+        cost <= _headroom(now_ms, s, p, c, window.ms, window.limit)
+        for (s, p, c), window in zip(rolled, windows, strict=True)
+    )
