@@ -47,7 +47,7 @@ def generate(environment: str = "live") -> str:
 
 def is_well_formed(key: str) -> bool:
     """True when ``key`` has the right shape and its checksum matches."""
-    match = KEY_RE.match(key)
+    match = KEY_RE.fullmatch(key)
     if match is None:
         return False
     body = key[:-CHECKSUM_CHARS]
