@@ -15,6 +15,8 @@ log = logging.getLogger("forecourt.broadcast")
 
 Handler = Callable[[str], Awaitable[None] | None]
 RECONNECT_DELAY_S = 1.0
+POLL_INTERVAL_S = 0.25
+STOP_TIMEOUT_S = 2.0
 
 
 class Broadcast(Protocol):
@@ -62,6 +64,7 @@ class RedisBroadcast:
         self._prefix = prefix
         self._handlers: dict[str, list[Handler]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def publish(self, channel: str, message: str) -> None:
         for handler in self._handlers.get(channel, []):
@@ -80,11 +83,16 @@ class RedisBroadcast:
 
     async def _listen(self) -> None:
         channels = [self._prefix + c for c in self._handlers]
-        while True:
+        while not self._stopping:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(*channels)
-                async for msg in pubsub.listen():
+                while not self._stopping:
+                    # Poll with a timeout rather than block in listen(): a stop is noticed
+                    # within POLL_INTERVAL_S even if the connection hangs.
+                    msg = await pubsub.get_message(timeout=POLL_INTERVAL_S)
+                    if msg is None or msg.get("type") != "message":
+                        continue
                     channel = msg["channel"]
                     channel = channel.decode() if isinstance(channel, bytes) else channel
                     data = msg["data"]
@@ -92,14 +100,17 @@ class RedisBroadcast:
                     for handler in self._handlers.get(channel[len(self._prefix) :], []):
                         await _call(handler, data)
             except (RedisError, OSError):
-                await asyncio.sleep(RECONNECT_DELAY_S)
+                if not self._stopping:
+                    await asyncio.sleep(RECONNECT_DELAY_S)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            done, _ = await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
+            if not done:
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
             self._task = None
