@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import Harness
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
+from conftest import Harness
 from forecourt import principal as principals
 from forecourt.audit.models import AuditEntry
 from forecourt.keys.models import ApiKey

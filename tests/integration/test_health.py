@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Harness
 
-from forecourt.keys.service import KeyService
+from conftest import Harness
+from forecourt.audit import service as audit_service
 
 # Nothing listens on port 1 of the loopback: connections are refused at once.
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"
@@ -100,8 +100,8 @@ async def test_unexpected_errors_are_problems_without_internals(
     async def explode(*_: object, **__: object) -> None:
         raise RuntimeError("boom-secret")
 
-    monkeypatch.setattr(KeyService, "list", explode)
-    response = await harness.client.get("/api/v1/keys", headers=harness.auth())
+    monkeypatch.setattr(audit_service, "list_entries", explode)
+    response = await harness.client.get("/api/v1/audit-log", headers=harness.auth())
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
@@ -114,7 +114,8 @@ async def test_unexpected_errors_are_problems_without_internals(
 
     # The node keeps serving afterwards.
     monkeypatch.undo()
-    assert (await harness.client.get("/api/v1/keys", headers=harness.auth())).status_code == 200
+    response = await harness.client.get("/api/v1/audit-log", headers=harness.auth())
+    assert response.status_code == 200
 
 
 async def test_unknown_paths_are_problems(harness: Harness) -> None:

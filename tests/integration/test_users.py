@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Harness
 from sqlalchemy import select
 
+from conftest import Harness
 from forecourt.users.models import User
 
 PASSWORD = "correct horse battery"

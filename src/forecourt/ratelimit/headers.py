@@ -9,17 +9,18 @@ window's figures for clients written before the draft.
 
 from __future__ import annotations
 
-from forecourt.ratelimit.windows import Decision, WindowState
+from functools import lru_cache
+
+from forecourt.ratelimit.windows import Decision, Window, WindowState
+
+POLICY_CACHE_SIZE = 4096
 
 
 def rate_limit_headers(decision: Decision) -> dict[str, str]:
     """The headers for ``decision``; empty when no window applied."""
     if not decision.states:
         return {}
-    policy = ", ".join(
-        f"{_sf_string(s.window.name)};q={s.window.limit};w={s.window.seconds}"
-        for s in decision.states
-    )
+    policy = _policy(tuple(s.window for s in decision.states))
     if decision.allowed:
         binding = min(decision.states, key=lambda s: (s.remaining, s.reset_s))
         remaining, reset_s = binding.remaining, binding.reset_s
@@ -36,6 +37,25 @@ def rate_limit_headers(decision: Decision) -> dict[str, str]:
     if not decision.allowed:
         headers["Retry-After"] = str(decision.retry_after_s)
     return headers
+
+
+def rate_limit_header_pairs(decision: Decision) -> list[tuple[bytes, bytes]]:
+    """The same headers as raw ASGI ``(name, value)`` pairs, lower-case names."""
+    return [
+        (_lower_name(name), value.encode("latin-1"))
+        for name, value in rate_limit_headers(decision).items()
+    ]
+
+
+@lru_cache(maxsize=16)
+def _lower_name(name: str) -> bytes:
+    return name.lower().encode("latin-1")
+
+
+@lru_cache(maxsize=POLICY_CACHE_SIZE)
+def _policy(windows: tuple[Window, ...]) -> str:
+    # A key's windows change only with its tier or overrides: the string is built once.
+    return ", ".join(f"{_sf_string(w.name)};q={w.limit};w={w.seconds}" for w in windows)
 
 
 def _denying_state(decision: Decision) -> WindowState:

@@ -19,15 +19,17 @@ from forecourt.ratelimit.windows import (
     WindowCounters,
     check_cost,
     check_windows,
-    evaluate,
     fresh,
     observe,
+    outcome,
     roll,
 )
 
 # A sweep over all keys runs after this many hits, or after as many hits as there were keys
 # when the last sweep ended if that is more: a sweep then costs O(1) per hit, however many keys.
 SWEEP_EVERY_HITS = 1024
+PLAN_CACHE_SIZE = 1024  # distinct window sets remembered as already validated
+_EMPTY: dict[int, WindowCounters] = {}
 
 
 @dataclass(slots=True)
@@ -56,6 +58,7 @@ class MemoryLimiter:
         self._entries: dict[str, _Entry] = {}
         self._hits_since_sweep = 0
         self._hits_before_sweep = sweep_every
+        self._plans: dict[tuple[Window, ...], tuple[tuple[int, int], ...]] = {}
 
     def __len__(self) -> int:
         """The number of keys currently held."""
@@ -77,25 +80,52 @@ class MemoryLimiter:
 
     async def hit(self, key: str, windows: Sequence[Window], cost: int = 1) -> Decision:
         """Charge ``cost`` to every window of ``key`` if all of them admit it."""
-        check_windows(windows)
-        check_cost(cost)
+        if cost != 1:
+            check_cost(cost)
         if not windows:
             return Decision(allowed=True, states=(), retry_after_s=0, violated=None)
+        plan = self._plans.get(windows) if isinstance(windows, tuple) else None
+        if plan is None:
+            check_windows(windows)
+            plan = tuple((w.ms, w.limit) for w in windows)
+            if isinstance(windows, tuple) and len(self._plans) < PLAN_CACHE_SIZE:
+                self._plans[windows] = plan
         now_ms = self._now_ms()
         entry = self._entries.get(key)
-        counters = self._counters(entry, now_ms, windows)
-        decision = evaluate(now_ms, counters, windows, cost)
-        if decision.allowed:
+        stored = entry.counters if entry is not None else _EMPTY
+        # Roll every window and test it before charging any (all-or-nothing), inline: this
+        # runs on every request.
+        rolled: list[WindowCounters] = []
+        allowed = True
+        for w, limit in plan:
+            kept = stored.get(w)
+            if kept is None:
+                start, prev, curr = now_ms - now_ms % w, 0, 0
+            else:
+                start, prev, curr = roll(kept[0], kept[1], kept[2], now_ms, w)
+            if allowed:
+                elapsed = now_ms - start if now_ms > start else 0
+                if cost > limit - curr + (-prev * (w - elapsed)) // w:
+                    allowed = False
+            rolled.append((start, prev, curr))
+        if allowed:
             if entry is None:
                 entry = self._entries[key] = _Entry(counters={}, last_ms=now_ms, horizon_ms=0)
-            for (start, prev, curr), window in zip(counters, windows, strict=True):
-                entry.counters[window.ms] = (start, prev, curr + cost)
-            entry.last_ms = max(entry.last_ms, now_ms)
-            entry.horizon_ms = max(entry.horizon_ms, 2 * max(window.ms for window in windows))
+            counters = entry.counters
+            charged: list[WindowCounters] = []
+            for (start, prev, curr), (w, _) in zip(rolled, plan, strict=True):
+                counters[w] = after = (start, prev, curr + cost)
+                charged.append(after)
+            if now_ms > entry.last_ms:
+                entry.last_ms = now_ms
+            horizon = 2 * max(w for w, _ in plan)
+            if horizon > entry.horizon_ms:
+                entry.horizon_ms = horizon
+            rolled = charged
         self._hits_since_sweep += 1
         if self._hits_since_sweep >= self._hits_before_sweep:
             self._sweep(now_ms)
-        return decision
+        return outcome(now_ms, rolled, windows, cost, allowed=allowed)
 
     async def peek(self, key: str, windows: Sequence[Window]) -> Decision:
         """Decide a request of cost 1 without charging anything."""

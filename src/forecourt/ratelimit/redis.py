@@ -15,10 +15,13 @@ in-process limiter uses.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from forecourt.ratelimit.windows import (
     MS_PER_S,
@@ -31,6 +34,7 @@ from forecourt.ratelimit.windows import (
 )
 
 DEFAULT_PREFIX = "fc:rl:"
+_Call = tuple[str, list[Any], "asyncio.Future[Any]"]
 # Sent instead of a timestamp: read the Redis server's clock, the one every instance shares.
 SERVER_CLOCK = -1
 
@@ -178,6 +182,9 @@ class RedisLimiter:
         self._clock = clock
         self._close_client = close_client
         self._script = client.register_script(SCRIPT)
+        self._pending: list[_Call] = []
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def hit(self, key: str, windows: Sequence[Window], cost: int = 1) -> Decision:
         """Charge ``cost`` to every window of ``key`` if all of them admit it."""
@@ -205,9 +212,7 @@ class RedisLimiter:
             return Decision(allowed=True, states=(), retry_after_s=0, violated=None)
         now_ms = SERVER_CLOCK if self._clock is None else math.floor(self._clock() * MS_PER_S)
         spec = " ".join(f"{window.ms}:{window.limit}" for window in windows)
-        reply = await self._script(
-            keys=[self._prefix + key], args=[now_ms, cost, 1 if charge else 0, spec]
-        )
+        reply = await self._call(self._prefix + key, [now_ms, cost, 1 if charge else 0, spec])
         values = [int(value) for value in reply.split()]
         if len(values) != 2 + 3 * len(windows):
             raise ValueError(f"unexpected reply from the rate-limit script: {reply!r}")
@@ -215,3 +220,74 @@ class RedisLimiter:
             (values[i], values[i + 1], values[i + 2]) for i in range(2, len(values), 3)
         ]
         return outcome(values[1], counters, windows, cost, allowed=values[0] == 1)
+
+    async def _call(self, key: str, args: list[Any]) -> Any:
+        """Run the script for ``key``, pipelined with every call made in the same loop tick.
+
+        Each script still runs atomically on the server, one after the other, so decisions
+        stay exact; batching only shares the client's round trip and parsing among them.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((key, args, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._start_flush)
+        return await future
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._flush(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+        def abandon(_: asyncio.Future[Any]) -> None:
+            # Every caller gave up (a timeout while Redis hangs): stop the call too, so it
+            # cannot charge the windows later, after the callers were answered elsewhere.
+            if all(future.cancelled() for _, _, future in batch):
+                task.cancel()
+
+        for _, _, future in batch:
+            future.add_done_callback(abandon)
+
+    async def _flush(self, batch: list[_Call]) -> None:
+        try:
+            if len(batch) == 1:
+                key, args, future = batch[0]
+                results: list[Any] = [await self._script(keys=[key], args=args)]
+            else:
+                results = await self._pipelined(batch)
+        except BaseException as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue  # the caller gave up (timeout); its charge stands, as with any call
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _pipelined(self, batch: list[_Call]) -> list[Any]:
+        results = await self._pipelined_once(batch)
+        retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if retry:
+            # The server lost its script cache (restart, SCRIPT FLUSH): load it and retry the
+            # NOSCRIPT replies only; the script never ran for those.
+            await self._client.script_load(SCRIPT)
+            again = await self._pipelined_once([batch[i] for i in retry])
+            for i, r in zip(retry, again, strict=True):
+                results[i] = r
+        return results
+
+    async def _pipelined_once(self, batch: list[_Call]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key, args, _ in batch:
+                pipe.evalsha(self._script.sha, 1, key, *args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results

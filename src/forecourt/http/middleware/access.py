@@ -18,7 +18,7 @@ from forecourt.http.problems import from_error
 from forecourt.keys.auth import KeyAuthenticator
 from forecourt.keys.usage import UsageRecorder
 from forecourt.principal import Principal
-from forecourt.ratelimit.headers import rate_limit_headers
+from forecourt.ratelimit.headers import rate_limit_header_pairs, rate_limit_headers
 from forecourt.ratelimit.policy import Policy
 from forecourt.ratelimit.windows import Limiter
 
@@ -103,9 +103,9 @@ class AccessMiddleware:
             bucket = f"{principal.actor_type}:{principal.actor_id}"
             windows = self.policy.for_key(principal.tier, principal.rate_limits)
         decision = await self.limiter.hit(bucket, windows)
-        headers = rate_limit_headers(decision)
 
         if not decision.allowed:
+            headers = rate_limit_headers(decision)
             if principal is not None and principal.actor_type == "key" and principal.actor_id:
                 self.usage.record(principal.actor_id, principal.tenant_id, 429, limited=True)
             extra: dict[str, Any] = {}
@@ -118,7 +118,7 @@ class AccessMiddleware:
             await from_error(error, scope["path"], headers)(scope, receive, send)
             return
 
-        raw_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        raw_headers = rate_limit_header_pairs(decision)
         status = 500
 
         async def send_with_headers(message: Message) -> None:

@@ -1,0 +1,128 @@
+"""A node keeps serving while its Redis dies and comes back: requests are never refused or
+failed for it, readiness reports it, and the node returns to Redis once it answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from conftest import Harness
+from forecourt.ratelimit.failover import FailoverLimiter
+
+SERVER_START_TIMEOUT_S = 5.0
+RECOVERY_TIMEOUT_S = 5.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def start_redis_server(port: int) -> asyncio.subprocess.Process:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not on PATH; this test needs it (apt install redis)")
+    process = await asyncio.create_subprocess_exec(
+        binary,
+        *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    probe = Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2)
+    try:
+        deadline = asyncio.get_running_loop().time() + SERVER_START_TIMEOUT_S
+        while True:
+            try:
+                await probe.ping()
+                return process
+            except (redis.RedisError, OSError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    await stop(process)
+                    pytest.fail(f"redis-server on port {port} did not start: {exc}")
+                await asyncio.sleep(0.02)
+    finally:
+        await probe.aclose()
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+async def served(h: Harness) -> httpx.Response:
+    response = await h.client.get("/api/v1/keys", headers=h.auth())
+    assert response.status_code == 200, response.text
+    assert "ratelimit" in response.headers
+    assert "ratelimit-policy" in response.headers
+    assert "x-ratelimit-remaining" in response.headers
+    return response
+
+
+async def test_a_redis_outage_is_survived(harness_factory: Any, backend: str) -> None:
+    if backend == "sqlite":
+        pytest.skip("SQLite nodes run without Redis: there is no Redis outage to survive")
+    port = free_port()
+    server = await start_redis_server(port)
+    try:
+        h: Harness = await harness_factory(redis_url=f"redis://127.0.0.1:{port}/0")
+        limiter = h.fc.limiter
+        assert isinstance(limiter, FailoverLimiter)
+        for _ in range(3):
+            await served(h)
+        assert not limiter.primary_down
+        assert (await h.client.get("/readyz")).status_code == 200
+
+        await stop(server)
+        statuses: list[int] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.5  # past the limiter's probe interval
+        while loop.time() < deadline:
+            statuses.append((await served(h)).status_code)
+            await asyncio.sleep(0.05)
+        assert len(statuses) >= 10
+        assert limiter.primary_down
+        # Writes go on too; the invalidation broadcast is skipped, not fatal.
+        created = await h.client.post(
+            "/api/v1/keys", json={"name": "during", "scopes": ["keys:read"]}, headers=h.auth()
+        )
+        assert created.status_code == 201, created.text
+        revoked = await h.client.post(
+            f"/api/v1/keys/{created.json()['id']}/revoke", headers=h.auth()
+        )
+        assert revoked.status_code == 200, revoked.text
+        ready = await h.client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["redis"].startswith("unreachable")
+        assert ready.json()["checks"]["database"] == "ok"
+
+        server = await start_redis_server(port)
+        deadline = loop.time() + RECOVERY_TIMEOUT_S
+        while True:
+            await served(h)
+            ready = await h.client.get("/readyz")
+            if ready.status_code == 200 and not limiter.primary_down:
+                break
+            assert loop.time() < deadline, (ready.text, limiter.primary_down)
+            await asyncio.sleep(0.1)
+        assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
+        # Counting is back in Redis: the restarted server holds this node's counters.
+        await served(h)
+        probe = Redis(host="127.0.0.1", port=port)
+        try:
+            assert await probe.dbsize() > 0
+        finally:
+            await probe.aclose()
+    finally:
+        await stop(server)

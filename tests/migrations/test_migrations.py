@@ -1,0 +1,139 @@
+"""Migrations, on an empty SQLite file and an empty PostgreSQL database: they build exactly
+the models' schema, come down to nothing and go up again, and gate the app's start."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
+
+from conftest import RUN_ID, _pg_admin, pg_url
+from forecourt.audit.models import AuditEntry
+from forecourt.db import migrate
+from forecourt.db.engine import create_engine, create_sessionmaker
+from forecourt.db.models import metadata
+from forecourt.ids import new_id
+from forecourt.tenants.models import Tenant
+
+ALEMBIC_TABLE = "alembic_version"
+
+
+@pytest.fixture
+async def empty_engine(backend: str, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """An engine on a database with nothing in it (not cloned from the migrated template)."""
+    if backend == "sqlite":
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+        yield engine
+        await engine.dispose()
+        return
+    name = f"fct_{RUN_ID}_empty_{uuid.uuid4().hex[:8]}"
+    admin = await _pg_admin()
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    engine = create_engine(pg_url(name), poolclass=NullPool)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        admin = await _pg_admin()
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
+    """Take the database down to ``revision``, as migrate.upgrade takes it up."""
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.downgrade(migrate.alembic_config(sync), revision))
+
+
+async def tables(engine: AsyncEngine) -> set[str]:
+    def names(sync: Connection) -> set[str]:
+        return set(inspect(sync).get_table_names())
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(names)
+
+
+async def assert_audit_log_is_append_only(engine: AsyncEngine) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    async with sessionmaker() as session:
+        tenant = Tenant(id=new_id("ten"), slug=f"t-{uuid.uuid4().hex[:8]}", name="t")
+        session.add(tenant)
+        await session.flush()
+        session.add(
+            AuditEntry(
+                id=new_id("aud"),
+                tenant_id=tenant.id,
+                actor_type="system",
+                action="test.recorded",
+                target_type="test",
+            )
+        )
+        await session.commit()
+    for statement in ("UPDATE audit_log SET action = 'forged'", "DELETE FROM audit_log"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with engine.begin() as conn:
+                await conn.execute(text(statement))
+
+
+async def test_upgrade_builds_exactly_the_models_schema(empty_engine: AsyncEngine) -> None:
+    assert await tables(empty_engine) == set()
+    await migrate.upgrade(empty_engine)
+    assert await tables(empty_engine) == {*metadata.tables, ALEMBIC_TABLE}
+    await migrate.check(empty_engine)
+    await assert_audit_log_is_append_only(empty_engine)
+
+
+async def test_downgrade_to_base_and_up_again(empty_engine: AsyncEngine, backend: str) -> None:
+    await migrate.upgrade(empty_engine)
+    await downgrade(empty_engine)
+    assert await tables(empty_engine) <= {ALEMBIC_TABLE}
+    if backend == "postgres":
+        async with empty_engine.connect() as conn:
+            leftover = await conn.scalar(
+                text("SELECT count(*) FROM pg_proc WHERE proname LIKE 'forecourt_%'")
+            )
+        assert leftover == 0
+    else:
+        async with empty_engine.connect() as conn:
+            triggers = await conn.scalar(
+                text("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'")
+            )
+        assert triggers == 0
+    with pytest.raises(migrate.NotMigrated):
+        await migrate.require_current(empty_engine)
+
+    await migrate.upgrade(empty_engine)
+    assert await tables(empty_engine) == {*metadata.tables, ALEMBIC_TABLE}
+    await migrate.check(empty_engine)
+    await migrate.require_current(empty_engine)
+    await assert_audit_log_is_append_only(empty_engine)
+
+
+async def test_require_current_gates_an_empty_database(empty_engine: AsyncEngine) -> None:
+    with pytest.raises(migrate.NotMigrated, match="revision none"):
+        await migrate.require_current(empty_engine)
+    await migrate.upgrade(empty_engine)
+    await migrate.require_current(empty_engine)
+
+
+async def test_check_notices_a_schema_that_drifted(empty_engine: AsyncEngine) -> None:
+    from alembic.util.exc import AutogenerateDiffsDetected
+
+    await migrate.upgrade(empty_engine)
+    async with empty_engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE stray (id INTEGER PRIMARY KEY)"))
+    with pytest.raises(AutogenerateDiffsDetected):
+        await migrate.check(empty_engine)
