@@ -73,23 +73,19 @@ class KeyCreated(KeyOut):
     key: str = Field(description="The full key. Shown this once; store it now.")
 
 
-class UsagePoint(BaseModel):
-    start: datetime
-    requests: int
-    status_2xx: int
-    status_3xx: int
-    status_4xx: int
-    status_5xx: int
-    rate_limited: int
-
-
 class UsageTotals(BaseModel):
+    """Requests, by status class; ``rate_limited`` counts the 429s among them."""
+
     requests: int
     status_2xx: int
     status_3xx: int
     status_4xx: int
     status_5xx: int
     rate_limited: int
+
+
+class UsagePoint(UsageTotals):
+    start: datetime
 
 
 class KeyUsage(BaseModel):
