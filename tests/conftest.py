@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
+import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ POSTGRES_URL = os.environ.get(
 REDIS_URL = os.environ.get("FORECOURT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_ID = uuid.uuid4().hex[:10]
 TEMPLATE_DB = f"fct_{RUN_ID}_template"
+REDIS_START_TIMEOUT_S = 5.0
 
 
 def _pg_dsn(database: str | None = None) -> str:
@@ -115,21 +119,35 @@ def _null_pool() -> Any:
     return NullPool
 
 
-@pytest.fixture
-def pg_database(pg_template: str) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for one test; its SQLAlchemy URL."""
-    name = f"fct_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+def admin_sql(sql: str) -> None:
+    """Run one statement on the PostgreSQL server as the admin connection (CREATE DATABASE...)."""
 
-    async def admin_run(sql: str) -> None:
+    async def run() -> None:
         admin = await _pg_admin()
         try:
             await admin.execute(sql)
         finally:
             await admin.close()
 
-    _in_thread(lambda: admin_run(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    _in_thread(run)
+
+
+@pytest.fixture
+def pg_database(pg_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test; its SQLAlchemy URL."""
+    name = f"fct_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    admin_sql(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
     yield pg_url(name)
-    _in_thread(lambda: admin_run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_pg_database() -> Iterator[str]:
+    """A brand-new PostgreSQL database with no tables at all; its SQLAlchemy URL."""
+    name = f"fct_{RUN_ID}_empty_{uuid.uuid4().hex[:8]}"
+    admin_sql(f'CREATE DATABASE "{name}"')
+    yield pg_url(name)
+    admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -227,3 +245,47 @@ async def harness(harness_factory: Any) -> Harness:
     """One started Forecourt node on this test's backend."""
     result: Harness = await harness_factory()
     return result
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def start_redis_server(port: int) -> asyncio.subprocess.Process:
+    """A throwaway redis-server on ``port`` (no persistence), answering PING when returned."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not on PATH; this test needs it (apt install redis-server)")
+    process = await asyncio.create_subprocess_exec(
+        binary,
+        *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+        *("--daemonize", "no"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    probe = aioredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2)
+    try:
+        deadline = asyncio.get_running_loop().time() + REDIS_START_TIMEOUT_S
+        while True:
+            try:
+                await probe.ping()
+                return process
+            except (aioredis.RedisError, OSError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    await stop_process(process)
+                    pytest.fail(f"redis-server on port {port} did not start: {exc}")
+                await asyncio.sleep(0.02)
+    finally:
+        await probe.aclose()
+
+
+async def stop_process(process: asyncio.subprocess.Process) -> None:
+    """Kill ``process`` (if still running) and reap it."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    await process.wait()

@@ -11,15 +11,11 @@ import re
 import stat
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from conftest import RUN_ID, _in_thread, _pg_admin, pg_url
 
 FORECOURT = Path(sys.executable).parent / "forecourt"
 COMMAND_TIMEOUT_S = 60
@@ -76,23 +72,6 @@ def cli(tmp_path: Path) -> Cli:
 def booted(cli: Cli) -> None:
     """A first command has run: the owner key exists, so stderr later holds only errors."""
     cli.ok("keys", "list")
-
-
-@pytest.fixture
-def empty_pg_database() -> Iterator[str]:
-    """A brand-new PostgreSQL database with no tables; its SQLAlchemy URL."""
-    name = f"fct_{RUN_ID}_cli_{uuid.uuid4().hex[:8]}"
-
-    async def admin_run(sql: str) -> None:
-        admin = await _pg_admin()
-        try:
-            await admin.execute(sql)
-        finally:
-            await admin.close()
-
-    _in_thread(lambda: admin_run(f'CREATE DATABASE "{name}"'))
-    yield pg_url(name)
-    _in_thread(lambda: admin_run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,20 +21,13 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import REDIS_URL, RUN_ID, _in_thread, _pg_admin, pg_url
+from conftest import REDIS_URL, free_port
 
 FORECOURT = Path(sys.executable).parent / "forecourt"
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.1
 OWNER_BANNER = "owner API key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -115,23 +106,6 @@ def base_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORECOURT_")}
     env["FORECOURT_DATA_DIR"] = str(data_dir)
     return env
-
-
-@pytest.fixture
-def empty_pg_database() -> Iterator[str]:
-    """A brand-new PostgreSQL database with no tables; its SQLAlchemy URL."""
-    name = f"fct_{RUN_ID}_serve_{uuid.uuid4().hex[:8]}"
-
-    async def admin_run(sql: str) -> None:
-        admin = await _pg_admin()
-        try:
-            await admin.execute(sql)
-        finally:
-            await admin.close()
-
-    _in_thread(lambda: admin_run(f'CREATE DATABASE "{name}"'))
-    yield pg_url(name)
-    _in_thread(lambda: admin_run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(

@@ -10,8 +10,6 @@ import asyncio
 import logging
 import os
 import random
-import shutil
-import socket
 from collections.abc import AsyncIterator, Iterator, Sequence
 from uuid import uuid4
 
@@ -22,6 +20,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from conftest import free_port, start_redis_server, stop_process
 from forecourt.ratelimit import failover
 from forecourt.ratelimit.failover import FailoverLimiter
 from forecourt.ratelimit.memory import MemoryLimiter
@@ -395,41 +394,6 @@ def test_default_counter_is_registered_once() -> None:
     assert REGISTRY.get_sample_value("forecourt_ratelimit_backend_errors_total") is not None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def start_redis_server(port: int) -> asyncio.subprocess.Process:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not on PATH; the restart test needs it (apt install redis)")
-    process = await asyncio.create_subprocess_exec(
-        binary,
-        *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
-        *("--daemonize", "no"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    probe = Redis(host="127.0.0.1", port=port, socket_connect_timeout=CONNECT_TIMEOUT_S)
-    try:
-        deadline = asyncio.get_running_loop().time() + SERVER_START_TIMEOUT_S
-        while True:
-            try:
-                await probe.ping()
-                return process
-            except (redis.RedisError, OSError) as exc:
-                if asyncio.get_running_loop().time() > deadline:
-                    process.kill()
-                    await process.wait()
-                    pytest.fail(f"redis-server on port {port} did not start: {exc}")
-                await asyncio.sleep(0.02)
-    finally:
-        await probe.aclose()
-
-
 async def test_failover_survives_a_redis_restart(
     caplog: pytest.LogCaptureFixture, registry: CollectorRegistry, registry_counter: Counter
 ) -> None:
@@ -486,9 +450,7 @@ async def test_failover_survives_a_redis_restart(
         stop.set()
         await limiter.aclose()
         await client.aclose()
-        if server.returncode is None:
-            server.kill()
-            await server.wait()
+        await stop_process(server)
     levels = [r.levelno for r in caplog.records if r.name == "forecourt.ratelimit"]
     assert levels == [logging.WARNING, logging.INFO]
     assert outages(registry) == 1

@@ -4,61 +4,17 @@ failed for it, readiness reports it, and the node returns to Redis once it answe
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import socket
 from typing import Any
 
 import httpx
 import pytest
-import redis
 from redis.asyncio import Redis
 
-from conftest import Harness
+from conftest import Harness, free_port, start_redis_server, stop_process
 from forecourt.ratelimit.failover import FailoverLimiter
 
 SERVER_START_TIMEOUT_S = 5.0
 RECOVERY_TIMEOUT_S = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def start_redis_server(port: int) -> asyncio.subprocess.Process:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not on PATH; this test needs it (apt install redis)")
-    process = await asyncio.create_subprocess_exec(
-        binary,
-        *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    probe = Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2)
-    try:
-        deadline = asyncio.get_running_loop().time() + SERVER_START_TIMEOUT_S
-        while True:
-            try:
-                await probe.ping()
-                return process
-            except (redis.RedisError, OSError) as exc:
-                if asyncio.get_running_loop().time() > deadline:
-                    await stop(process)
-                    pytest.fail(f"redis-server on port {port} did not start: {exc}")
-                await asyncio.sleep(0.02)
-    finally:
-        await probe.aclose()
-
-
-async def stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
 
 
 async def served(h: Harness) -> httpx.Response:
@@ -84,7 +40,7 @@ async def test_a_redis_outage_is_survived(harness_factory: Any, backend: str) ->
         assert not limiter.primary_down
         assert (await h.client.get("/readyz")).status_code == 200
 
-        await stop(server)
+        await stop_process(server)
         statuses: list[int] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 1.5  # past the limiter's probe interval
@@ -125,4 +81,4 @@ async def test_a_redis_outage_is_survived(harness_factory: Any, backend: str) ->
         finally:
             await probe.aclose()
     finally:
-        await stop(server)
+        await stop_process(server)

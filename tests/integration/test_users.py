@@ -395,3 +395,29 @@ async def test_sign_in_is_audited(harness: Harness) -> None:
         "/api/v1/audit-log", params={"action": "user.signed_in"}, headers=harness.auth()
     )
     assert len(again.json()["items"]) == 1
+
+
+async def test_users_hand_out_roles_up_to_their_own(harness: Harness) -> None:
+    await create_user(harness, "admin@example.com", role="admin")
+    await create_user(harness, "owner@example.com", role="owner")
+    victim = await create_user(harness, "member@example.com", role="member")
+    admin = await login(harness, "admin@example.com")
+    owner = await login(harness, "owner@example.com")
+    body = {"email": "new-owner@example.com", "password": PASSWORD, "role": "owner"}
+
+    refused = await harness.client.post("/api/v1/users", json=body, headers=admin.write())
+    assert refused.status_code == 403, refused.text
+    promoted = await harness.client.patch(
+        f"/api/v1/users/{victim['id']}", json={"role": "owner"}, headers=admin.write()
+    )
+    assert promoted.status_code == 403, promoted.text
+
+    as_admin = {**body, "email": "new-admin@example.com", "role": "admin"}
+    created = await harness.client.post("/api/v1/users", json=as_admin, headers=admin.write())
+    assert created.status_code == 201, created.text
+    created = await harness.client.post("/api/v1/users", json=body, headers=owner.write())
+    assert created.status_code == 201, created.text
+    listed = await harness.client.get("/api/v1/users", headers=harness.auth())
+    roles = {u["email"]: u["role"] for u in listed.json()}
+    assert roles["member@example.com"] == "member"
+    assert roles["new-owner@example.com"] == "owner"

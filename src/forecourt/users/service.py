@@ -68,7 +68,7 @@ class UserService:
         self.session = session
 
     async def create(self, actor: Principal, data: UserCreate) -> User:
-        self._may_assign(actor, data.role)
+        await self._may_assign(actor, data.role)
         now = utcnow()
         user = User(
             id=new_id("usr"),
@@ -107,8 +107,8 @@ class UserService:
         user = await self.get(actor, user_id)
         before = summary(user)
         if data.role is not None:
-            self._may_assign(actor, data.role)
-            self._may_assign(actor, user.role)
+            await self._may_assign(actor, data.role)
+            await self._may_assign(actor, user.role)
             user.role = data.role
         if data.name is not None:
             user.name = data.name
@@ -197,10 +197,14 @@ class UserService:
         for record in rows:
             record.revoked_at = utcnow()
 
-    @staticmethod
-    def _may_assign(actor: Principal, role: str) -> None:
-        if role == "owner" and "admin" not in actor.scopes:
-            raise Forbidden("Only an admin may create or change owners.")
+    async def _may_assign(self, actor: Principal, role: str) -> None:
+        """Users hand out roles up to their own; keys need ``admin`` to make owners."""
+        if actor.actor_type == "user" and actor.actor_id is not None:
+            me = await self.session.get(User, actor.actor_id)
+            if me is None or ROLE_RANK[me.role] < ROLE_RANK[role]:
+                raise Forbidden(f"Your role cannot create or change {role}s.")
+        elif role == "owner" and "admin" not in actor.scopes:
+            raise Forbidden("Only an admin key may create or change owners.")
 
 
 def user_principal(
