@@ -59,6 +59,22 @@ class Settings(BaseSettings):
     session_ttl_s: int = Field(default=7 * 86_400, gt=0)
     usage_flush_interval_s: float = Field(default=5.0, gt=0)
 
+    # Events
+    event_retention_days: int = Field(default=30, gt=0)
+    max_event_bytes: int = Field(default=262_144, gt=0)
+    idempotency_window_s: int = Field(default=86_400, gt=0)
+
+    # Webhook delivery
+    delivery_concurrency: int = Field(default=64, gt=0, le=4096)
+    delivery_batch_size: int = Field(default=100, gt=0, le=10_000)
+    delivery_lease_s: float = Field(default=60.0, gt=0)
+    delivery_poll_interval_s: float = Field(default=0.5, gt=0)
+    delivery_shutdown_grace_s: float = Field(default=10.0, ge=0)
+    endpoint_concurrency: int = Field(default=16, gt=0)
+    endpoint_disable_after_s: int = Field(default=5 * 86_400, gt=0)
+    endpoint_disable_min_failures: int = Field(default=10, gt=0)
+    secret_rotation_overlap_s: int = Field(default=86_400, ge=0)
+
     @field_validator("rate_limit_tiers")
     @classmethod
     def _tiers_positive(cls, tiers: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:

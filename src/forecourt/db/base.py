@@ -46,6 +46,7 @@ class Base(DeclarativeBase):
         dict[str, Any]: JSON(),
         dict[str, int]: JSON(),
         list[str]: JSON(),
+        Any: JSON(),
     }
 
 

@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from forecourt.audit.models import AuditEntry
 from forecourt.db.base import Base
+from forecourt.events.models import Event, EventType
 from forecourt.keys.models import ApiKey, ApiKeyUsage
 from forecourt.tenants.models import Tenant
 from forecourt.users.models import User, UserSession
+from forecourt.webhooks.models import Attempt, Delivery, Endpoint
 
 metadata = Base.metadata
 
-__all__ = ["ApiKey", "ApiKeyUsage", "AuditEntry", "Tenant", "User", "UserSession", "metadata"]
+__all__ = [
+    "ApiKey",
+    "ApiKeyUsage",
+    "Attempt",
+    "AuditEntry",
+    "Delivery",
+    "Endpoint",
+    "Event",
+    "EventType",
+    "Tenant",
+    "User",
+    "UserSession",
+    "metadata",
+]

@@ -1,0 +1,1 @@
+"""Events: publish once, stored as CloudEvents, fanned out to webhook endpoints."""

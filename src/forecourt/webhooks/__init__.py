@@ -1,0 +1,1 @@
+"""Outgoing webhooks: endpoints, signed durable deliveries, attempts, SSRF guard."""

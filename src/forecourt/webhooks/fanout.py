@@ -1,0 +1,69 @@
+"""Which endpoints an event goes to, and the delivery rows that queue it for them.
+
+``enqueue`` adds rows to the caller's session: the publisher writes the event and its
+deliveries in one transaction, so an accepted event can never miss its deliveries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from forecourt.db.base import utcnow
+from forecourt.ids import new_id
+from forecourt.webhooks.models import PENDING, Delivery, Endpoint
+
+
+def type_matches(patterns: Sequence[str], event_type: str) -> bool:
+    """An empty filter takes every type; ``a.*`` takes ``a.b`` and ``a.b.c``; ``*`` takes all."""
+    if not patterns:
+        return True
+    for pattern in patterns:
+        if pattern == "*" or pattern == event_type:
+            return True
+        if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+async def matching_endpoints(
+    session: AsyncSession, tenant_id: str, event_type: str
+) -> list[Endpoint]:
+    """Enabled endpoints of the tenant whose filter takes ``event_type``."""
+    rows = await session.scalars(
+        select(Endpoint).where(Endpoint.tenant_id == tenant_id, Endpoint.enabled.is_(True))
+    )
+    return [e for e in rows if type_matches(e.event_types, event_type)]
+
+
+def enqueue(
+    session: AsyncSession,
+    tenant_id: str,
+    event_id: str,
+    event_type: str,
+    endpoints: Iterable[Endpoint],
+    *,
+    now: datetime | None = None,
+) -> list[Delivery]:
+    """A pending delivery, due now, per endpoint; added to ``session``, not committed."""
+    now = now or utcnow()
+    deliveries = [
+        Delivery(
+            id=new_id("dlv"),
+            tenant_id=tenant_id,
+            endpoint_id=endpoint.id,
+            event_id=event_id,
+            event_type=event_type,
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        for endpoint in endpoints
+    ]
+    session.add_all(deliveries)
+    return deliveries
