@@ -19,6 +19,8 @@ from forecourt.keys.routes import router as keys_router
 from forecourt.settings import Settings
 from forecourt.users.routes import auth as auth_router
 from forecourt.users.routes import users as users_router
+from forecourt.webhooks.routes import deliveries as deliveries_router
+from forecourt.webhooks.routes import webhooks as webhooks_router
 
 DESCRIPTION = (
     "API keys with scopes and rate limits, an audit log of every change, and the sessions "
@@ -52,6 +54,8 @@ def create_app(
     app.state.forecourt = fc
     problems.install(app)
     for router in (health_router, keys_router, users_router, auth_router, audit_router):
+        app.include_router(router)
+    for router in (webhooks_router, deliveries_router):
         app.include_router(router)
 
     # Outermost last: request id -> body limit -> access (auth + rate limit) -> routes.

@@ -29,8 +29,12 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage dashboard users.", no_args_is_help=True)
+events_app = typer.Typer(help="Publish events.", no_args_is_help=True)
+webhooks_app = typer.Typer(help="Inspect and operate webhook endpoints.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
+app.add_typer(events_app, name="events")
+app.add_typer(webhooks_app, name="webhooks")
 
 DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
 DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -291,6 +295,142 @@ def users_create(
 
     user_id = run(lambda: _with_forecourt(settings, go))
     typer.echo(f"created user {user_id} <{email}> ({role})")
+
+
+@app.command()
+def worker() -> None:
+    """Run delivery workers only (no HTTP), until SIGTERM or Ctrl-C; then finish or release
+    in-flight deliveries within FORECOURT_DELIVERY_SHUTDOWN_GRACE_S."""
+    settings = load_settings()
+
+    async def go() -> None:
+        from forecourt.core import Forecourt
+
+        fc = Forecourt(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await fc.start(run_workers=True, migrate_sqlite=settings.is_sqlite)
+        typer.echo(f"forecourt worker {fc.worker_id} started", err=True)
+        try:
+            await stop.wait()
+        finally:
+            await fc.stop()
+        typer.echo("forecourt worker stopped", err=True)
+
+    run(go)
+
+
+@events_app.command("publish")
+def events_publish(
+    type: Annotated[str, typer.Argument(help="Event type, e.g. dashboard.created")],
+    data: Annotated[str, typer.Option(help="The event's data, as JSON.")] = "{}",
+    subject: str | None = None,
+    severity: Annotated[str | None, typer.Option(help="info, warning, error, critical")] = None,
+    event_id: Annotated[str | None, typer.Option("--id", help="Your own event id.")] = None,
+    tenant: TenantOpt = "default",
+) -> None:
+    """Publish an event; prints its envelope as JSON."""
+    import json
+
+    from forecourt.events.envelope import envelope
+    from forecourt.events.schemas import EventPublish
+
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        fail(f"--data: not valid JSON ({exc.msg} at position {exc.pos})")
+        raise
+    settings = load_settings()
+    try:
+        body = EventPublish.model_validate(
+            {k: v for k, v in {"type": type, "data": payload, "subject": subject,
+                                 "severity": severity, "id": event_id}.items()
+             if v is not None or k == "data"}
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+        raise
+
+    async def go(fc: Any) -> dict[str, Any]:
+        async with fc.sessionmaker() as session:
+            actor = await _tenant_principal(session, tenant)
+            event, _ = await fc.events(session).publish(actor, body)
+            return envelope(event)
+
+    typer.echo(json.dumps(run(lambda: _with_forecourt(settings, go)), indent=2))
+
+
+@webhooks_app.command("list")
+def webhooks_list(tenant: TenantOpt = "default") -> None:
+    """List endpoints: id, state, event types, URL."""
+    settings = load_settings()
+
+    async def go(fc: Any) -> list[Any]:
+        async with fc.sessionmaker() as session:
+            actor = await _tenant_principal(session, tenant)
+            rows: list[Any] = []
+            cursor = None
+            while True:
+                page, cursor = await fc.webhooks(session).page(actor, cursor, 200)
+                rows.extend(page)
+                if cursor is None:
+                    return rows
+
+    for e in run(lambda: _with_forecourt(settings, go)):
+        state = "enabled" if e.enabled else "disabled"
+        types = ",".join(e.event_types) or "*"
+        typer.echo(f"{e.id}\t{state}\t{types}\t{e.url}")
+
+
+@webhooks_app.command("test")
+def webhooks_test(endpoint_id: str, tenant: TenantOpt = "default") -> None:
+    """Send a signed webhook.test event now and print the attempt's result."""
+    settings = load_settings()
+
+    async def go(fc: Any) -> Any:
+        from forecourt.webhooks.probe import send_test
+
+        async with fc.sessionmaker() as session:
+            actor = await _tenant_principal(session, tenant)
+        return await send_test(fc, actor, endpoint_id)
+
+    attempt = run(lambda: _with_forecourt(settings, go))
+    outcome = attempt.status_code if attempt.status_code is not None else attempt.error_class
+    typer.echo(f"attempt {attempt.id}: {outcome} in {attempt.duration_ms} ms")
+    if attempt.status_code is None or not 200 <= attempt.status_code < 300:
+        raise typer.Exit(1)
+
+
+@webhooks_app.command("recover")
+def webhooks_recover(
+    endpoint_id: str,
+    since: Annotated[str, typer.Option(help="ISO 8601 time, or a duration like 6h ago.")],
+    tenant: TenantOpt = "default",
+) -> None:
+    """Re-queue every failed delivery of the endpoint since a time."""
+    settings = load_settings()
+    match = DURATION_RE.match(since.strip())
+    if match:
+        amount, unit = match.groups()
+        when = datetime.now(UTC) - timedelta(seconds=int(amount) * DURATION_UNITS_S[unit])
+    else:
+        try:
+            when = datetime.fromisoformat(since)
+        except ValueError:
+            fail(f"--since: {since!r} is neither a duration like 6h nor an ISO 8601 time")
+            raise
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+
+    async def go(fc: Any) -> int:
+        async with fc.sessionmaker() as session:
+            actor = await _tenant_principal(session, tenant)
+            count: int = await fc.webhooks(session).recover(actor, endpoint_id, when)
+            return count
+
+    typer.echo(f"re-queued {run(lambda: _with_forecourt(settings, go))} deliveries")
 
 
 def main() -> None:

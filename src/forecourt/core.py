@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from forecourt.broadcast import Broadcast, MemoryBroadcast, RedisBroadcast
+from forecourt.crypto import SecretBox
 from forecourt.db import migrate
 from forecourt.db.engine import create_engine, create_sessionmaker
 from forecourt.keys.auth import KeyAuthenticator
@@ -28,14 +32,21 @@ from forecourt.ratelimit.redis import RedisLimiter
 from forecourt.ratelimit.windows import Limiter
 from forecourt.settings import Settings
 from forecourt.users.service import UserService, user_principal
+from forecourt.webhooks import ssrf
+from forecourt.webhooks.service import SECRET_PURPOSE, EndpointService, WebhookConfig
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from forecourt.events.service import EventService
+    from forecourt.webhooks.delivery import DeliveryWorker
 
 log = logging.getLogger("forecourt")
 
 REDIS_SOCKET_TIMEOUT_S = 0.5
 REDIS_MAX_CONNECTIONS = 128
+WAKE_CHANNEL = "deliveries.wake"
+RETENTION_INTERVAL_S = 3600.0
 
 
 class Forecourt:
@@ -86,6 +97,16 @@ class Forecourt:
         )
         self.usage = UsageRecorder(self.sessionmaker, s.usage_flush_interval_s)
         self.broadcast.subscribe(INVALIDATE_CHANNEL, self.key_cache.invalidate)
+        self.webhook_config = WebhookConfig(
+            box=SecretBox(self.key_config.secret, SECRET_PURPOSE),
+            policy=ssrf.AllowPolicy.from_setting(s.webhook_allow_private),
+            resolver=ssrf.SystemResolver(),
+            overlap_s=s.secret_rotation_overlap_s,
+        )
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.worker: DeliveryWorker | None = None
+        self.broadcast.subscribe(WAKE_CHANNEL, self._wake_local)
+        self._wake_pending = False
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
 
@@ -108,6 +129,9 @@ class Forecourt:
 
     async def stop(self) -> None:
         """Stop background work, flush what is buffered, close connections."""
+        if self.worker is not None:
+            await self.worker.stop(self.settings.delivery_shutdown_grace_s)
+            self.worker = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -127,6 +151,32 @@ class Forecourt:
 
     def keys(self, session: AsyncSession) -> KeyService:
         return KeyService(session, self.key_config, self.broadcast)
+
+    def webhooks(self, session: AsyncSession) -> EndpointService:
+        return EndpointService(session, self.webhook_config)
+
+    def events(self, session: AsyncSession) -> EventService:
+        from forecourt.events.service import events_service
+
+        return events_service(self, session)
+
+    def wake_workers(self) -> None:
+        """New deliveries are due: wake this node's worker now, and other nodes' through the
+        broadcast (coalesced: one message in flight at a time)."""
+        self._wake_local()
+        if self.redis is not None and not self._wake_pending:
+            self._wake_pending = True
+            asyncio.get_running_loop().create_task(self._broadcast_wake())
+
+    async def _broadcast_wake(self) -> None:
+        try:
+            await self.broadcast.publish(WAKE_CHANNEL, self.worker_id)
+        finally:
+            self._wake_pending = False
+
+    def _wake_local(self, _message: str | None = None) -> None:
+        if self.worker is not None:
+            self.worker.wake()
 
     async def resolve_session(
         self, token: str, ip: str | None, request_id: str | None

@@ -1,0 +1,196 @@
+"""REST: /api/v1/webhooks and /api/v1/deliveries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from forecourt.errors import InvalidInput
+from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
+from forecourt.principal import Principal
+from forecourt.schemas import Page
+from forecourt.webhooks.models import Delivery
+from forecourt.webhooks.schemas import (
+    AttemptOut,
+    DeliveryDetail,
+    DeliveryOut,
+    EndpointCreate,
+    EndpointCreated,
+    EndpointOut,
+    EndpointStats,
+    EndpointUpdate,
+    RecoverOut,
+    SecretOut,
+    SecretRotate,
+)
+from forecourt.webhooks.service import endpoint_fields
+
+WebhooksRead = Annotated[Principal, Depends(require("webhooks:read"))]
+WebhooksWrite = Annotated[Principal, Depends(require("webhooks:write"))]
+DeliveriesRead = Annotated[Principal, Depends(require("deliveries:read"))]
+DeliveriesWrite = Annotated[Principal, Depends(require("deliveries:write"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+
+webhooks = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
+deliveries = APIRouter(prefix="/api/v1/deliveries", tags=["deliveries"])
+
+
+def _aware(value: datetime | None, field: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidInput("Give a time zone, e.g. 2026-01-01T00:00:00Z.", field=field)
+    return value
+
+
+def _delivery(d: Delivery) -> DeliveryOut:
+    return DeliveryOut.model_validate(d)
+
+
+@webhooks.post("", status_code=status.HTTP_201_CREATED, response_model=EndpointCreated)
+async def create_endpoint(
+    body: EndpointCreate, actor: WebhooksWrite, fc: ForecourtDep, session: DbSession
+) -> EndpointCreated:
+    """Subscribe a URL to event types (exact names, wildcards like ``dashboard.*``; none: all).
+    The response carries the signing secret."""
+    endpoint, secret = await fc.webhooks(session).create(actor, body)
+    return EndpointCreated(**endpoint_fields(endpoint), secret=secret)
+
+
+@webhooks.get("", response_model=Page[EndpointOut])
+async def list_endpoints(
+    actor: WebhooksRead, fc: ForecourtDep, session: DbSession, page: Paging
+) -> Page[EndpointOut]:
+    rows, cursor = await fc.webhooks(session).page(actor, page.cursor, page.limit)
+    return Page[EndpointOut](
+        items=[EndpointOut(**endpoint_fields(e)) for e in rows], next_cursor=cursor
+    )
+
+
+@webhooks.get("/{endpoint_id}", response_model=EndpointOut)
+async def get_endpoint(
+    endpoint_id: str, actor: WebhooksRead, fc: ForecourtDep, session: DbSession
+) -> EndpointOut:
+    return EndpointOut(**endpoint_fields(await fc.webhooks(session).get(actor, endpoint_id)))
+
+
+@webhooks.patch("/{endpoint_id}", response_model=EndpointOut)
+async def update_endpoint(
+    endpoint_id: str, body: EndpointUpdate, actor: WebhooksWrite, fc: ForecourtDep,
+    session: DbSession,
+) -> EndpointOut:
+    endpoint = await fc.webhooks(session).update(actor, endpoint_id, body)
+    return EndpointOut(**endpoint_fields(endpoint))
+
+
+@webhooks.delete("/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_endpoint(
+    endpoint_id: str, actor: WebhooksWrite, fc: ForecourtDep, session: DbSession
+) -> None:
+    """Delete the endpoint, its deliveries and their attempts."""
+    await fc.webhooks(session).delete(actor, endpoint_id)
+
+
+@webhooks.post("/{endpoint_id}/enable", response_model=EndpointOut)
+async def enable_endpoint(
+    endpoint_id: str, actor: WebhooksWrite, fc: ForecourtDep, session: DbSession
+) -> EndpointOut:
+    """Enable; waiting deliveries resume."""
+    endpoint = await fc.webhooks(session).set_enabled(actor, endpoint_id, True)
+    fc.wake_workers()
+    return EndpointOut(**endpoint_fields(endpoint))
+
+
+@webhooks.post("/{endpoint_id}/disable", response_model=EndpointOut)
+async def disable_endpoint(
+    endpoint_id: str, actor: WebhooksWrite, fc: ForecourtDep, session: DbSession
+) -> EndpointOut:
+    """Disable; new events still queue deliveries, which wait until it is enabled."""
+    endpoint = await fc.webhooks(session).set_enabled(actor, endpoint_id, False)
+    return EndpointOut(**endpoint_fields(endpoint))
+
+
+@webhooks.get("/{endpoint_id}/secret", response_model=SecretOut)
+async def reveal_secret(
+    endpoint_id: str, actor: Admin, fc: ForecourtDep, session: DbSession
+) -> SecretOut:
+    """The current signing secret (admin only; audited)."""
+    endpoint, secret = await fc.webhooks(session).reveal(actor, endpoint_id)
+    return SecretOut(secret=secret, previous_secret_expires_at=endpoint.previous_secret_expires_at)
+
+
+@webhooks.post("/{endpoint_id}/secret/rotate", response_model=SecretOut)
+async def rotate_secret(
+    endpoint_id: str, actor: WebhooksWrite, fc: ForecourtDep, session: DbSession,
+    body: SecretRotate | None = None,
+) -> SecretOut:
+    """A new secret. During the overlap (24 h by default) deliveries carry both signatures."""
+    endpoint, secret = await fc.webhooks(session).rotate_secret(
+        actor, endpoint_id, body or SecretRotate()
+    )
+    return SecretOut(secret=secret, previous_secret_expires_at=endpoint.previous_secret_expires_at)
+
+
+@webhooks.get("/{endpoint_id}/deliveries", response_model=Page[DeliveryOut])
+async def list_deliveries(
+    endpoint_id: str,
+    actor: DeliveriesRead,
+    fc: ForecourtDep,
+    session: DbSession,
+    page: Paging,
+    status: Annotated[str | None, Query(description="pending, delivering, succeeded, …")] = None,
+    event_type: Annotated[str | None, Query(description="exact, or a prefix like a.*")] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Page[DeliveryOut]:
+    rows, cursor = await fc.webhooks(session).deliveries(
+        actor, endpoint_id, status=status, event_type=event_type,
+        since=_aware(since, "since"), until=_aware(until, "until"),
+        cursor=page.cursor, limit=page.limit,
+    )
+    return Page[DeliveryOut](items=[_delivery(d) for d in rows], next_cursor=cursor)
+
+
+@webhooks.post("/{endpoint_id}/recover", response_model=RecoverOut)
+async def recover(
+    endpoint_id: str,
+    actor: DeliveriesWrite,
+    fc: ForecourtDep,
+    session: DbSession,
+    since: Annotated[datetime, Query(description="Re-queue failed deliveries since then.")],
+) -> RecoverOut:
+    aware = _aware(since, "since")
+    assert aware is not None
+    count = await fc.webhooks(session).recover(actor, endpoint_id, aware)
+    fc.wake_workers()
+    return RecoverOut(requeued=count)
+
+
+@webhooks.get("/{endpoint_id}/stats", response_model=EndpointStats)
+async def endpoint_stats(
+    endpoint_id: str, actor: WebhooksRead, fc: ForecourtDep, session: DbSession
+) -> EndpointStats:
+    """Success rate, attempts, p50/p95 latency, last success and failure: 1 h, 24 h, 7 d."""
+    return EndpointStats.model_validate(await fc.webhooks(session).stats(actor, endpoint_id))
+
+
+@deliveries.get("/{delivery_id}", response_model=DeliveryDetail)
+async def get_delivery(
+    delivery_id: str, actor: DeliveriesRead, fc: ForecourtDep, session: DbSession
+) -> DeliveryDetail:
+    """A delivery with every attempt: time, status code, latency, response excerpt, error."""
+    found, attempts = await fc.webhooks(session).delivery(actor, delivery_id)
+    return DeliveryDetail(
+        **DeliveryOut.model_validate(found).model_dump(),
+        attempt_log=[AttemptOut.model_validate(a) for a in attempts],
+    )
+
+
+@deliveries.post("/{delivery_id}/retry", response_model=DeliveryOut)
+async def retry_delivery(
+    delivery_id: str, actor: DeliveriesWrite, fc: ForecourtDep, session: DbSession
+) -> DeliveryOut:
+    """Queue the delivery again, now, with the same webhook-id."""
+    found = await fc.webhooks(session).retry(actor, delivery_id)
+    fc.wake_workers()
+    return _delivery(found)
