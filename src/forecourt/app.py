@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from forecourt import __version__
 from forecourt.audit.routes import router as audit_router
 from forecourt.core import Forecourt
+from forecourt.events.routes import routers as event_routers
 from forecourt.http import problems
 from forecourt.http.health import router as health_router
 from forecourt.http.middleware.access import AccessMiddleware
@@ -53,7 +54,14 @@ def create_app(
     )
     app.state.forecourt = fc
     problems.install(app)
-    for router in (health_router, keys_router, users_router, auth_router, audit_router):
+    for router in (
+        health_router,
+        keys_router,
+        users_router,
+        auth_router,
+        audit_router,
+        *event_routers,
+    ):
         app.include_router(router)
     for router in (webhooks_router, deliveries_router):
         app.include_router(router)

@@ -87,7 +87,7 @@ async def list_entries(
         stmt = stmt.where(AuditEntry.actor_id == filters.actor_id)
     if filters.action:
         if filters.action.endswith(".*"):
-            stmt = stmt.where(AuditEntry.action.startswith(filters.action[:-1]))
+            stmt = stmt.where(AuditEntry.action.startswith(filters.action[:-1], autoescape=True))
         else:
             stmt = stmt.where(AuditEntry.action == filters.action)
     if filters.target_id:

@@ -53,7 +53,9 @@ class TypeView:
 
 
 def _types(category: str, descriptions: dict[str, str]) -> list[TypeView]:
-    return [TypeView(f"{category}.{action}", category, text) for action, text in descriptions.items()]
+    return [
+        TypeView(f"{category}.{action}", category, text) for action, text in descriptions.items()
+    ]
 
 
 BUILTIN_TYPES: tuple[TypeView, ...] = (

@@ -14,7 +14,7 @@ Severity = Literal["info", "warning", "error", "critical"]
 MAX_BATCH = 100
 
 
-class EventIn(StrictModel):
+class EventPublish(StrictModel):
     """One event to publish. Only ``type`` is required; ``data`` is the payload (any JSON)."""
 
     type: str = Field(min_length=1, max_length=TYPE_LENGTH, examples=["dashboard.created"])
@@ -40,8 +40,8 @@ class EventIn(StrictModel):
     datacontenttype: Literal["application/json"] | None = None
 
 
-class EventBatchIn(StrictModel):
-    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
+class EventBatchPublish(StrictModel):
+    events: list[EventPublish] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class EventOut(BaseModel):

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 # Delays before attempts 2..8 of the default schedule.
 DEFAULT_STEPS_S: tuple[float, ...] = (5.0, 300.0, 1_800.0, 7_200.0, 18_000.0, 36_000.0, 36_000.0)
@@ -86,13 +86,15 @@ class RetryPolicy:
         """
         value = value or {}
         kind = value.get("kind") or "exponential"
+        if kind not in ("exponential", "linear", "none"):
+            raise ValueError(f"unknown retry policy kind: {kind!r}")
         if kind == "none":
             return cls(kind="none", max_attempts=1)
         attempts = value.get("max_attempts")
         max_attempts = DEFAULT_MAX_ATTEMPTS if attempts is None else int(attempts)
         interval = value.get("interval_s")
         interval_s = DEFAULT_LINEAR_INTERVAL_S if interval is None else float(interval)
-        return cls(kind=kind, max_attempts=max_attempts, interval_s=interval_s)
+        return cls(kind=cast(PolicyKind, kind), max_attempts=max_attempts, interval_s=interval_s)
 
     def nominal_delay(self, attempts_made: int) -> float | None:
         """The un-jittered wait after ``attempts_made`` attempts; None when none may follow."""

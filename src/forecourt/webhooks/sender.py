@@ -3,10 +3,14 @@
 aiohttp rather than httpx: on this machine 64 concurrent POSTs to a loopback receiver ran at
 about 7,000/s with aiohttp's client and 330/s with httpx's pooled AsyncClient.
 
-Every request goes through ``GuardedResolver``, which refuses non-global addresses (unless
-allowed by ``FORECOURT_WEBHOOK_ALLOW_PRIVATE``) and hands aiohttp the very address it checked.
-Redirects are never followed, cookies are never kept, and proxy settings from the environment
-are ignored (a proxy would connect on our behalf to an address the guard never saw).
+Every connection goes through the SSRF guard (``ssrf.guarded_connector``): non-global
+addresses are refused unless ``FORECOURT_WEBHOOK_ALLOW_PRIVATE`` allows them, and aiohttp
+connects to the very address that was checked, for every new connection. A refusal is a final
+``ssrf`` error, a URL of the wrong shape a final ``invalid_url`` one; no request is made.
+Redirects are never followed (a 3xx is the answer, and a final failure), cookies are never
+kept, and proxy settings from the environment are ignored (a proxy would connect on our
+behalf to an address the guard never saw).
+
 ``send`` never raises for anything the receiver or the network does: every outcome is a
 ``SendResult``.
 """

@@ -237,7 +237,8 @@ class EndpointService:
             stmt = stmt.where(Delivery.status == status)
         if event_type is not None:
             if event_type.endswith(".*"):
-                stmt = stmt.where(Delivery.event_type.startswith(event_type[:-1]))
+                # autoescape: "_" and "%" in a type name are literal, not LIKE wildcards.
+                stmt = stmt.where(Delivery.event_type.startswith(event_type[:-1], autoescape=True))
             else:
                 stmt = stmt.where(Delivery.event_type == event_type)
         if since is not None:

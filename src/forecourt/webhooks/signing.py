@@ -23,7 +23,7 @@ from secrets import token_bytes
 from forecourt import __version__
 
 SECRET_PREFIX = "whsec_"
-SECRET_BYTES = 32  # length of a newly generated key
+SECRET_BYTES = 32  # key length of a secret from generate_secret()
 SECRET_MIN_BYTES = 24
 SECRET_MAX_BYTES = 64
 SIGNATURE_VERSION = "v1"

@@ -51,7 +51,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no", ""})
 
-# ipaddress calls this range global, but it only embeds IPv4 addresses of the local network.
+# ipaddress calls both NAT64 prefixes global. An address in the well-known one is a way to
+# reach the IPv4 address in its last 32 bits, so that address is what gets checked; the
+# local-use prefix only ever leads to translators inside the operator's own network.
 _NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
 _NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
 _SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
@@ -125,8 +127,10 @@ class AllowPolicy:
         """Whether ``address`` is allowed by this policy (the guard is not consulted)."""
         if self.allow_all_private:
             return True
-        # An IPv4-mapped address reaches the IPv4 host, so IPv4 networks cover it too.
-        candidates = [address, *_embedded_ipv4(address)]
+        # An IPv4-mapped address is the IPv4 host itself, so IPv4 networks cover it too
+        # (6to4 and NAT64 addresses go through a relay, so they are not covered).
+        mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+        candidates = [address] if mapped is None else [address, mapped]
         return any(ip in network for ip in candidates for network in self.networks)
 
 
@@ -369,10 +373,10 @@ def _refusal(ip: IPAddress) -> str | None:
         return "a shared address space (carrier-grade NAT) address"
     if any(ip.version == net.version and ip in net for net in _DOCUMENTATION):
         return "a documentation address"
-    if ip.is_private:
-        return "a private address"
     if ip.is_reserved:
         return "a reserved address"
+    if ip.is_private:
+        return "a private address"
     if not ip.is_global:
         return "not a globally routable address"
     return None

@@ -1,0 +1,365 @@
+"""Writing events into a transaction: validation, deduplication, the event row and its
+deliveries, and hooks that run after the commit. ``EventService.publish``, ``emit`` and
+``publish_in`` all go through here.
+
+``publish_in`` is the transactional outbox, for host apps on SQLAlchemy that share
+Forecourt's database: the event and its webhook deliveries are written in the host's own
+transaction, so they commit with the host's change or not at all. The delivery workers pick
+the rows up by polling (or at once, when ``on_committed`` wakes them)::
+
+    async with sessionmaker() as session, session.begin():
+        session.add(order)
+        await publish_in(session, tenant_id=tenant, type="order.created", data={"id": order.id})
+
+Same validation as ``POST /api/v1/events`` (known, not archived type; JSON Schema; size cap;
+severity), raising ``forecourt.errors.InvalidInput`` / ``PayloadTooLarge``. A repeated ``id``
+or ``idempotency_key`` returns the stored original without writing anything; two concurrent
+transactions publishing the same one both pass the check, and the second fails with
+IntegrityError (the unique constraints) at its flush or commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from forecourt.db.base import utcnow
+from forecourt.errors import Conflict, InvalidInput, PayloadTooLarge
+from forecourt.events import catalog
+from forecourt.events.catalog import TypeView
+from forecourt.events.envelope import envelope
+from forecourt.events.models import EVENT_ID_LENGTH, Event
+from forecourt.ids import new_id
+from forecourt.webhooks import fanout
+
+if TYPE_CHECKING:
+    from forecourt.webhooks.models import Endpoint
+
+log = logging.getLogger("forecourt.events")
+
+SEVERITIES = ("info", "warning", "error", "critical")
+CONTENT_TYPE = "application/json"
+DEFAULT_MAX_EVENT_BYTES = 262_144
+DEFAULT_IDEMPOTENCY_WINDOW_S = 86_400
+IDEMPOTENCY_KEY_LENGTH = 255  # the column
+MAX_SOURCE_CHARS = 512
+MAX_SUBJECT_CHARS = 512
+# session.info key: a callable(deliveries) run after the commit of events emitted in it.
+EMITTED_HOOK = "forecourt.events.emitted"
+_PENDING_HOOKS = "forecourt.events.pending_hooks"
+
+OnPublished = Callable[[int], object]
+"""Called after a commit that stored events, with the number of deliveries queued."""
+
+_hook_tasks: set[asyncio.Task[Any]] = set()
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A validated event, not stored yet; ``event()`` builds a fresh row for each attempt."""
+
+    id: str
+    tenant_id: str
+    ce_id: str
+    explicit_id: bool
+    type: str
+    source: str
+    subject: str | None
+    time: datetime
+    explicit_time: bool
+    severity: str
+    data: Any
+    idempotency_key: str | None
+    size_bytes: int
+
+    def event(self) -> Event:
+        return Event(
+            id=self.id,
+            tenant_id=self.tenant_id,
+            ce_id=self.ce_id,
+            idempotency_key=self.idempotency_key,
+            source=self.source,
+            type=self.type,
+            subject=self.subject,
+            time=self.time,
+            datacontenttype=CONTENT_TYPE,
+            data=self.data,
+            severity=self.severity,
+            size_bytes=self.size_bytes,
+            created_at=utcnow(),
+        )
+
+
+async def lookup_type(
+    session: AsyncSession, tenant_id: str, name: str, field: str = "type"
+) -> TypeView:
+    """The publishable type ``name``; InvalidInput when unknown or archived."""
+    view = await catalog.resolve(session, tenant_id, name)
+    if view is None:
+        raise InvalidInput(
+            f"Unknown event type {name!r}; see GET /api/v1/event-types, or register it there.",
+            field=field,
+        )
+    if not view.publishable:
+        raise InvalidInput(f"The event type {name!r} is archived.", field=field)
+    return view
+
+
+def prepare(
+    view: TypeView,
+    tenant_id: str,
+    *,
+    data: Any,
+    id: str | None = None,
+    source: str | None = None,
+    subject: str | None = None,
+    time: datetime | None = None,
+    severity: str = "info",
+    idempotency_key: str | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    normalize: bool = False,
+) -> Draft:
+    """Validate one event against its type and the limits. ``normalize`` turns ``data`` into
+    plain JSON values first (for callers that may pass datetimes, tuples, ...)."""
+    if severity not in SEVERITIES:
+        raise InvalidInput(f"severity is one of {', '.join(SEVERITIES)}.", field="severity")
+    _check_text(id, "id", EVENT_ID_LENGTH)
+    _check_text(source, "source", MAX_SOURCE_CHARS)
+    _check_text(subject, "subject", MAX_SUBJECT_CHARS)
+    _check_text(idempotency_key, "idempotency_key", IDEMPOTENCY_KEY_LENGTH)
+    if normalize:
+        data = orjson.loads(_dumps(data))
+    catalog.validate_data(view.schema, data)
+    if time is not None and time.tzinfo is None:
+        time = time.replace(tzinfo=UTC)
+    event_id = new_id("evt")
+    draft = Draft(
+        id=event_id,
+        tenant_id=tenant_id,
+        ce_id=id or event_id,
+        explicit_id=id is not None,
+        type=view.name,
+        source=source or f"/forecourt/{tenant_id}",
+        subject=subject,
+        time=time.astimezone(UTC) if time is not None else utcnow(),
+        explicit_time=time is not None,
+        severity=severity,
+        data=data,
+        idempotency_key=idempotency_key,
+        size_bytes=0,
+    )
+    size = len(_dumps(envelope(draft.event())))
+    if size > max_event_bytes:
+        raise PayloadTooLarge(
+            f"The event is {size} bytes as JSON; the cap is {max_event_bytes}.",
+            size_bytes=size,
+            max_event_bytes=max_event_bytes,
+        )
+    return dataclasses.replace(draft, size_bytes=size)
+
+
+async def store(
+    session: AsyncSession, drafts: Sequence[Draft], idempotency_window_s: int
+) -> tuple[list[tuple[Event, bool]], int]:
+    """Add the new events and their deliveries to ``session`` (flushed, not committed).
+
+    Returns ``(event, created)`` per draft (duplicates: the original) and the number of
+    deliveries queued. IntegrityError means a concurrent duplicate won: roll back, call again.
+    """
+    if not drafts:
+        return [], 0
+    tenant_id = drafts[0].tenant_id
+    by_key: dict[str, Event] = {}
+    by_ce: dict[str, Event] = {}
+    keys = [d.idempotency_key for d in drafts if d.idempotency_key]
+    if keys:
+        rows = await session.scalars(
+            select(Event).where(Event.tenant_id == tenant_id, Event.idempotency_key.in_(keys))
+        )
+        by_key = {e.idempotency_key: e for e in rows if e.idempotency_key}
+    ce_ids = [d.ce_id for d in drafts if d.explicit_id]
+    if ce_ids:
+        rows = await session.scalars(
+            select(Event).where(Event.tenant_id == tenant_id, Event.ce_id.in_(ce_ids))
+        )
+        by_ce = {e.ce_id: e for e in rows}
+
+    cutoff = utcnow() - timedelta(seconds=idempotency_window_s)
+    results: list[tuple[Event, bool]] = []
+    new: list[Event] = []
+    released = False
+    for draft in drafts:
+        original: Event | None = None
+        expired: Event | None = None
+        if draft.idempotency_key and (row := by_key.get(draft.idempotency_key)) is not None:
+            if row.created_at < cutoff:
+                expired = row
+            elif not same_request(row, draft):
+                raise Conflict(
+                    "This Idempotency-Key was used for a different request; "
+                    "use a new key for a new event.",
+                    event_id=row.id,
+                )
+            else:
+                original = row
+        if original is None and draft.explicit_id:
+            original = by_ce.get(draft.ce_id)
+        if original is not None:
+            results.append((original, False))
+            continue
+        if expired is not None:
+            expired.idempotency_key = None  # past the window: the key may name a new event
+            released = True
+        created = draft.event()
+        new.append(created)
+        results.append((created, True))
+    if released:
+        await session.flush()
+    if not new:
+        return results, 0
+    session.add_all(new)
+    await session.flush()
+    deliveries = 0
+    endpoints: dict[str, list[Endpoint]] = {}
+    for created in new:
+        if created.type not in endpoints:
+            endpoints[created.type] = await fanout.matching_endpoints(
+                session, tenant_id, created.type
+            )
+        queued = fanout.enqueue(
+            session, tenant_id, created.id, created.type, endpoints[created.type]
+        )
+        deliveries += len(queued)
+    await session.flush()
+    return results, deliveries
+
+
+def same_request(row: Event, draft: Draft) -> bool:
+    """Whether ``draft`` repeats the request that stored ``row`` (for Idempotency-Key)."""
+    row_explicit_id = row.ce_id != row.id
+    return (
+        row.type == draft.type
+        and row.source == draft.source
+        and row.subject == draft.subject
+        and row.severity == draft.severity
+        and row_explicit_id == draft.explicit_id
+        and (not draft.explicit_id or row.ce_id == draft.ce_id)
+        and (not draft.explicit_time or row.time == draft.time)
+        and canonical(row.data) == canonical(draft.data)
+    )
+
+
+def canonical(value: Any) -> bytes:
+    """JSON with sorted keys: equal for equal JSON values, and 1 differs from 1.0 and true."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def after_commit(session: AsyncSession, deliveries: int, hook: OnPublished | None) -> None:
+    """Call ``hook(deliveries)`` once the caller's transaction commits; never if it rolls back."""
+    if hook is None:
+        return
+    sync = session.sync_session
+    pending: list[tuple[OnPublished, int]] | None = sync.info.get(_PENDING_HOOKS)
+    if pending is None:
+        pending = sync.info[_PENDING_HOOKS] = []
+        event.listen(sync, "after_commit", _run_pending)
+        event.listen(sync, "after_rollback", _drop_pending)
+    pending.append((hook, deliveries))
+
+
+async def publish_in(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    type: str,
+    data: Any,
+    id: str | None = None,
+    subject: str | None = None,
+    severity: str = "info",
+    source: str | None = None,
+    time: datetime | None = None,
+    idempotency_key: str | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    idempotency_window_s: int = DEFAULT_IDEMPOTENCY_WINDOW_S,
+    on_committed: OnPublished | None = None,
+) -> Event:
+    """Add an event and its deliveries to ``session``'s transaction; never commits.
+
+    Returns the new event (flushed), or the original one for a repeated ``id`` or
+    ``idempotency_key``. ``on_committed(deliveries)`` (default: the session's
+    ``info[EMITTED_HOOK]``) runs after the caller commits, never after a rollback.
+    """
+    view = await lookup_type(session, tenant_id, type)
+    draft = prepare(
+        view,
+        tenant_id,
+        data=data,
+        id=id,
+        source=source,
+        subject=subject,
+        time=time,
+        severity=severity,
+        idempotency_key=idempotency_key,
+        max_event_bytes=max_event_bytes,
+        normalize=True,
+    )
+    results, deliveries = await store(session, [draft], idempotency_window_s)
+    stored, created = results[0]
+    if created:
+        after_commit(session, deliveries, on_committed or session.info.get(EMITTED_HOOK))
+    return stored
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        try:
+            return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"data is not JSON: {exc}", field="data") from None
+
+
+def _check_text(value: str | None, field: str, max_chars: int) -> None:
+    if value is not None and not 1 <= len(value) <= max_chars:
+        raise InvalidInput(f"{field} is 1 to {max_chars} characters.", field=field)
+
+
+def _run_pending(session: Session) -> None:
+    pending: list[tuple[OnPublished, int]] = session.info.get(_PENDING_HOOKS) or []
+    session.info[_PENDING_HOOKS] = []
+    for hook, deliveries in pending:
+        try:
+            result = hook(deliveries)
+            if inspect.isawaitable(result):
+                task = asyncio.get_running_loop().create_task(_await(result))
+                _hook_tasks.add(task)
+                task.add_done_callback(_hook_tasks.discard)
+        except Exception:
+            log.exception("after-commit event hook failed")
+
+
+def _drop_pending(session: Session) -> None:
+    session.info[_PENDING_HOOKS] = []
+
+
+async def _await(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("after-commit event hook failed")
