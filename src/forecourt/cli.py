@@ -345,9 +345,17 @@ def events_publish(
     settings = load_settings()
     try:
         body = EventPublish.model_validate(
-            {k: v for k, v in {"type": type, "data": payload, "subject": subject,
-                                 "severity": severity, "id": event_id}.items()
-             if v is not None or k == "data"}
+            {
+                k: v
+                for k, v in {
+                    "type": type,
+                    "data": payload,
+                    "subject": subject,
+                    "severity": severity,
+                    "id": event_id,
+                }.items()
+                if v is not None or k == "data"
+            }
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from forecourt.events.service import EventService
     from forecourt.webhooks.delivery import DeliveryWorker
+    from forecourt.webhooks.models import Endpoint
 
 log = logging.getLogger("forecourt")
 
@@ -125,6 +126,22 @@ class Forecourt:
         await bootstrap(self)
         await self.broadcast.start()
         self._tasks.append(asyncio.create_task(self.usage.run(), name="forecourt-usage"))
+        from forecourt.events.service import run_retention
+        from forecourt.webhooks.delivery import DeliveryWorker
+
+        # Built on every node (the test-endpoint API sends through it); started only on
+        # nodes that run workers.
+        self.worker = DeliveryWorker(
+            self, worker_id=self.worker_id, on_endpoint_disabled=self._endpoint_disabled
+        )
+        if run_workers:
+            await self.worker.start()
+            self._tasks.append(
+                asyncio.create_task(
+                    run_retention(self, interval_s=RETENTION_INTERVAL_S),
+                    name="forecourt-retention",
+                )
+            )
         self._started = True
 
     async def stop(self) -> None:
@@ -158,7 +175,25 @@ class Forecourt:
     def events(self, session: AsyncSession) -> EventService:
         from forecourt.events.service import events_service
 
-        return events_service(self, session)
+        return events_service(self, session, on_published=self._on_published)
+
+    def _on_published(self, deliveries: int) -> None:
+        if deliveries:
+            self.wake_workers()
+
+    async def _endpoint_disabled(self, session: AsyncSession, endpoint: Endpoint) -> None:
+        """Publish ``endpoint.disabled`` in the transaction that disables the endpoint."""
+        from forecourt.events.service import emit
+
+        await emit(
+            session,
+            endpoint.tenant_id,
+            "endpoint.disabled",
+            {"endpoint_id": endpoint.id, "url": endpoint.url, "reason": endpoint.disabled_reason},
+            subject=endpoint.id,
+            severity="warning",
+            hook=self._on_published,
+        )
 
     def wake_workers(self) -> None:
         """New deliveries are due: wake this node's worker now, and other nodes' through the

@@ -1,16 +1,16 @@
 """Errors raised by the Forecourt client.
 
-    ForecourtClientError
-    ├── TransportError            the server could not be reached or did not answer
-    └── APIError                  the server answered with a problem (RFC 9457)
-        ├── AuthenticationError   401
-        ├── PermissionDenied      403
-        ├── NotFoundError         404
-        ├── ConflictError         409
-        ├── PayloadTooLargeError  413
-        ├── ValidationError       422 (``errors`` names each bad field)
-        ├── RateLimitError        429 (``retry_after`` in seconds)
-        └── ServerError           5xx
+ForecourtClientError
+├── TransportError            the server could not be reached or did not answer
+└── APIError                  the server answered with a problem (RFC 9457)
+    ├── AuthenticationError   401
+    ├── PermissionDenied      403
+    ├── NotFoundError         404
+    ├── ConflictError         409
+    ├── PayloadTooLargeError  413
+    ├── ValidationError       422 (``errors`` names each bad field)
+    ├── RateLimitError        429 (``retry_after`` in seconds)
+    └── ServerError           5xx
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
 from forecourt.principal import Principal
 from forecourt.schemas import Page
 from forecourt.webhooks.models import Delivery
+from forecourt.webhooks.probe import send_test
 from forecourt.webhooks.schemas import (
     AttemptOut,
     DeliveryDetail,
@@ -76,7 +77,10 @@ async def get_endpoint(
 
 @webhooks.patch("/{endpoint_id}", response_model=EndpointOut)
 async def update_endpoint(
-    endpoint_id: str, body: EndpointUpdate, actor: WebhooksWrite, fc: ForecourtDep,
+    endpoint_id: str,
+    body: EndpointUpdate,
+    actor: WebhooksWrite,
+    fc: ForecourtDep,
     session: DbSession,
 ) -> EndpointOut:
     endpoint = await fc.webhooks(session).update(actor, endpoint_id, body)
@@ -121,7 +125,10 @@ async def reveal_secret(
 
 @webhooks.post("/{endpoint_id}/secret/rotate", response_model=SecretOut)
 async def rotate_secret(
-    endpoint_id: str, actor: WebhooksWrite, fc: ForecourtDep, session: DbSession,
+    endpoint_id: str,
+    actor: WebhooksWrite,
+    fc: ForecourtDep,
+    session: DbSession,
     body: SecretRotate | None = None,
 ) -> SecretOut:
     """A new secret. During the overlap (24 h by default) deliveries carry both signatures."""
@@ -144,9 +151,14 @@ async def list_deliveries(
     until: datetime | None = None,
 ) -> Page[DeliveryOut]:
     rows, cursor = await fc.webhooks(session).deliveries(
-        actor, endpoint_id, status=status, event_type=event_type,
-        since=_aware(since, "since"), until=_aware(until, "until"),
-        cursor=page.cursor, limit=page.limit,
+        actor,
+        endpoint_id,
+        status=status,
+        event_type=event_type,
+        since=_aware(since, "since"),
+        until=_aware(until, "until"),
+        cursor=page.cursor,
+        limit=page.limit,
     )
     return Page[DeliveryOut](items=[_delivery(d) for d in rows], next_cursor=cursor)
 
@@ -164,6 +176,12 @@ async def recover(
     count = await fc.webhooks(session).recover(actor, endpoint_id, aware)
     fc.wake_workers()
     return RecoverOut(requeued=count)
+
+
+@webhooks.post("/{endpoint_id}/test", response_model=AttemptOut)
+async def test_endpoint(endpoint_id: str, actor: WebhooksWrite, fc: ForecourtDep) -> AttemptOut:
+    """Send a signed ``webhook.test`` event to this endpoint now; the attempt's result."""
+    return AttemptOut.model_validate(await send_test(fc, actor, endpoint_id))
 
 
 @webhooks.get("/{endpoint_id}/stats", response_model=EndpointStats)

@@ -53,9 +53,13 @@ class EndpointUpdate(StrictModel):
 
 
 class SecretRotate(StrictModel):
-    secret: str | None = Field(default=None, description="The new whsec_ secret; generated if absent.")
+    secret: str | None = Field(
+        default=None, description="The new whsec_ secret; generated if absent."
+    )
     overlap_s: StrictInt | None = Field(
-        default=None, ge=0, le=MAX_OVERLAP_S,
+        default=None,
+        ge=0,
+        le=MAX_OVERLAP_S,
         description="How long the old secret keeps signing too; 24 h by default.",
     )
 

@@ -94,7 +94,11 @@ class EndpointService:
         )
         self.session.add(endpoint)
         audit.record(
-            self.session, actor, "endpoint.created", "endpoint", endpoint.id,
+            self.session,
+            actor,
+            "endpoint.created",
+            "endpoint",
+            endpoint.id,
             after=summary(endpoint),
         )
         await self.session.commit()
@@ -145,8 +149,13 @@ class EndpointService:
             _set_enabled(endpoint, data.enabled, "disabled through the API")
         endpoint.updated_at = utcnow()
         audit.record(
-            self.session, actor, "endpoint.updated", "endpoint", endpoint.id,
-            before=before, after=summary(endpoint),
+            self.session,
+            actor,
+            "endpoint.updated",
+            "endpoint",
+            endpoint.id,
+            before=before,
+            after=summary(endpoint),
         )
         await self.session.commit()
         return endpoint
@@ -158,16 +167,23 @@ class EndpointService:
             _set_enabled(endpoint, enabled, "disabled through the API")
             endpoint.updated_at = utcnow()
             action = "endpoint.enabled" if enabled else "endpoint.disabled"
-            audit.record(self.session, actor, action, "endpoint", endpoint.id,
-                         after=summary(endpoint))
+            audit.record(
+                self.session, actor, action, "endpoint", endpoint.id, after=summary(endpoint)
+            )
             await self.session.commit()
         return endpoint
 
     async def delete(self, actor: Principal, endpoint_id: str) -> None:
         """Delete the endpoint with its deliveries and attempts."""
         endpoint = await self.get(actor, endpoint_id)
-        audit.record(self.session, actor, "endpoint.deleted", "endpoint", endpoint.id,
-                     before=summary(endpoint))
+        audit.record(
+            self.session,
+            actor,
+            "endpoint.deleted",
+            "endpoint",
+            endpoint.id,
+            before=summary(endpoint),
+        )
         await self.session.delete(endpoint)
         await self.session.commit()
 
@@ -207,8 +223,14 @@ class EndpointService:
             endpoint.previous_secret_expires_at = None
         endpoint.secret_encrypted = self.config.box.encrypt(secret)
         endpoint.updated_at = now
-        audit.record(self.session, actor, "endpoint.secret_rotated", "endpoint", endpoint.id,
-                     after={"overlap_s": overlap})
+        audit.record(
+            self.session,
+            actor,
+            "endpoint.secret_rotated",
+            "endpoint",
+            endpoint.id,
+            after={"overlap_s": overlap},
+        )
         await self.session.commit()
         return endpoint, secret
 
@@ -232,8 +254,9 @@ class EndpointService:
         )
         if status is not None:
             if status not in DELIVERY_STATES:
-                raise InvalidInput(f"Status is one of {', '.join(DELIVERY_STATES)}.",
-                                   field="status")
+                raise InvalidInput(
+                    f"Status is one of {', '.join(DELIVERY_STATES)}.", field="status"
+                )
             stmt = stmt.where(Delivery.status == status)
         if event_type is not None:
             if event_type.endswith(".*"):
@@ -287,8 +310,14 @@ class EndpointService:
             .values(status=PENDING, next_attempt_at=now, finished_at=None, updated_at=now)
         )
         count = int(result.rowcount or 0)  # type: ignore[attr-defined]
-        audit.record(self.session, actor, "endpoint.recovered", "endpoint", endpoint.id,
-                     after={"since": since.isoformat(), "requeued": count})
+        audit.record(
+            self.session,
+            actor,
+            "endpoint.recovered",
+            "endpoint",
+            endpoint.id,
+            after={"since": since.isoformat(), "requeued": count},
+        )
         await self.session.commit()
         return count
 
@@ -308,7 +337,9 @@ class EndpointService:
             ).all()
             windows[name] = _window_stats([(r[0], r[1], r[2]) for r in rows])
         pending = await self.session.scalar(
-            select(func.count()).select_from(Delivery).where(
+            select(func.count())
+            .select_from(Delivery)
+            .where(
                 Delivery.endpoint_id == endpoint.id,
                 Delivery.status.not_in((SUCCEEDED, FAILED)),
             )
@@ -322,7 +353,9 @@ class EndpointService:
             ssrf.validate_url_syntax(url)
             await ssrf.check_url(url, self.config.policy, self.config.resolver)
         except ssrf.UnsafeTarget as exc:
-            raise InvalidInput(f"The URL is not an acceptable receiver: {exc}", field="url") from None
+            raise InvalidInput(
+                f"The URL is not an acceptable receiver: {exc}", field="url"
+            ) from None
         except OSError as exc:
             raise InvalidInput(f"The host does not resolve: {exc}", field="url") from None
 
@@ -364,8 +397,8 @@ def _patterns(patterns: Sequence[str]) -> list[str]:
     for i, pattern in enumerate(patterns):
         if not TYPE_PATTERN.match(pattern):
             raise InvalidInput(
-                "Use event type names such as dashboard.created, or wildcards such as "
-                "dashboard.*", field=f"event_types.{i}",
+                "Use event type names such as dashboard.created, or wildcards such as dashboard.*",
+                field=f"event_types.{i}",
             )
         result.append(pattern)
     return sorted(set(result))
@@ -378,8 +411,9 @@ def _headers(headers: dict[str, str]) -> dict[str, str]:
         if name.lower() in signing.RESERVED_HEADERS:
             raise InvalidInput("Forecourt sets this header itself.", field=f"headers.{name}")
         if "\r" in value or "\n" in value or len(value) > 4096:
-            raise InvalidInput("Header values are one line of at most 4096 characters.",
-                               field=f"headers.{name}")
+            raise InvalidInput(
+                "Header values are one line of at most 4096 characters.", field=f"headers.{name}"
+            )
     return dict(headers)
 
 
