@@ -20,6 +20,7 @@ from forecourt.broadcast import Broadcast, MemoryBroadcast, RedisBroadcast
 from forecourt.crypto import SecretBox
 from forecourt.db import migrate
 from forecourt.db.engine import create_engine, create_sessionmaker
+from forecourt.events.outbox import EMITTED_HOOK
 from forecourt.keys.auth import KeyAuthenticator
 from forecourt.keys.cache import INVALIDATE_CHANNEL, KeyCache
 from forecourt.keys.service import KeyConfig, KeyService
@@ -58,6 +59,8 @@ class Forecourt:
         s = self.settings
         self.engine: AsyncEngine = create_engine(s.resolved_database_url)
         self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(self.engine)
+        # Events any service emits in a session wake the delivery workers once committed.
+        self.sessionmaker.configure(info={EMITTED_HOOK: self.on_published})
         self.redis: aioredis.Redis | None = None
         self.broadcast: Broadcast
         memory = MemoryLimiter()
@@ -175,9 +178,10 @@ class Forecourt:
     def events(self, session: AsyncSession) -> EventService:
         from forecourt.events.service import events_service
 
-        return events_service(self, session, on_published=self._on_published)
+        return events_service(self, session, on_published=self.on_published)
 
-    def _on_published(self, deliveries: int) -> None:
+    def on_published(self, deliveries: int) -> None:
+        """Events were committed with ``deliveries`` deliveries: wake the workers."""
         if deliveries:
             self.wake_workers()
 
@@ -192,7 +196,7 @@ class Forecourt:
             {"endpoint_id": endpoint.id, "url": endpoint.url, "reason": endpoint.disabled_reason},
             subject=endpoint.id,
             severity="warning",
-            hook=self._on_published,
+            hook=self.on_published,
         )
 
     def wake_workers(self) -> None:

@@ -89,6 +89,7 @@ class KeyService:
         )
         self.session.add(key)
         audit.record(self.session, actor, "key.created", "key", key.id, after=summary(key))
+        await self._emit(actor, "key.created", key)
         await self.session.commit()
         return key, raw
 
@@ -165,6 +166,7 @@ class KeyService:
             key.id,
             after={"grace_period_s": grace, "prefix": key.prefix},
         )
+        await self._emit(actor, "key.rotated", key)
         await self.session.commit()
         await self._invalidate(key.id)
         return key, raw
@@ -184,6 +186,7 @@ class KeyService:
                 before=before,
                 after=summary(key),
             )
+            await self._emit(actor, "key.revoked", key)
             await self.session.commit()
         await self._invalidate(key.id)
         return key
@@ -208,6 +211,18 @@ class KeyService:
             if scope not in actor.scopes:
                 raise Forbidden(f"You cannot grant {scope!r}: your credentials do not hold it.")
         return scopes
+
+    async def _emit(self, actor: Principal, event_type: str, key: ApiKey) -> None:
+        """Forecourt's own event about the key, in the same transaction as the change."""
+        from forecourt.events.service import emit
+
+        await emit(
+            self.session,
+            actor.tenant_id,
+            event_type,
+            {"key_id": key.id, "name": key.name, "prefix": key.prefix, "scopes": list(key.scopes)},
+            subject=key.id,
+        )
 
     async def _invalidate(self, key_id: str) -> None:
         await self.broadcast.publish(INVALIDATE_CHANNEL, key_id)
