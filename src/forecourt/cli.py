@@ -403,6 +403,9 @@ def webhooks_test(endpoint_id: str, tenant: TenantOpt = "default") -> None:
 
         async with fc.sessionmaker() as session:
             actor = await _tenant_principal(session, tenant)
+        # send_test sends through the node's delivery worker, which start() builds (without
+        # starting its background loop); the database is migrated already.
+        await fc.start(run_workers=False, migrate_sqlite=False)
         return await send_test(fc, actor, endpoint_id)
 
     attempt = run(lambda: _with_forecourt(settings, go))

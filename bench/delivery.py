@@ -1,0 +1,350 @@
+"""Webhook delivery through the whole path, against a bare HTTP client to the same receiver.
+
+Run from the project root (PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 for the
+second line)::
+
+    python -m bench.delivery [--events N] [--latency-duration S] [--postgres-url URL]
+
+Three processes: a Forecourt server (uvicorn, with its delivery worker, like
+``forecourt serve``), a loopback aiohttp receiver that answers 200 and notes when each
+webhook arrived, and this one, which publishes and measures.
+
+Throughput: N events are published through ``POST /api/v1/events/batch`` to the one endpoint
+subscribed; the time runs from the first publish until the receiver has all N webhook-ids and
+the database has all N attempts logged as succeeded. The baseline, in the same run, is a bare
+aiohttp client (keep-alive, as many connections as the worker's ``delivery_concurrency``)
+posting N copies of a delivered request (same body, same headers, a webhook-id each) to the
+same receiver: the physical limit of the path on this machine. The figure is the ratio of the
+two rates; the bare client runs before and after Forecourt and its faster run counts.
+
+Latency: at half the measured throughput, single events are published at a steady rate
+(open loop) for a few seconds; per event, receiver arrival minus the scheduled start of its
+publish request.
+
+Once on SQLite, once on PostgreSQL (a fresh database, dropped afterwards) with Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+
+from bench._common import (
+    DEFAULT_POSTGRES_URL,
+    DEFAULT_REDIS_URL,
+    EVENT_TYPE,
+    LOOPBACK,
+    Queue,
+    ReceiverClient,
+    Server,
+    bare_session,
+    bench_settings,
+    create_endpoints,
+    percentile,
+    post_all,
+    postgres_database,
+    postgres_reachable,
+    receiver,
+    redis_prefix,
+    redis_reachable,
+    run,
+    sample_headers,
+    server,
+    wait_until,
+)
+from bench._common import serve as serve_app
+
+EVENTS = 3_000
+WARMUP_EVENTS = 300
+BATCH = 100  # events per publish request (the API's maximum)
+PUBLISHERS = 4  # batch requests in flight at once
+LATENCY_S = 5.0
+LATENCY_CONNECTIONS = 64
+DRAIN_TIMEOUT_S = 60.0
+TARGET_RATIO = 0.35
+TARGET_P99_MS = 200.0
+JSON = {"Content-Type": "application/json"}
+
+
+# -- the server side -----------------------------------------------------------------------
+
+
+def serve(port: int) -> None:
+    from forecourt.app import create_app
+
+    serve_app(create_app(bench_settings()), port)
+
+
+# -- the load side -------------------------------------------------------------------------
+
+
+def event(seq: int) -> dict[str, object]:
+    return {
+        "type": EVENT_TYPE,
+        "data": {"dashboard_id": f"d-{seq:08d}", "title": "Revenue by region", "seq": seq},
+    }
+
+
+async def publish(api: aiohttp.ClientSession, srv: Server, count: int, first_seq: int) -> None:
+    """``count`` events in batches, PUBLISHERS requests at a time."""
+    end = first_seq + count
+    batches = [
+        orjson.dumps({"events": [event(s) for s in range(start, min(start + BATCH, end))]})
+        for start in range(first_seq, end, BATCH)
+    ]
+    next_batch = 0
+
+    async def publisher() -> None:
+        nonlocal next_batch
+        while next_batch < len(batches):
+            body = batches[next_batch]
+            next_batch += 1
+            async with api.post(
+                srv.base_url + "/api/v1/events/batch", data=body, headers={**srv.auth, **JSON}
+            ) as response:
+                if response.status != 201:
+                    raise RuntimeError(f"publish: {response.status} {await response.text()}")
+
+    await asyncio.gather(*(publisher() for _ in range(PUBLISHERS)))
+
+
+async def bare(
+    rx: ReceiverClient, headers: dict[str, str], body: bytes, count: int, concurrency: int
+) -> float:
+    """Seconds the bare client takes to POST ``count`` copies of a delivery."""
+    from forecourt.ids import new_id
+
+    url = rx.url("/hook")
+    async with bare_session(concurrency) as session:
+        warm = [(url, sample_headers(headers, new_id("dlv"))) for _ in range(concurrency * 4)]
+        await post_all(session, warm, body, concurrency)
+        requests = [(url, sample_headers(headers, new_id("dlv"))) for _ in range(count)]
+        seconds, failures = await post_all(session, requests, body, concurrency)
+    if failures:
+        raise RuntimeError(f"the bare client got {failures} failed posts")
+    return seconds
+
+
+@dataclass
+class Figures:
+    events: int
+    bare_s: list[float] = field(default_factory=list)
+    accepted_s: float = 0.0  # first publish until every batch was answered
+    received_s: float = 0.0  # ... until the receiver had every webhook-id
+    logged_s: float = 0.0  # ... until every attempt was logged as succeeded
+    latency_rate: float = 0.0
+    latency_sent: int = 0
+    latency_errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    publish_ms: list[float] = field(default_factory=list)
+
+    @property
+    def bare_rate(self) -> float:
+        return self.events / min(self.bare_s)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.logged_s
+
+    @property
+    def ratio(self) -> float:
+        return self.rate / self.bare_rate
+
+
+async def measure(srv: Server, rx_url: str, events: int, latency_s: float) -> Figures:
+    concurrency = bench_settings().delivery_concurrency
+    figures = Figures(events)
+    queue = Queue(srv.database_url)
+    try:
+        async with aiohttp.ClientSession() as api:
+            rx = ReceiverClient(rx_url, api)
+            await rx.reset()
+            await create_endpoints(api, srv, [rx.url("/hook")])
+
+            async def received(n: int) -> bool:
+                return await rx.distinct() >= n
+
+            async def logged(n: int) -> bool:
+                return await queue.succeeded() >= n
+
+            # Warm-up: connections, caches, and a delivered request for the bare client to copy.
+            await publish(api, srv, WARMUP_EVENTS, 0)
+            await wait_until(lambda: received(WARMUP_EVENTS), DRAIN_TIMEOUT_S, "warm-up")
+            await wait_until(lambda: logged(WARMUP_EVENTS), DRAIN_TIMEOUT_S, "warm-up attempts")
+            headers, body = await rx.sample()
+
+            figures.bare_s.append(await bare(rx, headers, body, events, concurrency))
+
+            await rx.reset()
+            before = await queue.succeeded()
+            start = time.perf_counter()
+            await publish(api, srv, events, WARMUP_EVENTS)
+            figures.accepted_s = time.perf_counter() - start
+            done = await wait_until(lambda: received(events), DRAIN_TIMEOUT_S, "deliveries")
+            figures.received_s = done - start
+            done = await wait_until(lambda: logged(before + events), DRAIN_TIMEOUT_S, "attempts")
+            figures.logged_s = done - start
+
+            figures.bare_s.append(await bare(rx, headers, body, events, concurrency))
+
+            await latency(srv, rx, figures, figures.rate / 2, latency_s)
+    finally:
+        await queue.aclose()
+    return figures
+
+
+async def latency(
+    srv: Server, rx: ReceiverClient, figures: Figures, rate: float, duration_s: float
+) -> None:
+    """Publish one event per request at ``rate``/s for ``duration_s`` (open loop: each
+    request starts on schedule, however long the previous ones take)."""
+    await rx.reset()
+    total = max(1, int(rate * duration_s))
+    started: dict[str, float] = {}  # event id -> scheduled start (time.monotonic)
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=LATENCY_CONNECTIONS)
+    async with aiohttp.ClientSession(connector=connector, headers={**srv.auth, **JSON}) as pub:
+
+        async def one(seq: int, at: float) -> None:
+            nonlocal errors
+            try:
+                async with pub.post(
+                    srv.base_url + "/api/v1/events", data=orjson.dumps(event(seq))
+                ) as response:
+                    if response.status != 201:
+                        errors += 1
+                        return
+                    event_id = (await response.json())["id"]
+            except aiohttp.ClientError:
+                errors += 1
+                return
+            figures.publish_ms.append((time.monotonic() - at) * 1000)
+            started[event_id] = at
+
+        tasks: list[asyncio.Task[None]] = []
+        t0 = time.monotonic() + 0.05
+        for i in range(total):
+            at = t0 + i / rate
+            delay = at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, at)))
+        await asyncio.gather(*tasks)
+
+    async def received() -> bool:
+        return await rx.distinct() >= total - errors
+
+    await wait_until(received, DRAIN_TIMEOUT_S, "latency deliveries")
+    arrivals = await rx.arrivals()
+    figures.latency_rate = rate
+    figures.latency_sent = total
+    figures.latency_errors = errors
+    figures.latencies_ms = [
+        (a.at - started[a.event_id]) * 1000 for a in arrivals if a.event_id in started
+    ]
+
+
+# -- orchestration -------------------------------------------------------------------------
+
+
+def report(label: str, f: Figures) -> None:
+    verdict = "ok" if f.ratio >= TARGET_RATIO else f"BELOW the {TARGET_RATIO} target"
+    print(
+        f"delivery[{label}]: bare client {f.bare_rate:,.0f} posts/s, "
+        f"forecourt {f.rate:,.0f} deliveries/s, "
+        f"ratio forecourt/bare = {f.ratio:.2f} (target >= {TARGET_RATIO}: {verdict})",
+        flush=True,
+    )
+    bare_runs = " / ".join(f"{s:.2f} s" for s in f.bare_s)
+    print(
+        f"delivery[{label}]: {f.events:,} events accepted in {f.accepted_s:.2f} s, "
+        f"all received at {f.received_s:.2f} s, all attempts logged at {f.logged_s:.2f} s; "
+        f"bare client runs {bare_runs}",
+        flush=True,
+    )
+    if not f.latencies_ms:
+        print(f"delivery[{label}]: no latency figures", flush=True)
+        return
+    p50 = percentile(f.latencies_ms, 0.50)
+    p99 = percentile(f.latencies_ms, 0.99)
+    verdict = "ok" if p99 < TARGET_P99_MS else f"ABOVE the {TARGET_P99_MS:g} ms target"
+    print(
+        f"delivery[{label}]: latency at {f.latency_rate:,.0f} events/s "
+        f"({f.latency_sent:,} single-event publishes): publish->delivered "
+        f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(f.latencies_ms):.0f} ms "
+        f"(target p99 < {TARGET_P99_MS:g} ms: {verdict}); publish answered "
+        f"p50 {percentile(f.publish_ms, 0.5):.0f} ms, p99 {percentile(f.publish_ms, 0.99):.0f} ms",
+        flush=True,
+    )
+    missing = f.latency_sent - f.latency_errors - len(f.latencies_ms)
+    if f.latency_errors or missing > 0:
+        print(
+            f"delivery[{label}]: {f.latency_errors} publishes failed, {missing} deliveries "
+            "unmatched; the latency figure is not valid",
+            flush=True,
+        )
+
+
+def run_variant(
+    label: str, env: dict[str, str], rx_url: str, events: int, latency_s: float
+) -> None:
+    env = {**env, "FORECOURT_WEBHOOK_ALLOW_PRIVATE": LOOPBACK}
+    with server("bench.delivery", env) as srv:
+        try:
+            figures = run(measure(srv, rx_url, events, latency_s))
+        except Exception:
+            print(f"delivery[{label}]: failed; server log:\n{srv.log_tail()}", flush=True)
+            raise
+    report(label, figures)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.delivery", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--events", type=int, default=EVENTS)
+    parser.add_argument(
+        "--latency-duration", type=float, default=LATENCY_S, help="seconds of steady publishing"
+    )
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.port)
+        return
+
+    concurrency = bench_settings().delivery_concurrency
+    print(
+        f"delivery: {args.events:,} events to one loopback endpoint, worker and bare client "
+        f"at {concurrency} concurrent posts",
+        flush=True,
+    )
+    with receiver() as rx_url:
+        run_variant("sqlite", {}, rx_url, args.events, args.latency_duration)
+        if args.sqlite_only:
+            return
+        if not postgres_reachable(args.postgres_url):
+            print(f"delivery[postgresql]: skipped, not reachable at {args.postgres_url}")
+            return
+        if not redis_reachable(args.redis_url):
+            print(f"delivery[postgresql]: skipped, Redis not reachable at {args.redis_url}")
+            return
+        with postgres_database(args.postgres_url) as url, redis_prefix(args.redis_url) as prefix:
+            env = {
+                "FORECOURT_DATABASE_URL": url,
+                "FORECOURT_REDIS_URL": args.redis_url,
+                "FORECOURT_REDIS_PREFIX": prefix,
+            }
+            run_variant("postgresql+redis", env, rx_url, args.events, args.latency_duration)
+
+
+if __name__ == "__main__":
+    main()
