@@ -38,6 +38,7 @@ app.add_typer(webhooks_app, name="webhooks")
 
 DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
 DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+PAGE_SIZE = 200
 
 TenantOpt = Annotated[str, typer.Option("--tenant", envvar="FORECOURT_TENANT", help="Tenant slug.")]
 
@@ -77,20 +78,25 @@ async def _as_coro(fn: Callable[[], Awaitable[T]]) -> T:
     return await fn()
 
 
-def parse_expiry(value: str | None) -> datetime | None:
-    """``30d``, ``12h``, ``45m``, ``2w`` from now, or an ISO 8601 time."""
-    if value is None:
-        return None
+def parse_when(value: str, option: str, *, past: bool) -> datetime:
+    """A duration like ``30d`` (from now: ahead, or back when ``past``) or an ISO 8601 time;
+    a one-line error naming ``option`` otherwise."""
     match = DURATION_RE.match(value.strip())
     if match:
         amount, unit = match.groups()
-        return datetime.now(UTC) + timedelta(seconds=int(amount) * DURATION_UNITS_S[unit])
+        delta = timedelta(seconds=int(amount) * DURATION_UNITS_S[unit])
+        return datetime.now(UTC) - delta if past else datetime.now(UTC) + delta
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        fail(f"--expires: {value!r} is neither a duration like 30d nor an ISO 8601 time")
+        fail(f"{option}: {value!r} is neither a duration like 30d nor an ISO 8601 time")
         raise
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def parse_expiry(value: str | None) -> datetime | None:
+    """``30d``, ``12h``, ``45m``, ``2w`` from now, or an ISO 8601 time."""
+    return None if value is None else parse_when(value, "--expires", past=False)
 
 
 @app.command()
@@ -172,6 +178,19 @@ async def _with_forecourt(settings: Settings, fn: Callable[[Any], Awaitable[T]])
         await fc.stop()
 
 
+async def _every_page(
+    fetch: Callable[..., Awaitable[tuple[list[Any], str | None]]], actor: principals.Principal
+) -> list[Any]:
+    """Every row of a paginated service listing."""
+    rows: list[Any] = []
+    cursor: str | None = None
+    while True:
+        page, cursor = await fetch(actor, cursor, PAGE_SIZE)
+        rows.extend(page)
+        if cursor is None:
+            return rows
+
+
 async def _tenant_principal(session: Any, slug: str) -> principals.Principal:
     from forecourt.tenants import service as tenants
 
@@ -233,13 +252,7 @@ def keys_list(tenant: TenantOpt = "default") -> None:
     async def go(fc: Any) -> list[Any]:
         async with fc.sessionmaker() as session:
             actor = await _tenant_principal(session, tenant)
-            rows: list[Any] = []
-            cursor = None
-            while True:
-                page, cursor = await fc.keys(session).page(actor, cursor, 200)
-                rows.extend(page)
-                if cursor is None:
-                    return rows
+            return await _every_page(fc.keys(session).page, actor)
 
     for key in run(lambda: _with_forecourt(settings, go)):
         typer.echo(f"{key.id}\t{key.prefix}…\t{status(key)}\t{','.join(key.scopes)}\t{key.name}")
@@ -379,13 +392,7 @@ def webhooks_list(tenant: TenantOpt = "default") -> None:
     async def go(fc: Any) -> list[Any]:
         async with fc.sessionmaker() as session:
             actor = await _tenant_principal(session, tenant)
-            rows: list[Any] = []
-            cursor = None
-            while True:
-                page, cursor = await fc.webhooks(session).page(actor, cursor, 200)
-                rows.extend(page)
-                if cursor is None:
-                    return rows
+            return await _every_page(fc.webhooks(session).page, actor)
 
     for e in run(lambda: _with_forecourt(settings, go)):
         state = "enabled" if e.enabled else "disabled"
@@ -423,17 +430,7 @@ def webhooks_recover(
 ) -> None:
     """Re-queue every failed delivery of the endpoint since a time."""
     settings = load_settings()
-    match = DURATION_RE.match(since.strip())
-    if match:
-        amount, unit = match.groups()
-        when = datetime.now(UTC) - timedelta(seconds=int(amount) * DURATION_UNITS_S[unit])
-    else:
-        try:
-            when = datetime.fromisoformat(since)
-        except ValueError:
-            fail(f"--since: {since!r} is neither a duration like 6h nor an ISO 8601 time")
-            raise
-        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    when = parse_when(since, "--since", past=True)
 
     async def go(fc: Any) -> int:
         async with fc.sessionmaker() as session:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import httpx
 import pytest
@@ -62,9 +62,11 @@ def cli(
     )
 
 
-def wait_until(condition: Callable[[], T], timeout_s: float, what: str) -> T:
+def wait_until(
+    condition: Callable[[], T | Literal[False] | None], timeout_s: float, what: str
+) -> T:
     """Poll ``condition`` until it returns something truthy, and return that; fail the test
-    after ``timeout_s``."""
+    after ``timeout_s``. (``lambda: ready and value`` waits for ``ready``, returns ``value``.)"""
     deadline = time.monotonic() + timeout_s
     while True:
         result = condition()
@@ -152,8 +154,7 @@ class Node:
         except subprocess.TimeoutExpired:
             self.kill()
             pytest.fail(
-                f"forecourt {self.args[0]} ignored SIGTERM for {STOP_TIMEOUT_S} s:\n"
-                f"{self.output()}"
+                f"forecourt {self.args[0]} ignored SIGTERM for {STOP_TIMEOUT_S} s:\n{self.output()}"
             )
         self.process = None
         return code
@@ -183,8 +184,7 @@ def terminate_all(nodes: Sequence[Node]) -> list[int]:
             for other in running:
                 other.kill()
             pytest.fail(
-                f"forecourt {node.args[0]} ignored SIGTERM for {STOP_TIMEOUT_S} s:\n"
-                f"{node.output()}"
+                f"forecourt {node.args[0]} ignored SIGTERM for {STOP_TIMEOUT_S} s:\n{node.output()}"
             )
         node.process = None
     return codes

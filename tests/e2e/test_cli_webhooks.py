@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import standardwebhooks
+from processes import Node, ThreadedReceiver, clean_env, cli, wait_until
 
 from conftest import free_port
 from forecourt.client import Client, verify_webhook
-from processes import Node, ThreadedReceiver, clean_env, cli, wait_until
 from receivers import Received, Reply
 
 DELIVERY_TIMEOUT_S = 15.0
@@ -189,8 +189,20 @@ def test_webhooks_test_reports_the_attempt(setup: Setup, client: Client) -> None
     assert match.group(1) == "500"
     [got] = setup.receiver.received("/down")
     verified(broken["secret"], got)
-    # A test event is never retried in the background.
-    assert deliveries(client, broken["id"], status="retrying") == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a failed webhook.test attempt is recorded as retrying with a next attempt, so the "
+    "background workers send the test event again (webhooks/probe.py promises they never do)",
+)
+def test_a_failed_test_event_is_not_retried_in_the_background(setup: Setup, client: Client) -> None:
+    broken = client.webhooks.create(setup.receiver.url("/down"))
+    assert setup("webhooks", "test", broken["id"]).returncode == 1
+    [probe] = deliveries(client, broken["id"], event_type="webhook.test")
+    assert probe["attempts"] == 1
+    assert probe["status"] != "retrying"
+    assert probe["next_attempt_at"] is None
 
 
 def test_webhooks_test_of_a_receiver_that_is_not_listening(setup: Setup, client: Client) -> None:

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 import standardwebhooks
+from processes import Node, ThreadedReceiver, clean_env, cli, terminate_all, wait_until
 
 from conftest import REDIS_URL, RUN_ID
 from forecourt.client import Client, WebhookVerificationError, verify_webhook
-from processes import Node, ThreadedReceiver, clean_env, cli, terminate_all, wait_until
 from receivers import Received, Reply
 
 SECRET_KEY = "scaled-out-secret-" + RUN_ID
@@ -99,7 +99,8 @@ def verify_with_both(secret: str, got: Received) -> dict[str, Any]:
 
 
 def signatures(got: Received) -> list[str]:
-    return {k.lower(): v for k, v in got.headers.items()}["webhook-signature"].split(" ")
+    lowered = {k.lower(): v for k, v in got.headers.items()}
+    return str(lowered["webhook-signature"]).split(" ")
 
 
 def deliveries_of(client: Client, endpoint_id: str, **filters: Any) -> list[dict[str, Any]]:
