@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 from datetime import timedelta
@@ -35,8 +36,13 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
 ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-# A hash to verify against when the email is unknown, so timing does not reveal accounts.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the email is unknown, so timing does not reveal
+    accounts. Made on first use: hashing costs a third of a second."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
@@ -145,7 +151,7 @@ class UserService:
             user = await self.session.scalar(
                 select(User).where(User.tenant_id == tenant.id, User.email == email.lower())
             )
-        stored = user.password_hash if user is not None else _DUMMY_HASH
+        stored = user.password_hash if user is not None else _dummy_hash()
         ok = await asyncio.to_thread(verify_password, stored, password)
         if user is None or not ok or user.disabled_at is not None:
             raise Unauthenticated("Wrong email or password.")
