@@ -151,7 +151,7 @@ class UserService:
             user = await self.session.scalar(
                 select(User).where(User.tenant_id == tenant.id, User.email == email.lower())
             )
-        stored = user.password_hash if user is not None else _dummy_hash()
+        stored = user.password_hash if user is not None else await asyncio.to_thread(_dummy_hash)
         ok = await asyncio.to_thread(verify_password, stored, password)
         if user is None or not ok or user.disabled_at is not None:
             raise Unauthenticated("Wrong email or password.")
