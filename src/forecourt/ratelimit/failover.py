@@ -15,8 +15,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import Counter
 
+from forecourt.prometheus import registered
 from forecourt.ratelimit.windows import (
     Decision,
     Limiter,
@@ -37,14 +38,10 @@ ERRORS_METRIC = "forecourt_ratelimit_backend_errors"
 
 
 def _errors_counter() -> Counter:
-    try:
-        return Counter(ERRORS_METRIC, "Outages of the shared rate-limit backend.")
-    except ValueError:
-        # A reload of this module re-runs this line against the same default registry.
-        existing = REGISTRY._names_to_collectors.get(f"{ERRORS_METRIC}_total")
-        if isinstance(existing, Counter):
-            return existing
-        raise
+    return registered(
+        lambda: Counter(ERRORS_METRIC, "Outages of the shared rate-limit backend."),
+        f"{ERRORS_METRIC}_total",
+    )
 
 
 BACKEND_ERRORS = _errors_counter()

@@ -35,10 +35,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import Counter, Histogram
 from sqlalchemy import and_, func, literal, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -50,6 +50,7 @@ from forecourt.errors import Conflict, NotFound
 from forecourt.events.envelope import envelope
 from forecourt.events.models import Event
 from forecourt.ids import new_id
+from forecourt.prometheus import registered
 from forecourt.ratelimit.windows import Window
 from forecourt.webhooks import signing
 from forecourt.webhooks.models import (
@@ -93,21 +94,7 @@ GONE_REASON = "The receiver answered 410 Gone."
 EndpointDisabledHook = Callable[[AsyncSession, Endpoint], Awaitable[None]]
 """Called inside the transaction that disables an endpoint (to insert ``endpoint.disabled``)."""
 
-_T = TypeVar("_T")
-
-
-def _metric(factory: Callable[[], _T], exposed_name: str) -> _T:
-    try:
-        return factory()
-    except ValueError:
-        # Registered already (the module was imported again): reuse the registered one.
-        existing = REGISTRY._names_to_collectors.get(exposed_name)
-        if existing is None:
-            raise
-        return existing  # type: ignore[return-value]
-
-
-ATTEMPTS = _metric(
+ATTEMPTS = registered(
     lambda: Counter(
         "forecourt_webhook_attempts",
         "Webhook delivery attempts, by the delivery state they led to.",
@@ -117,7 +104,7 @@ ATTEMPTS = _metric(
 )
 """``forecourt_webhook_attempts_total{outcome="succeeded"|"retrying"|"failed"}``."""
 
-ATTEMPT_SECONDS = _metric(
+ATTEMPT_SECONDS = registered(
     lambda: Histogram(
         "forecourt_webhook_attempt_seconds",
         "Duration of webhook delivery attempts (the HTTP exchange).",
