@@ -321,12 +321,26 @@ async def post_all(
     return time.perf_counter() - start, failures
 
 
-def bare_session(concurrency: int) -> aiohttp.ClientSession:
-    """A keep-alive aiohttp session holding up to ``concurrency`` connections."""
+async def bare(
+    urls: Sequence[str], headers: dict[str, str], body: bytes, concurrency: int
+) -> float:
+    """Seconds a bare aiohttp client (keep-alive, ``concurrency`` connections, warmed up)
+    takes to POST ``body`` once to each URL, each request with a webhook-id of its own."""
     import aiohttp
 
+    from forecourt.ids import new_id
+
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+    async with aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        warm = [(urls[i % len(urls)], sample_headers(headers, new_id("dlv"))) for i in range(256)]
+        await post_all(session, warm, body, concurrency)
+        requests = [(url, sample_headers(headers, new_id("dlv"))) for url in urls]
+        seconds, failures = await post_all(session, requests, body, concurrency)
+    if failures:
+        raise RuntimeError(f"the bare client got {failures} failed posts")
+    return seconds
 
 
 def sample_headers(headers: dict[str, str], webhook_id: str) -> dict[str, str]:

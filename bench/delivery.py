@@ -42,18 +42,16 @@ from bench._common import (
     Queue,
     ReceiverClient,
     Server,
-    bare_session,
+    bare,
     bench_settings,
     create_endpoints,
     percentile,
-    post_all,
     postgres_database,
     postgres_reachable,
     receiver,
     redis_prefix,
     redis_reachable,
     run,
-    sample_headers,
     server,
     wait_until,
 )
@@ -113,23 +111,6 @@ async def publish(api: aiohttp.ClientSession, srv: Server, count: int, first_seq
     await asyncio.gather(*(publisher() for _ in range(PUBLISHERS)))
 
 
-async def bare(
-    rx: ReceiverClient, headers: dict[str, str], body: bytes, count: int, concurrency: int
-) -> float:
-    """Seconds the bare client takes to POST ``count`` copies of a delivery."""
-    from forecourt.ids import new_id
-
-    url = rx.url("/hook")
-    async with bare_session(concurrency) as session:
-        warm = [(url, sample_headers(headers, new_id("dlv"))) for _ in range(concurrency * 4)]
-        await post_all(session, warm, body, concurrency)
-        requests = [(url, sample_headers(headers, new_id("dlv"))) for _ in range(count)]
-        seconds, failures = await post_all(session, requests, body, concurrency)
-    if failures:
-        raise RuntimeError(f"the bare client got {failures} failed posts")
-    return seconds
-
-
 @dataclass
 class Figures:
     events: int
@@ -177,8 +158,9 @@ async def measure(srv: Server, rx_url: str, events: int, latency_s: float) -> Fi
             await wait_until(lambda: received(WARMUP_EVENTS), DRAIN_TIMEOUT_S, "warm-up")
             await wait_until(lambda: logged(WARMUP_EVENTS), DRAIN_TIMEOUT_S, "warm-up attempts")
             headers, body = await rx.sample()
+            urls = [rx.url("/hook")] * events
 
-            figures.bare_s.append(await bare(rx, headers, body, events, concurrency))
+            figures.bare_s.append(await bare(urls, headers, body, concurrency))
 
             await rx.reset()
             before = await queue.succeeded()
@@ -190,7 +172,7 @@ async def measure(srv: Server, rx_url: str, events: int, latency_s: float) -> Fi
             done = await wait_until(lambda: logged(before + events), DRAIN_TIMEOUT_S, "attempts")
             figures.logged_s = done - start
 
-            figures.bare_s.append(await bare(rx, headers, body, events, concurrency))
+            figures.bare_s.append(await bare(urls, headers, body, concurrency))
 
             await latency(srv, rx, figures, figures.rate / 2, latency_s)
     finally:

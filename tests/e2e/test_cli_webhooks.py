@@ -191,11 +191,6 @@ def test_webhooks_test_reports_the_attempt(setup: Setup, client: Client) -> None
     verified(broken["secret"], got)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a failed webhook.test attempt is recorded as retrying with a next attempt, so the "
-    "background workers send the test event again (webhooks/probe.py promises they never do)",
-)
 def test_a_failed_test_event_is_not_retried_in_the_background(setup: Setup, client: Client) -> None:
     broken = client.webhooks.create(setup.receiver.url("/down"))
     assert setup("webhooks", "test", broken["id"]).returncode == 1

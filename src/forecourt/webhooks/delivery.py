@@ -123,6 +123,7 @@ class Claim:
     attempts: int  # attempts made before this claim
     endpoint: Endpoint
     event: Event
+    once: bool = False  # a single attempt on request: never retried in the background
 
 
 def default_worker_id() -> str:
@@ -284,14 +285,16 @@ class DeliveryWorker:
         await asyncio.gather(*(self.process(claim) for claim in claims))
         return len(claims)
 
-    async def deliver_now(self, delivery_id: str) -> Attempt:
+    async def deliver_now(self, delivery_id: str, *, once: bool = False) -> Attempt:
         """Make one attempt of ``delivery_id`` right away, due or not, and return it.
 
         The endpoint's rate limit and enabled flag are not consulted: this is an explicit
-        request. Raises ``NotFound`` for an unknown delivery and ``Conflict`` while another
-        worker holds its lease.
+        request. With ``once`` a failure is final (``failed``) instead of scheduling a retry.
+        Raises ``NotFound`` for an unknown delivery and ``Conflict`` while another worker
+        holds its lease.
         """
         claim = await self._claim_one(delivery_id)
+        claim.once = once
         attempt = await self._attempt(claim, enforce_limits=False)
         if attempt is None:
             raise NotFound(f"No delivery {delivery_id!r}.")
@@ -540,7 +543,7 @@ class DeliveryWorker:
     ) -> tuple[str, datetime | None]:
         if outcome.verdict is Verdict.SUCCESS:
             return SUCCEEDED, None
-        if outcome.verdict is Verdict.RETRY:
+        if outcome.verdict is Verdict.RETRY and not claim.once:
             policy = _policy(claim.endpoint)
             delay = next_attempt_delay(policy, attempt_no, outcome.retry_after_s, self._rng)
             if delay is not None:

@@ -34,4 +34,4 @@ async def send_test(fc: Forecourt, actor: Principal, endpoint_id: str) -> Attemp
         delivery.next_attempt_at = None  # never claimed by the background loop
         await session.commit()
     assert fc.worker is not None, "Forecourt.start() builds the delivery worker"
-    return await fc.worker.deliver_now(delivery.id)
+    return await fc.worker.deliver_now(delivery.id, once=True)
