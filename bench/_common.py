@@ -53,6 +53,7 @@ BENCH_TIER = "bench"
 BENCH_LIMITS = {"minute": 1_000_000_000, "hour": 1_000_000_000, "day": 1_000_000_000}
 LOOPBACK = "127.0.0.0/8"  # FORECOURT_WEBHOOK_ALLOW_PRIVATE for receivers on loopback
 EVENT_TYPE = "dashboard.created"
+JSON_HEADERS = {"Content-Type": "application/json"}
 RECEIVER_PREFIX = "/_bench"
 # Request headers the HTTP client sets itself; the rest of a delivery's headers are copied.
 CLIENT_HEADERS = frozenset(
@@ -67,6 +68,20 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def machine() -> str:
+    """CPUs and load, printed with each figure: other work on the machine skews them."""
+    one, five, _ = os.getloadavg()
+    return f"{os.cpu_count()} CPUs, load average {one:.1f} (1 min) {five:.1f} (5 min)"
+
+
+def event_body(seq: int) -> dict[str, object]:
+    """The event every benchmark publishes: a built-in type, a small payload."""
+    return {
+        "type": EVENT_TYPE,
+        "data": {"dashboard_id": f"d-{seq:08d}", "title": "Revenue by region", "seq": seq},
+    }
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

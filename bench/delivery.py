@@ -37,7 +37,7 @@ import orjson
 from bench._common import (
     DEFAULT_POSTGRES_URL,
     DEFAULT_REDIS_URL,
-    EVENT_TYPE,
+    JSON_HEADERS,
     LOOPBACK,
     Queue,
     ReceiverClient,
@@ -45,6 +45,8 @@ from bench._common import (
     bare,
     bench_settings,
     create_endpoints,
+    event_body,
+    machine,
     percentile,
     postgres_database,
     postgres_reachable,
@@ -66,7 +68,6 @@ LATENCY_CONNECTIONS = 64
 DRAIN_TIMEOUT_S = 60.0
 TARGET_RATIO = 0.35
 TARGET_P99_MS = 200.0
-JSON = {"Content-Type": "application/json"}
 
 
 # -- the server side -----------------------------------------------------------------------
@@ -81,18 +82,11 @@ def serve(port: int) -> None:
 # -- the load side -------------------------------------------------------------------------
 
 
-def event(seq: int) -> dict[str, object]:
-    return {
-        "type": EVENT_TYPE,
-        "data": {"dashboard_id": f"d-{seq:08d}", "title": "Revenue by region", "seq": seq},
-    }
-
-
 async def publish(api: aiohttp.ClientSession, srv: Server, count: int, first_seq: int) -> None:
     """``count`` events in batches, PUBLISHERS requests at a time."""
     end = first_seq + count
     batches = [
-        orjson.dumps({"events": [event(s) for s in range(start, min(start + BATCH, end))]})
+        orjson.dumps({"events": [event_body(s) for s in range(start, min(start + BATCH, end))]})
         for start in range(first_seq, end, BATCH)
     ]
     next_batch = 0
@@ -103,7 +97,9 @@ async def publish(api: aiohttp.ClientSession, srv: Server, count: int, first_seq
             body = batches[next_batch]
             next_batch += 1
             async with api.post(
-                srv.base_url + "/api/v1/events/batch", data=body, headers={**srv.auth, **JSON}
+                srv.base_url + "/api/v1/events/batch",
+                data=body,
+                headers={**srv.auth, **JSON_HEADERS},
             ) as response:
                 if response.status != 201:
                     raise RuntimeError(f"publish: {response.status} {await response.text()}")
@@ -190,13 +186,15 @@ async def latency(
     started: dict[str, float] = {}  # event id -> scheduled start (time.monotonic)
     errors = 0
     connector = aiohttp.TCPConnector(limit=LATENCY_CONNECTIONS)
-    async with aiohttp.ClientSession(connector=connector, headers={**srv.auth, **JSON}) as pub:
+    async with aiohttp.ClientSession(
+        connector=connector, headers={**srv.auth, **JSON_HEADERS}
+    ) as pub:
 
         async def one(seq: int, at: float) -> None:
             nonlocal errors
             try:
                 async with pub.post(
-                    srv.base_url + "/api/v1/events", data=orjson.dumps(event(seq))
+                    srv.base_url + "/api/v1/events", data=orjson.dumps(event_body(seq))
                 ) as response:
                     if response.status != 201:
                         errors += 1
@@ -306,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     concurrency = bench_settings().delivery_concurrency
     print(
         f"delivery: {args.events:,} events to one loopback endpoint, worker and bare client "
-        f"at {concurrency} concurrent posts",
+        f"at {concurrency} concurrent posts; {machine()}",
         flush=True,
     )
     with receiver() as rx_url:

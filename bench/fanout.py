@@ -28,6 +28,7 @@ import orjson
 from bench._common import (
     DEFAULT_POSTGRES_URL,
     DEFAULT_REDIS_URL,
+    JSON_HEADERS,
     LOOPBACK,
     Queue,
     ReceiverClient,
@@ -35,6 +36,8 @@ from bench._common import (
     bare,
     bench_settings,
     create_endpoints,
+    event_body,
+    machine,
     postgres_database,
     postgres_reachable,
     receiver,
@@ -44,14 +47,19 @@ from bench._common import (
     server,
     wait_until,
 )
-from bench.delivery import JSON, event
-from bench.delivery import serve as serve_delivery
+from bench._common import serve as serve_app
 
 ENDPOINTS = 1_000
 ROUNDS = 2
 CREATE_CONCURRENCY = 8
 DRAIN_TIMEOUT_S = 60.0
 TARGET_RATIO = 0.5
+
+
+def serve(port: int) -> None:
+    from forecourt.app import create_app
+
+    serve_app(create_app(bench_settings()), port)
 
 
 @dataclass
@@ -83,7 +91,7 @@ async def fan_out(
 
     start = time.perf_counter()
     async with api.post(
-        srv.base_url + "/api/v1/events", data=orjson.dumps(event(seq)), headers=srv.auth
+        srv.base_url + "/api/v1/events", data=orjson.dumps(event_body(seq)), headers=srv.auth
     ) as response:
         if response.status != 201:
             raise RuntimeError(f"publish: {response.status} {await response.text()}")
@@ -97,7 +105,7 @@ async def measure(srv: Server, rx_url: str, endpoints: int, rounds: int) -> Figu
     figures = Figures(endpoints)
     queue = Queue(srv.database_url)
     try:
-        async with aiohttp.ClientSession(headers=JSON) as api:
+        async with aiohttp.ClientSession(headers=JSON_HEADERS) as api:
             rx = ReceiverClient(rx_url, api)
             urls = [rx.url(f"/hook/{i}") for i in range(endpoints)]
             start = time.perf_counter()
@@ -164,13 +172,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve_delivery(args.port)
+        serve(args.port)
         return
 
     concurrency = bench_settings().delivery_concurrency
     print(
         f"fanout: one event to {args.endpoints:,} endpoints of one loopback receiver, worker "
-        f"and bare client at {concurrency} concurrent posts, {args.rounds} rounds",
+        f"and bare client at {concurrency} concurrent posts, {args.rounds} rounds; {machine()}",
         flush=True,
     )
     with receiver() as rx_url:

@@ -44,6 +44,7 @@ async def bootstrap(fc: Forecourt) -> str | None:
                 scopes=["admin"],
                 tier=tier,
             ),
+            announce=False,
         )
     path = fc.settings.data_dir / OWNER_KEY_FILE
     fc.settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -405,3 +405,27 @@ async def test_keys_are_shared_between_nodes(harness_factory: Any) -> None:
     created = await first.create_key(["keys:read"])
     assert await status_with(second, created["key"]) == 200
     assert created["id"] in [k["id"] for k in await list_all(second, first.owner_key)]
+
+
+async def test_key_changes_are_published_as_events(harness: Harness) -> None:
+    created = await harness.create_key(["events:read"], name="announced")
+    key_id = created["id"]
+    rotated = await harness.client.post(
+        f"/api/v1/keys/{key_id}/rotate", json={"grace_period_s": 0}, headers=harness.auth()
+    )
+    assert rotated.status_code == 200, rotated.text
+    revoked = await harness.client.post(f"/api/v1/keys/{key_id}/revoke", headers=harness.auth())
+    assert revoked.status_code == 200, revoked.text
+
+    listed = await harness.client.get(
+        "/api/v1/events", params={"type": "key.*"}, headers=harness.auth()
+    )
+    assert listed.status_code == 200, listed.text
+    about_key = [e for e in listed.json()["items"] if e.get("subject") == key_id]
+    # Newest first; the owner key made on first start is not announced.
+    assert [e["type"] for e in about_key] == ["key.revoked", "key.rotated", "key.created"]
+    for event in about_key:
+        assert event["data"]["key_id"] == key_id
+        assert event["data"]["name"] == "announced"
+        assert created["key"] not in str(event) and rotated.json()["key"] not in str(event)
+    assert len(listed.json()["items"]) == 3  # nothing about the owner key

@@ -63,8 +63,11 @@ class KeyService:
         self.config = config
         self.broadcast = broadcast
 
-    async def create(self, actor: Principal, data: KeyCreate) -> tuple[ApiKey, str]:
-        """A new key and its full secret (returned this once)."""
+    async def create(
+        self, actor: Principal, data: KeyCreate, *, announce: bool = True
+    ) -> tuple[ApiKey, str]:
+        """A new key and its full secret (returned this once). ``announce``: publish
+        ``key.created`` (off for the owner key made on first start, before any subscriber)."""
         scopes = self._grantable(actor, data.scopes)
         tier = self.config.policy.check_tier(data.tier or self.config.policy.default_tier)
         limits = validate_limits(data.rate_limits)
@@ -89,7 +92,8 @@ class KeyService:
         )
         self.session.add(key)
         audit.record(self.session, actor, "key.created", "key", key.id, after=summary(key))
-        await self._emit(actor, "key.created", key)
+        if announce:
+            await self._emit(actor, "key.created", key)
         await self.session.commit()
         return key, raw
 
