@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+PG_POOL_SIZE = 40
+PG_MAX_OVERFLOW = 20
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -36,8 +38,10 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     if "poolclass" not in kwargs:
-        kwargs.setdefault("pool_size", 10)
-        kwargs.setdefault("max_overflow", 20)
+        # Room for the API's requests and the delivery worker's transactions without
+        # opening and closing overflow connections under load.
+        kwargs.setdefault("pool_size", PG_POOL_SIZE)
+        kwargs.setdefault("max_overflow", PG_MAX_OVERFLOW)
         kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
 

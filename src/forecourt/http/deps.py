@@ -20,7 +20,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
 
 
-def get_forecourt(request: Request) -> Forecourt:
+async def get_forecourt(request: Request) -> Forecourt:
+    # async: FastAPI would run a plain function in its thread pool on every request.
     fc: Forecourt = request.app.state.forecourt
     return fc
 
@@ -29,7 +30,8 @@ ForecourtDep = Annotated["Forecourt", Depends(get_forecourt)]
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_forecourt(request).sessionmaker() as session:
+    fc: Forecourt = request.app.state.forecourt
+    async with fc.sessionmaker() as session:
         yield session
 
 
