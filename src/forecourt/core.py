@@ -45,7 +45,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("forecourt")
 
-REDIS_SOCKET_TIMEOUT_S = 0.5
+# A dead Redis refuses or times out a connect quickly; a busy one may answer a command late,
+# and a late answer is better than failing over (which gives up exact admission).
+REDIS_CONNECT_TIMEOUT_S = 0.5
+REDIS_SOCKET_TIMEOUT_S = 2.0
 REDIS_MAX_CONNECTIONS = 128
 WAKE_CHANNEL = "deliveries.wake"
 RETENTION_INTERVAL_S = 3600.0
@@ -72,7 +75,7 @@ class Forecourt:
                 max_connections=REDIS_MAX_CONNECTIONS,
                 timeout=REDIS_SOCKET_TIMEOUT_S,
                 socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-                socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
             )
             self.redis = aioredis.Redis.from_pool(pool)
             self.limiter = FailoverLimiter(
@@ -82,7 +85,7 @@ class Forecourt:
             )
             # Pub/sub blocks on reads, so it gets a client without a socket timeout.
             self._pubsub_redis = aioredis.Redis.from_url(
-                s.redis_url, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S
+                s.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S
             )
             self.broadcast = RedisBroadcast(self._pubsub_redis, s.redis_prefix)
         else:

@@ -31,7 +31,7 @@ LOGGER = logging.getLogger("forecourt.ratelimit")
 
 RETRY_INTERVAL_S = 1.0
 # A healthy Redis answers in about a millisecond; this is long enough not to flap under load.
-PRIMARY_TIMEOUT_S = 0.5
+PRIMARY_TIMEOUT_S = 2.0
 # What a fail-closed denial tells the client to wait: the primary may be back by then.
 CLOSED_RETRY_AFTER_S = 1
 ERRORS_METRIC = "forecourt_ratelimit_backend_errors"
