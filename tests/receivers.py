@@ -25,7 +25,6 @@ from sqlalchemy import select
 
 from conftest import free_port
 from forecourt.core import Forecourt
-from forecourt.crypto import SecretBox
 from forecourt.db.base import utcnow
 from forecourt.events.models import Event
 from forecourt.ids import new_id
@@ -165,11 +164,12 @@ async def tenant_id(fc: Forecourt) -> str:
 
 
 async def add_endpoint(fc: Forecourt, url: str, **fields: Any) -> Endpoint:
-    box = SecretBox(fc.settings.resolved_secret_key, "webhook-secret")
+    """An endpoint row written directly (default tenant unless ``tenant_id`` is given)."""
+    box = fc.webhook_config.box
     now = utcnow()
     values: dict[str, Any] = {
         "id": new_id("ep"),
-        "tenant_id": await tenant_id(fc),
+        "tenant_id": fields.pop("tenant_id", None) or await tenant_id(fc),
         "url": url,
         "description": "",
         "event_types": [],

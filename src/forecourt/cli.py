@@ -162,17 +162,13 @@ def migrate() -> None:
 
 
 async def _with_forecourt(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
-    from forecourt.bootstrap import bootstrap
+    """Run ``fn`` on a started Forecourt (migrated on SQLite, checked on PostgreSQL,
+    bootstrapped) without background delivery; stopped afterwards."""
     from forecourt.core import Forecourt
-    from forecourt.db import migrate as migrations
 
     fc = Forecourt(settings)
     try:
-        if settings.is_sqlite:
-            await migrations.upgrade(fc.engine)
-        else:
-            await migrations.require_current(fc.engine)
-        await bootstrap(fc)
+        await fc.start(run_workers=False)
         return await fn(fc)
     finally:
         await fc.stop()
@@ -324,7 +320,7 @@ def worker() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await fc.start(run_workers=True, migrate_sqlite=settings.is_sqlite)
+        await fc.start(run_workers=True)
         typer.echo(f"forecourt worker {fc.worker_id} started", err=True)
         try:
             await stop.wait()
@@ -410,9 +406,6 @@ def webhooks_test(endpoint_id: str, tenant: TenantOpt = "default") -> None:
 
         async with fc.sessionmaker() as session:
             actor = await _tenant_principal(session, tenant)
-        # send_test sends through the node's delivery worker, which start() builds (without
-        # starting its background loop); the database is migrated already.
-        await fc.start(run_workers=False, migrate_sqlite=False)
         return await send_test(fc, actor, endpoint_id)
 
     attempt = run(lambda: _with_forecourt(settings, go))

@@ -8,9 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
@@ -34,13 +31,13 @@ from forecourt.ratelimit.windows import Limiter
 from forecourt.settings import Settings
 from forecourt.users.service import UserService, user_principal
 from forecourt.webhooks import ssrf
+from forecourt.webhooks.delivery import DeliveryWorker, default_worker_id
 from forecourt.webhooks.service import SECRET_PURPOSE, EndpointService, WebhookConfig
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from forecourt.events.service import EventService
-    from forecourt.webhooks.delivery import DeliveryWorker
     from forecourt.webhooks.models import Endpoint
 
 log = logging.getLogger("forecourt")
@@ -110,7 +107,7 @@ class Forecourt:
             resolver=ssrf.SystemResolver(),
             overlap_s=s.secret_rotation_overlap_s,
         )
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.worker_id = default_worker_id()
         self.worker: DeliveryWorker | None = None
         self.broadcast.subscribe(WAKE_CHANNEL, self._wake_local)
         self._wake_pending = False
@@ -119,13 +116,13 @@ class Forecourt:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def start(self, *, run_workers: bool = True, migrate_sqlite: bool = True) -> None:
+    async def start(self, *, run_workers: bool = True) -> None:
         """Migrate (SQLite), bootstrap the first tenant, and start background work."""
         from forecourt.bootstrap import bootstrap
 
         if self._started:
             return
-        if self.settings.is_sqlite and migrate_sqlite:
+        if self.settings.is_sqlite:
             await migrate.upgrade(self.engine)
         else:
             await migrate.require_current(self.engine)
@@ -133,7 +130,6 @@ class Forecourt:
         await self.broadcast.start()
         self._tasks.append(asyncio.create_task(self.usage.run(), name="forecourt-usage"))
         from forecourt.events.service import run_retention
-        from forecourt.webhooks.delivery import DeliveryWorker
 
         # Built on every node (the test-endpoint API sends through it); started only on
         # nodes that run workers.

@@ -27,19 +27,6 @@ class Principal:
     def has(self, scope: str) -> bool:
         return scope in self.scopes
 
-    def with_request(self, ip: str | None, request_id: str | None) -> Principal:
-        return Principal(
-            self.actor_type,
-            self.actor_id,
-            self.tenant_id,
-            self.scopes,
-            ip,
-            request_id,
-            self.via_cookie,
-            self.tier,
-            self.rate_limits,
-        )
-
 
 def system(tenant_id: str) -> Principal:
     """Forecourt acting on its own (bootstrap, CLI): holds every scope."""

@@ -51,7 +51,3 @@ def validate(scopes: Iterable[str], field: str = "scopes") -> list[str]:
     if not result:
         raise InvalidInput("At least one scope is required.", field=field)
     return result
-
-
-def grants(held: frozenset[str], needed: str) -> bool:
-    return needed in held

@@ -12,17 +12,20 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+import receivers
 from conftest import Harness
 from forecourt import principal as principals
 from forecourt.audit.models import AuditEntry
 from forecourt.events import service as event_service
 from forecourt.events.models import Event
-from forecourt.ids import new_id
 from forecourt.keys.schemas import KeyCreate
 from forecourt.tenants import service as tenants
 from forecourt.tenants.models import DEFAULT_TENANT_SLUG, Tenant
 from forecourt.webhooks import fanout
-from forecourt.webhooks.models import Delivery, Endpoint
+from forecourt.webhooks.models import Delivery
+
+# Loopback with the SSRF guard on: nothing is ever sent there.
+UNREACHABLE_URL = "http://127.0.0.1:9/hook"
 
 EVENTS = "/api/v1/events"
 TYPES = "/api/v1/event-types"
@@ -84,25 +87,15 @@ async def other_tenant_key(h: Harness, slug: str = "other") -> tuple[str, str]:
 async def add_endpoint(
     h: Harness, tenant_id: str, event_types: list[str], enabled: bool = True
 ) -> str:
-    endpoint = Endpoint(
-        id=new_id("ep"),
+    # Loopback with the SSRF guard on: a running worker refuses it without sending.
+    endpoint = await receivers.add_endpoint(
+        h.fc,
+        UNREACHABLE_URL,
         tenant_id=tenant_id,
-        # Loopback with the SSRF guard on: a running worker refuses it without sending.
-        url="http://127.0.0.1:9/hook",
-        description="",
         event_types=event_types,
-        headers={},
-        timeout_s=15.0,
-        retry_policy={"kind": "exponential", "max_attempts": 8},
-        rate_limit_per_s=None,
-        metadata_={},
-        secret_encrypted="placeholder",
         enabled=enabled,
-        consecutive_failures=0,
+        retry_policy={"kind": "exponential", "max_attempts": 8},
     )
-    async with h.fc.sessionmaker() as session:
-        session.add(endpoint)
-        await session.commit()
     return endpoint.id
 
 
@@ -216,7 +209,6 @@ async def test_deliveries_go_to_matching_enabled_endpoints_only(harness: Harness
     rows = await deliveries(harness, event["event_id"])
     assert {d.endpoint_id for d in rows} == {exact, wildcard, everything}
     for row in rows:
-        assert row.status == "pending" or row.attempts >= 0
         assert row.event_type == "dashboard.created"
         assert row.tenant_id == tenant_id
 

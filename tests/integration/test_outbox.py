@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+import receivers
 from conftest import Harness
 from forecourt.db.engine import create_engine
 from forecourt.errors import Conflict, InvalidInput, PayloadTooLarge
@@ -20,7 +21,10 @@ from forecourt.events.service import EventConfig, EventService
 from forecourt.ids import new_id
 from forecourt.tenants import service as tenants
 from forecourt.tenants.models import DEFAULT_TENANT_SLUG, Tenant
-from forecourt.webhooks.models import Delivery, Endpoint
+from forecourt.webhooks.models import Delivery
+
+# Loopback with the SSRF guard on: nothing is ever sent there.
+UNREACHABLE_URL = "http://127.0.0.1:9/hook"
 
 
 class Recorder:
@@ -51,26 +55,14 @@ async def tenant_of(h: Harness) -> str:
 
 
 async def add_endpoints(h: Harness, tenant_id: str, filters: list[list[str]]) -> None:
-    async with h.fc.sessionmaker() as session:
-        for event_types in filters:
-            session.add(
-                Endpoint(
-                    id=new_id("ep"),
-                    tenant_id=tenant_id,
-                    url="http://127.0.0.1:9/hook",
-                    description="",
-                    event_types=event_types,
-                    headers={},
-                    timeout_s=15.0,
-                    retry_policy={"kind": "none", "max_attempts": 1},
-                    rate_limit_per_s=None,
-                    metadata_={},
-                    secret_encrypted="placeholder",
-                    enabled=True,
-                    consecutive_failures=0,
-                )
-            )
-        await session.commit()
+    for event_types in filters:
+        await receivers.add_endpoint(
+            h.fc,
+            UNREACHABLE_URL,
+            tenant_id=tenant_id,
+            event_types=event_types,
+            retry_policy={"kind": "none", "max_attempts": 1},
+        )
 
 
 async def counts(h: Harness) -> tuple[int, int]:

@@ -44,7 +44,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from forecourt.crypto import SecretBox
 from forecourt.db.base import utcnow
 from forecourt.errors import Conflict, NotFound
 from forecourt.events.envelope import envelope
@@ -73,13 +72,13 @@ from forecourt.webhooks.schedule import (
     next_attempt_delay,
 )
 from forecourt.webhooks.sender import Sender, SendResult
+from forecourt.webhooks.service import signing_secrets
 
 if TYPE_CHECKING:
     from forecourt.core import Forecourt
 
 LOG = logging.getLogger("forecourt.webhooks")
 
-SECRET_PURPOSE = "webhook-secret"
 HEARTBEATS_PER_LEASE = 3
 LAST_ERROR_CHARS = 500
 DISABLED_REASON_CHARS = 200
@@ -161,7 +160,7 @@ class DeliveryWorker:
         self._sender = sender if sender is not None else Sender.from_settings(fc.settings)
         self.on_endpoint_disabled = on_endpoint_disabled
         self._rng = rng
-        self._box = SecretBox(fc.settings.resolved_secret_key, SECRET_PURPOSE)
+        self._box = fc.webhook_config.box
         self._lease = timedelta(seconds=self.settings.delivery_lease_s)
         self._concurrency = self.settings.delivery_concurrency
         # Deliveries whose lease this worker holds: claimed and not yet recorded or released.
@@ -417,7 +416,7 @@ class DeliveryWorker:
                     claim.id,
                     int(time.time()),
                     body,
-                    self._secrets(endpoint, started_at),
+                    signing_secrets(self._box, endpoint, started_at),
                     custom=endpoint.headers,
                 )
             except Exception as exc:
@@ -433,14 +432,6 @@ class DeliveryWorker:
                 result = await self._sender.send(endpoint.url, body, headers, endpoint.timeout_s)
         outcome = classify(result.status_code, result.error_class, result.retry_after_s)
         return await self._shielded(self._record(claim, result, outcome, started_at))
-
-    def _secrets(self, endpoint: Endpoint, now: datetime) -> list[str]:
-        """The current secret, and the previous one while its rotation overlap lasts."""
-        keys = [self._box.decrypt(endpoint.secret_encrypted)]
-        expires = endpoint.previous_secret_expires_at
-        if endpoint.previous_secret_encrypted and expires is not None and expires > now:
-            keys.append(self._box.decrypt(endpoint.previous_secret_encrypted))
-        return keys
 
     async def _rate_limited(self, endpoint: Endpoint) -> float | None:
         """Seconds to wait when the endpoint's deliveries-per-second limit is reached."""

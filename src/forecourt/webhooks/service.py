@@ -191,15 +191,7 @@ class EndpointService:
 
     def secrets(self, endpoint: Endpoint, now: datetime | None = None) -> list[str]:
         """The secrets that sign now: the current one, and the previous during its overlap."""
-        now = now or utcnow()
-        result = [self.config.box.decrypt(endpoint.secret_encrypted)]
-        if (
-            endpoint.previous_secret_encrypted
-            and endpoint.previous_secret_expires_at is not None
-            and endpoint.previous_secret_expires_at > now
-        ):
-            result.append(self.config.box.decrypt(endpoint.previous_secret_encrypted))
-        return result
+        return signing_secrets(self.config.box, endpoint, now or utcnow())
 
     async def reveal(self, actor: Principal, endpoint_id: str) -> tuple[Endpoint, str]:
         endpoint = await self.get(actor, endpoint_id)
@@ -368,6 +360,15 @@ class EndpointService:
         except ValueError as exc:
             raise InvalidInput(str(exc), field=field) from None
         return given
+
+
+def signing_secrets(box: SecretBox, endpoint: Endpoint, now: datetime) -> list[str]:
+    """The current secret, and the previous one while its rotation overlap lasts."""
+    keys = [box.decrypt(endpoint.secret_encrypted)]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret_encrypted and expires is not None and expires > now:
+        keys.append(box.decrypt(endpoint.previous_secret_encrypted))
+    return keys
 
 
 def _set_enabled(endpoint: Endpoint, enabled: bool, reason: str) -> None:
