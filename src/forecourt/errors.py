@@ -2,13 +2,17 @@
 
 ForecourtError
 ├── InvalidInput          422  a field's value is not acceptable
+├── InvalidPackage        422  a plugin package or its manifest is not acceptable (every problem)
+├── UntrustedPackage      422  a plugin package is unsigned or signed by no trusted publisher
+├── DependencyInstallFailed 422  a plugin's declared dependencies could not be installed
 ├── NotFound              404  no such resource in this tenant
 ├── Conflict              409  the resource already exists or is in the wrong state
 ├── Unauthenticated       401  no valid credentials
 ├── Forbidden             403  valid credentials without the needed scope
 ├── CsrfFailed            403  a cookie-authenticated write without its CSRF token
 ├── PayloadTooLarge       413  the request body is over the configured cap
-└── RateLimited           429  a rate-limit window is exhausted
+├── RateLimited           429  a rate-limit window is exhausted
+└── SandboxUnavailable    503  the sandbox protections the admin requires are missing here
 """
 
 from __future__ import annotations
@@ -43,6 +47,34 @@ class InvalidInput(ForecourtError):
         super().__init__(detail, **extra)
         self.field = field
         self.extra["errors"] = [{"field": field, "message": self.detail}]
+
+
+class InvalidPackage(ForecourtError):
+    """The plugin package is not valid."""
+
+    status = 422
+    slug = "invalid-package"
+    title = "Invalid plugin package"
+
+    def __init__(self, detail: str | None = None, *, errors: list[dict[str, str]]) -> None:
+        super().__init__(detail)
+        self.extra["errors"] = errors
+
+
+class UntrustedPackage(ForecourtError):
+    """The plugin package is not signed by a trusted publisher."""
+
+    status = 422
+    slug = "untrusted-package"
+    title = "Untrusted plugin package"
+
+
+class DependencyInstallFailed(ForecourtError):
+    """The plugin's dependencies could not be installed."""
+
+    status = 422
+    slug = "dependency-install-failed"
+    title = "Plugin dependencies could not be installed"
 
 
 class NotFound(ForecourtError):
@@ -98,3 +130,11 @@ class RateLimited(ForecourtError):
     status = 429
     slug = "rate-limited"
     title = "Too many requests"
+
+
+class SandboxUnavailable(ForecourtError):
+    """The plugin sandbox cannot provide the protections this installation requires."""
+
+    status = 503
+    slug = "sandbox-unavailable"
+    title = "Sandbox unavailable"
