@@ -65,8 +65,8 @@ class Settings(BaseSettings):
     idempotency_window_s: int = Field(default=86_400, gt=0)
 
     # Webhook delivery
-    delivery_concurrency: int = Field(default=64, gt=0, le=4096)
-    delivery_batch_size: int = Field(default=100, gt=0, le=10_000)
+    delivery_concurrency: int = Field(default=256, gt=0, le=4096)
+    delivery_batch_size: int = Field(default=200, gt=0, le=10_000)
     delivery_lease_s: float = Field(default=60.0, gt=0)
     delivery_poll_interval_s: float = Field(default=0.5, gt=0)
     delivery_shutdown_grace_s: float = Field(default=10.0, ge=0)

@@ -227,10 +227,10 @@ async def test_event_and_deliveries_are_one_transaction(
     tenant_id = await default_tenant(harness)
     await add_endpoint(harness, tenant_id, [])
 
-    def broken(*args: Any, **kwargs: Any) -> list[Delivery]:
+    async def broken(*args: Any, **kwargs: Any) -> int:
         raise RuntimeError("the queue is broken")
 
-    monkeypatch.setattr(fanout, "enqueue", broken)
+    monkeypatch.setattr(fanout, "insert_deliveries", broken)
     response = await publish(harness, {"type": "dashboard.created", "data": {}})
     assert response.status_code == 500
     assert "the queue is broken" not in response.text

@@ -2,14 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from forecourt.events.models import Event
+from datetime import datetime
+from typing import Any, Protocol
 
 SPEC_VERSION = "1.0"
+# The ``events`` columns an envelope is made of (plus ``id``, the row's own).
+ENVELOPE_COLUMNS = (
+    "id",
+    "ce_id",
+    "source",
+    "type",
+    "time",
+    "datacontenttype",
+    "tenant_id",
+    "severity",
+    "data",
+    "subject",
+)
 
 
-def envelope(event: Event) -> dict[str, Any]:
+class Enveloped(Protocol):
+    """What an envelope is made of: a stored ``Event``, or an event about to be stored."""
+
+    @property
+    def ce_id(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def datacontenttype(self) -> str: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def data(self) -> Any: ...
+    @property
+    def subject(self) -> str | None: ...
+
+
+def envelope(event: Enveloped) -> dict[str, Any]:
     """CloudEvents attributes (structured mode) plus ``tenant`` and ``severity``."""
     body: dict[str, Any] = {
         "specversion": SPEC_VERSION,

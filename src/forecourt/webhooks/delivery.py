@@ -5,17 +5,11 @@ dies after the POST but before recording it, a lease that ran out while the POST
 under way); every copy carries the same ``webhook-id``, which is the delivery's id, so a
 receiver deduplicates on it.
 
-The queue
----------
-A delivery is *due* when it is ``pending`` or ``retrying`` with ``next_attempt_at`` in the
-past, or ``delivering`` with an expired lease (its worker died). A worker claims due
-deliveries of enabled endpoints in one short statement that marks them ``delivering`` under
-its lease (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so workers never wait on each other or
-claim the same row; SQLite: one writer at a time does the same). No database transaction
-stays open across an HTTP call. While it works, the worker extends the leases it holds every
-third of a lease. Each attempt is recorded in one short transaction (the attempt row, the
-delivery's new state, the endpoint's failure run), and the delivery is only updated if this
-worker still holds its lease; the attempt row is kept either way.
+The worker claims due deliveries in batches under a lease (see ``queue``), as many as it has
+free slots for, so nothing waits leased in memory behind a full worker. No database
+transaction stays open across an HTTP call. While it works, it extends the leases it holds
+every third of a lease. Finished attempts are written by a ``Recorder`` in group commits:
+under load hundreds per transaction, when idle each at once.
 
 Deliveries of a disabled endpoint are not claimed; re-enabling the endpoint resumes them.
 A graceful ``stop`` stops claiming, lets in-flight deliveries finish within a deadline and
@@ -32,36 +26,21 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
 from prometheus_client import Counter, Histogram
-from sqlalchemy import and_, func, literal, or_, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from forecourt.db.base import utcnow
-from forecourt.errors import Conflict, NotFound
-from forecourt.events.envelope import envelope
-from forecourt.events.models import Event
+from forecourt.errors import NotFound
 from forecourt.ids import new_id
 from forecourt.prometheus import registered
 from forecourt.ratelimit.windows import Window
 from forecourt.webhooks import signing
-from forecourt.webhooks.models import (
-    DELIVERING,
-    FAILED,
-    PENDING,
-    RETRYING,
-    SUCCEEDED,
-    Attempt,
-    Delivery,
-    Endpoint,
-)
+from forecourt.webhooks.models import FAILED, RETRYING, SUCCEEDED, Attempt, Endpoint
+from forecourt.webhooks.queue import Claim, DeliveryQueue, EndpointDisabledHook, Finished
+from forecourt.webhooks.recorder import Recorder, brief
 from forecourt.webhooks.schedule import (
     ERROR_INTERNAL,
     Outcome,
@@ -77,21 +56,15 @@ from forecourt.webhooks.service import signing_secrets
 if TYPE_CHECKING:
     from forecourt.core import Forecourt
 
+__all__ = ["Claim", "DeliveryWorker", "default_worker_id"]
+
 LOG = logging.getLogger("forecourt.webhooks")
 
 HEARTBEATS_PER_LEASE = 3
 LAST_ERROR_CHARS = 500
-DISABLED_REASON_CHARS = 200
 WORKER_ID_CHARS = 64
-IDS_PER_STATEMENT = 500  # ids in one IN (...) list
 CLAIM_BACKOFF_MAX_S = 5.0  # longest pause between claims while the database is unreachable
-RECORD_BACKOFF_FIRST_S = 0.05
-RECORD_BACKOFF_MAX_S = 2.0
 RECORD_STOP_GRACE_S = 5.0  # how long ``stop`` waits for attempts still being recorded
-GONE_REASON = "The receiver answered 410 Gone."
-
-EndpointDisabledHook = Callable[[AsyncSession, Endpoint], Awaitable[None]]
-"""Called inside the transaction that disables an endpoint (to insert ``endpoint.disabled``)."""
 
 ATTEMPTS = registered(
     lambda: Counter(
@@ -113,16 +86,9 @@ ATTEMPT_SECONDS = registered(
 )
 
 
-@dataclass(slots=True)
-class Claim:
-    """A delivery this worker holds the lease of, with what it needs to send it."""
-
-    id: str
-    tenant_id: str
-    attempts: int  # attempts made before this claim
-    endpoint: Endpoint
-    event: Event
-    once: bool = False  # a single attempt on request: never retried in the background
+_ATTEMPTS_BY_STATE = {
+    state: ATTEMPTS.labels(outcome=state) for state in (SUCCEEDED, RETRYING, FAILED)
+}
 
 
 def default_worker_id() -> str:
@@ -154,19 +120,25 @@ class DeliveryWorker:
         rng: Rng = random.random,
     ) -> None:
         self.fc = fc
-        self.settings = fc.settings
+        self.settings = settings = fc.settings
         self.worker_id = (worker_id or default_worker_id())[:WORKER_ID_CHARS]
+        self.queue = DeliveryQueue(
+            fc.sessionmaker,
+            self.worker_id,
+            lease=timedelta(seconds=settings.delivery_lease_s),
+            disable_after=timedelta(seconds=settings.endpoint_disable_after_s),
+            disable_min_failures=settings.endpoint_disable_min_failures,
+            on_endpoint_disabled=on_endpoint_disabled,
+        )
+        self._recorder = Recorder(self.queue.record, give_up_s=settings.delivery_lease_s)
         self._owns_sender = sender is None
-        self._sender = sender if sender is not None else Sender.from_settings(fc.settings)
-        self.on_endpoint_disabled = on_endpoint_disabled
+        self._sender = sender if sender is not None else Sender.from_settings(settings)
         self._rng = rng
         self._box = fc.webhook_config.box
-        self._lease = timedelta(seconds=self.settings.delivery_lease_s)
-        self._concurrency = self.settings.delivery_concurrency
+        self._concurrency = settings.delivery_concurrency
         # Deliveries whose lease this worker holds: claimed and not yet recorded or released.
         self._held: dict[str, Claim] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._recording: set[asyncio.Task[Attempt | None]] = set()
         self._endpoint_slots: dict[str, _Slot] = {}
         self._rate_windows: dict[int, tuple[Window, ...]] = {}
         self._wake = asyncio.Event()
@@ -217,12 +189,11 @@ class DeliveryWorker:
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
-        if self._recording:
-            # Recording is shielded from cancellation; it is short unless the database is down.
-            await asyncio.wait(set(self._recording), timeout=RECORD_STOP_GRACE_S)
+        # Attempts already made are written even if their task was cancelled.
+        await self._recorder.drained(RECORD_STOP_GRACE_S)
         if self._held:
             try:
-                await self._release(list(self._held.values()))
+                await self.queue.requeue(list(self._held.values()))
             except Exception:
                 LOG.exception(
                     "could not release %d deliveries; their leases will expire", len(self._held)
@@ -241,19 +212,23 @@ class DeliveryWorker:
     async def _run(self) -> None:
         poll_s = self.settings.delivery_poll_interval_s
         backoff_s = poll_s
+        batch = min(self.settings.delivery_batch_size, self._concurrency)
+        backlog = False  # the last claim found more due deliveries than it took
         while not self._stopping:
             capacity = self._concurrency - len(self._tasks)
-            if capacity <= 0:
+            # Behind a backlog, wait until half a batch of slots is free: one claim of many
+            # rows costs the database about what one claim of a single row does.
+            if capacity <= 0 or (backlog and capacity < batch // 2):
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            wanted = min(self.settings.delivery_batch_size, capacity)
+            wanted = min(batch, capacity)
             self._wake.clear()
             try:
                 claims = await self.claim(wanted)
             except Exception as exc:
                 LOG.warning(
-                    "claiming deliveries failed (%s); retrying in %.1f s", _brief(exc), backoff_s
+                    "claiming deliveries failed (%s); retrying in %.1f s", brief(exc), backoff_s
                 )
                 await self._idle(backoff_s)
                 backoff_s = min(backoff_s * 2, CLAIM_BACKOFF_MAX_S)
@@ -261,7 +236,8 @@ class DeliveryWorker:
             backoff_s = poll_s
             for claim in claims:
                 self._spawn(claim)
-            if len(claims) < wanted:
+            backlog = len(claims) == wanted
+            if not backlog:
                 await self._idle(poll_s)
 
     async def _idle(self, seconds: float) -> None:
@@ -276,6 +252,17 @@ class DeliveryWorker:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slot_free.set()
+
+    async def claim(self, limit: int) -> list[Claim]:
+        """Take the lease of up to ``limit`` due deliveries of enabled endpoints.
+
+        The caller must ``process`` every claim (the background loop does); a claim that is
+        never processed is taken over by another worker once its lease expires.
+        """
+        claims = await self.queue.claim(limit)
+        for claim in claims:
+            self._held[claim.id] = claim
+        return claims
 
     async def run_once(self) -> int:
         """Claim one batch, deliver all of it, and return how many deliveries it held."""
@@ -292,7 +279,8 @@ class DeliveryWorker:
         Raises ``NotFound`` for an unknown delivery and ``Conflict`` while another worker
         holds its lease.
         """
-        claim = await self._claim_one(delivery_id)
+        claim = await self.queue.claim_one(delivery_id)
+        self._held[claim.id] = claim
         claim.once = once
         attempt = await self._attempt(claim, enforce_limits=False)
         if attempt is None:
@@ -310,91 +298,8 @@ class DeliveryWorker:
         except Exception:
             LOG.exception("delivery %s failed unexpectedly; handing it back", claim.id)
             with contextlib.suppress(Exception):
-                await self._release([claim])
+                await self.queue.requeue([claim])
             self._held.pop(claim.id, None)
-
-    # -- claiming ----------------------------------------------------------------------------
-
-    async def claim(self, limit: int) -> list[Claim]:
-        """Take the lease of up to ``limit`` due deliveries of enabled endpoints.
-
-        The caller must ``process`` every claim (the background loop does); a claim that is
-        never processed is taken over by another worker once its lease expires.
-        """
-        now = utcnow()
-        due = or_(
-            and_(Delivery.status.in_((PENDING, RETRYING)), Delivery.next_attempt_at <= now),
-            and_(Delivery.status == DELIVERING, Delivery.lease_expires_at < now),
-        )
-        # A CTE that locks is evaluated exactly once on PostgreSQL, so the LIMIT holds.
-        picked = (
-            select(Delivery.id)
-            .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
-            .where(due, Endpoint.enabled.is_(True))
-            .order_by(Delivery.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=Delivery)
-            .cte("picked")
-        )
-        where = Delivery.id.in_(select(picked.c.id))
-        return await self._take(where, now)
-
-    async def _claim_one(self, delivery_id: str) -> Claim:
-        now = utcnow()
-        free = or_(
-            Delivery.status != DELIVERING,
-            Delivery.lease_expires_at.is_(None),
-            Delivery.lease_expires_at < now,
-        )
-        claims = await self._take(and_(Delivery.id == delivery_id, free), now)
-        if claims:
-            return claims[0]
-        async with self.fc.sessionmaker() as session:
-            exists = await session.scalar(select(Delivery.id).where(Delivery.id == delivery_id))
-        if exists is None:
-            raise NotFound(f"No delivery {delivery_id!r}.")
-        raise Conflict("The delivery is being attempted right now.")
-
-    async def _take(self, where: Any, now: datetime) -> list[Claim]:
-        statement = (
-            update(Delivery)
-            .where(where)
-            .values(
-                status=DELIVERING,
-                lease_owner=self.worker_id,
-                lease_expires_at=now + self._lease,
-                updated_at=now,
-            )
-            .returning(
-                Delivery.id,
-                Delivery.tenant_id,
-                Delivery.endpoint_id,
-                Delivery.event_id,
-                Delivery.attempts,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        async with self.fc.sessionmaker() as session:
-            async with session.begin():
-                rows = (await session.execute(statement)).all()
-            if not rows:
-                return []
-            endpoints = await _by_id(session, Endpoint, {row.endpoint_id for row in rows})
-            events = await _by_id(session, Event, {row.event_id for row in rows})
-        claims: list[Claim] = []
-        orphans: list[str] = []
-        for row in rows:
-            endpoint = endpoints.get(row.endpoint_id)
-            event = events.get(row.event_id)
-            if endpoint is None or event is None:
-                orphans.append(row.id)  # deleted meanwhile (the delivery goes with them)
-                continue
-            claim = Claim(row.id, row.tenant_id, row.attempts, endpoint, event)
-            self._held[claim.id] = claim
-            claims.append(claim)
-        if orphans:
-            LOG.debug("claimed %d deliveries whose endpoint or event is gone", len(orphans))
-        return claims
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -403,15 +308,15 @@ class DeliveryWorker:
         async with self._endpoint_slot(endpoint.id):
             if enforce_limits:
                 if not endpoint.enabled:
-                    await self._release([claim])
+                    await self._hand_back(claim)
                     return None
                 wait_s = await self._rate_limited(endpoint)
                 if wait_s is not None:
-                    await self._postpone(claim, wait_s)
+                    await self._hand_back(claim, utcnow() + timedelta(seconds=wait_s))
                     return None
             started_at = utcnow()
+            body = claim.body
             try:
-                body = orjson.dumps(envelope(claim.event))
                 headers = signing.build_headers(
                     claim.id,
                     int(time.time()),
@@ -431,7 +336,55 @@ class DeliveryWorker:
             else:
                 result = await self._sender.send(endpoint.url, body, headers, endpoint.timeout_s)
         outcome = classify(result.status_code, result.error_class, result.retry_after_s)
-        return await self._shielded(self._record(claim, result, outcome, started_at))
+        finished = self._finished(claim, result, outcome, started_at)
+        try:
+            recorded = await asyncio.shield(self._recorder.submit(finished))
+        finally:
+            self._held.pop(claim.id, None)
+        return Attempt(**finished.attempt) if recorded else None
+
+    def _finished(
+        self, claim: Claim, result: SendResult, outcome: Outcome, started_at: datetime
+    ) -> Finished:
+        attempt_no = claim.attempts + 1
+        now = utcnow()
+        status, next_at = self._next_state(claim, outcome, attempt_no, now)
+        attempt = {
+            "id": new_id("att"),
+            "tenant_id": claim.tenant_id,
+            "delivery_id": claim.id,
+            "endpoint_id": claim.endpoint.id,
+            "attempt_no": attempt_no,
+            "started_at": started_at,
+            "duration_ms": result.duration_ms,
+            "status_code": result.status_code,
+            "response_excerpt": result.response_excerpt,
+            "error_class": result.error_class,
+            "error_message": result.error_message,
+            "worker_id": self.worker_id,
+        }
+        _ATTEMPTS_BY_STATE[status].inc()
+        ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
+        return Finished(claim, attempt, outcome, status, next_at, _last_error(result), now)
+
+    def _next_state(
+        self, claim: Claim, outcome: Outcome, attempt_no: int, now: datetime
+    ) -> tuple[str, datetime | None]:
+        if outcome.verdict is Verdict.SUCCESS:
+            return SUCCEEDED, None
+        if outcome.verdict is Verdict.RETRY and not claim.once:
+            policy = _policy(claim.endpoint)
+            delay = next_attempt_delay(policy, attempt_no, outcome.retry_after_s, self._rng)
+            if delay is not None:
+                return RETRYING, now + timedelta(seconds=delay)
+        return FAILED, None
+
+    async def _hand_back(self, claim: Claim, due_at: datetime | None = None) -> None:
+        """Give a delivery back without an attempt: at its old time, or due at ``due_at``."""
+        try:
+            await self.queue.requeue([claim], next_attempt_at=due_at)
+        finally:
+            self._held.pop(claim.id, None)
 
     async def _rate_limited(self, endpoint: Endpoint) -> float | None:
         """Seconds to wait when the endpoint's deliveries-per-second limit is reached."""
@@ -458,215 +411,6 @@ class DeliveryWorker:
             if slot.users == 0:
                 del self._endpoint_slots[endpoint_id]
 
-    async def _shielded(self, coro: Awaitable[Attempt | None]) -> Attempt | None:
-        """Run ``coro`` to completion even if the caller is cancelled (a graceful stop must
-        not lose an attempt that was made)."""
-        task: asyncio.Task[Attempt | None] = asyncio.ensure_future(coro)
-        self._recording.add(task)
-        task.add_done_callback(self._recording.discard)
-        return await asyncio.shield(task)
-
-    # -- recording ---------------------------------------------------------------------------
-
-    async def _record(
-        self, claim: Claim, result: SendResult, outcome: Outcome, started_at: datetime
-    ) -> Attempt | None:
-        attempt_no = claim.attempts + 1
-        now = utcnow()
-        status, next_at = self._next_state(claim, outcome, attempt_no, now)
-        attempt = Attempt(
-            id=new_id("att"),
-            tenant_id=claim.tenant_id,
-            delivery_id=claim.id,
-            endpoint_id=claim.endpoint.id,
-            attempt_no=attempt_no,
-            started_at=started_at,
-            duration_ms=result.duration_ms,
-            status_code=result.status_code,
-            response_excerpt=result.response_excerpt,
-            error_class=result.error_class,
-            error_message=result.error_message,
-            worker_id=self.worker_id,
-        )
-        values: dict[str, Any] = {
-            "status": status,
-            "attempts": Delivery.attempts + 1,
-            "next_attempt_at": next_at,
-            "last_status_code": result.status_code,
-            "last_error": _last_error(result),
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "updated_at": now,
-            "finished_at": None if status == RETRYING else now,
-        }
-        ATTEMPTS.labels(outcome=status).inc()
-        ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
-        backoff_s = RECORD_BACKOFF_FIRST_S
-        give_up = time.monotonic() + self.settings.delivery_lease_s
-        try:
-            while True:
-                try:
-                    await self._write_attempt(claim, attempt, values, outcome, now)
-                    return attempt
-                except IntegrityError:
-                    # The attempt is there already (its commit was acknowledged too late), or
-                    # the delivery was deleted meanwhile: either way there is nothing to write.
-                    return attempt
-                except (DBAPIError, PoolTimeout, OSError) as exc:
-                    if time.monotonic() + backoff_s > give_up:
-                        LOG.error(
-                            "could not record attempt %d of %s (%s); it will be made again",
-                            attempt_no,
-                            claim.id,
-                            _brief(exc),
-                        )
-                        return None
-                    LOG.warning(
-                        "recording delivery %s failed (%s); retrying", claim.id, _brief(exc)
-                    )
-                    await asyncio.sleep(backoff_s)
-                    backoff_s = min(backoff_s * 2, RECORD_BACKOFF_MAX_S)
-        finally:
-            self._held.pop(claim.id, None)
-
-    def _next_state(
-        self, claim: Claim, outcome: Outcome, attempt_no: int, now: datetime
-    ) -> tuple[str, datetime | None]:
-        if outcome.verdict is Verdict.SUCCESS:
-            return SUCCEEDED, None
-        if outcome.verdict is Verdict.RETRY and not claim.once:
-            policy = _policy(claim.endpoint)
-            delay = next_attempt_delay(policy, attempt_no, outcome.retry_after_s, self._rng)
-            if delay is not None:
-                return RETRYING, now + timedelta(seconds=delay)
-        return FAILED, None
-
-    async def _write_attempt(
-        self,
-        claim: Claim,
-        attempt: Attempt,
-        values: dict[str, Any],
-        outcome: Outcome,
-        now: datetime,
-    ) -> None:
-        async with self.fc.sessionmaker() as session, session.begin():
-            session.add(attempt)
-            await session.flush()
-            updated = await session.execute(
-                update(Delivery)
-                .where(Delivery.id == claim.id, Delivery.lease_owner == self.worker_id)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            if _rowcount(updated) == 0:
-                LOG.info(
-                    "delivery %s was taken over by another worker; attempt %d kept",
-                    claim.id,
-                    attempt.attempt_no,
-                )
-            await self._endpoint_health(session, claim.endpoint.id, outcome, now)
-
-    async def _endpoint_health(
-        self, session: AsyncSession, endpoint_id: str, outcome: Outcome, now: datetime
-    ) -> None:
-        """Track the endpoint's run of failures; disable it on 410 or a long enough run."""
-        if outcome.succeeded:
-            # Conditional, so a healthy endpoint's row is not written (or locked) per delivery.
-            await session.execute(
-                update(Endpoint)
-                .where(
-                    Endpoint.id == endpoint_id,
-                    or_(Endpoint.consecutive_failures != 0, Endpoint.failing_since.is_not(None)),
-                )
-                .values(consecutive_failures=0, failing_since=None)
-                .execution_options(synchronize_session=False)
-            )
-            return
-        since_type = Endpoint.__table__.c.failing_since.type
-        row = (
-            await session.execute(
-                update(Endpoint)
-                .where(Endpoint.id == endpoint_id)
-                .values(
-                    consecutive_failures=Endpoint.consecutive_failures + 1,
-                    failing_since=func.coalesce(Endpoint.failing_since, literal(now, since_type)),
-                )
-                .returning(Endpoint.consecutive_failures, Endpoint.failing_since, Endpoint.enabled)
-                .execution_options(synchronize_session=False)
-            )
-        ).one_or_none()
-        if row is None or not row.enabled:
-            return
-        reason = self._disable_reason(outcome, row.consecutive_failures, row.failing_since, now)
-        if reason is None:
-            return
-        disabled = await session.execute(
-            update(Endpoint)
-            .where(Endpoint.id == endpoint_id, Endpoint.enabled.is_(True))
-            .values(
-                enabled=False,
-                disabled_reason=reason[:DISABLED_REASON_CHARS],
-                disabled_at=now,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if _rowcount(disabled) == 0:
-            return
-        LOG.warning("endpoint %s disabled: %s", endpoint_id, reason)
-        if self.on_endpoint_disabled is not None:
-            endpoint = await session.get(Endpoint, endpoint_id, populate_existing=True)
-            if endpoint is not None:
-                await self.on_endpoint_disabled(session, endpoint)
-
-    def _disable_reason(
-        self, outcome: Outcome, failures: int, since: datetime | None, now: datetime
-    ) -> str | None:
-        if outcome.disable_endpoint:
-            return GONE_REASON
-        window = timedelta(seconds=self.settings.endpoint_disable_after_s)
-        if (
-            since is not None
-            and since <= now - window
-            and failures >= self.settings.endpoint_disable_min_failures
-        ):
-            return (
-                f"Every attempt failed since {since.isoformat(timespec='seconds')} "
-                f"({failures} in a row)."
-            )
-        return None
-
-    # -- handing deliveries back -------------------------------------------------------------
-
-    async def _release(self, claims: Sequence[Claim]) -> None:
-        """Give deliveries back to the queue as they were, due at their old time."""
-        await self._requeue(claims, next_attempt_at=None)
-
-    async def _postpone(self, claim: Claim, wait_s: float) -> None:
-        """Give a delivery back, due after ``wait_s``; no attempt is counted."""
-        await self._requeue([claim], next_attempt_at=utcnow() + timedelta(seconds=wait_s))
-
-    async def _requeue(self, claims: Sequence[Claim], *, next_attempt_at: datetime | None) -> None:
-        now = utcnow()
-        async with self.fc.sessionmaker() as session, session.begin():
-            for fresh, chunk in _split_by_attempts(claims):
-                values: dict[str, Any] = {
-                    "status": PENDING if fresh else RETRYING,
-                    "lease_owner": None,
-                    "lease_expires_at": None,
-                    "updated_at": now,
-                }
-                if next_attempt_at is not None:
-                    values["next_attempt_at"] = next_attempt_at
-                await session.execute(
-                    update(Delivery)
-                    .where(Delivery.id.in_(chunk), Delivery.lease_owner == self.worker_id)
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
-                )
-        for claim in claims:
-            self._held.pop(claim.id, None)
-
     # -- leases ------------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
@@ -676,25 +420,12 @@ class DeliveryWorker:
             try:
                 await self.extend_leases()
             except Exception as exc:
-                LOG.warning("extending delivery leases failed: %s", _brief(exc))
+                LOG.warning("extending delivery leases failed: %s", brief(exc))
 
     async def extend_leases(self) -> int:
         """Push the lease of every delivery this worker holds one lease ahead; how many."""
         ids = list(self._held)
-        if not ids:
-            return 0
-        now = utcnow()
-        extended = 0
-        async with self.fc.sessionmaker() as session, session.begin():
-            for chunk in _chunks(ids, IDS_PER_STATEMENT):
-                result = await session.execute(
-                    update(Delivery)
-                    .where(Delivery.id.in_(chunk), Delivery.lease_owner == self.worker_id)
-                    .values(lease_expires_at=now + self._lease)
-                    .execution_options(synchronize_session=False)
-                )
-                extended += _rowcount(result)
-        return extended
+        return await self.queue.extend(ids) if ids else 0
 
 
 class _Slot:
@@ -723,39 +454,3 @@ def _last_error(result: SendResult) -> str | None:
     else:
         return None
     return text[:LAST_ERROR_CHARS]
-
-
-def _brief(exc: BaseException) -> str:
-    """The first line of an error: database errors otherwise carry the whole statement."""
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    lines = str(cause).strip().splitlines()
-    text = lines[0] if lines else ""
-    return f"{type(cause).__name__}: {text}"[:300] if text else type(cause).__name__
-
-
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _split_by_attempts(claims: Sequence[Claim]) -> Iterable[tuple[bool, Sequence[str]]]:
-    """Claim ids in chunks, split into never-attempted (pending) and attempted (retrying)."""
-    fresh = [c.id for c in claims if c.attempts == 0]
-    tried = [c.id for c in claims if c.attempts > 0]
-    for chunk in _chunks(fresh, IDS_PER_STATEMENT):
-        yield True, chunk
-    for chunk in _chunks(tried, IDS_PER_STATEMENT):
-        yield False, chunk
-
-
-async def _by_id(session: AsyncSession, model: Any, ids: set[str]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    ordered = sorted(ids)
-    for chunk in _chunks(ordered, IDS_PER_STATEMENT):
-        for item in await session.scalars(select(model).where(model.id.in_(chunk))):
-            found[item.id] = item
-    return found

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forecourt.db.base import utcnow
 from forecourt.ids import new_id
 from forecourt.webhooks.models import PENDING, Delivery, Endpoint
+
+_DELIVERIES = cast(Table, Delivery.__table__)
 
 
 def type_matches(patterns: Sequence[str], event_type: str) -> bool:
@@ -29,14 +32,50 @@ def type_matches(patterns: Sequence[str], event_type: str) -> bool:
     return False
 
 
-async def matching_endpoints(
+async def matching_endpoint_ids(
     session: AsyncSession, tenant_id: str, event_type: str
-) -> list[Endpoint]:
-    """Enabled endpoints of the tenant whose filter takes ``event_type``."""
-    rows = await session.scalars(
-        select(Endpoint).where(Endpoint.tenant_id == tenant_id, Endpoint.enabled.is_(True))
+) -> list[str]:
+    """Ids of the tenant's enabled endpoints whose filter takes ``event_type``."""
+    rows = await session.execute(
+        select(Endpoint.id, Endpoint.event_types).where(
+            Endpoint.tenant_id == tenant_id, Endpoint.enabled.is_(True)
+        )
     )
-    return [e for e in rows if type_matches(e.event_types, event_type)]
+    return [id_ for id_, patterns in rows if type_matches(patterns, event_type)]
+
+
+async def insert_deliveries(
+    session: AsyncSession,
+    tenant_id: str,
+    event_id: str,
+    event_type: str,
+    endpoint_ids: Sequence[str],
+    *,
+    now: datetime | None = None,
+) -> int:
+    """Insert a pending delivery, due now, per endpoint (one statement); how many."""
+    if not endpoint_ids:
+        return 0
+    now = now or utcnow()
+    await session.execute(
+        insert(_DELIVERIES),
+        [
+            {
+                "id": new_id("dlv"),
+                "tenant_id": tenant_id,
+                "endpoint_id": endpoint_id,
+                "event_id": event_id,
+                "event_type": event_type,
+                "status": PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for endpoint_id in endpoint_ids
+        ],
+    )
+    return len(endpoint_ids)
 
 
 def enqueue(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from forecourt.db.base import ID_LENGTH, Base, utcnow
@@ -18,6 +18,11 @@ SUCCEEDED = "succeeded"
 RETRYING = "retrying"
 FAILED = "failed"
 DELIVERY_STATES = (PENDING, DELIVERING, SUCCEEDED, RETRYING, FAILED)
+
+# The queue's two ways of being due, as literal SQL: a partial index serves a query only when
+# the query's condition visibly implies the index's, which a bound parameter would not.
+WAITING_SQL = "status IN ('pending', 'retrying')"
+LEASED_SQL = "status = 'delivering'"
 
 
 class Endpoint(Base):
@@ -56,7 +61,19 @@ class Delivery(Base):
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        Index(None, "status", "next_attempt_at"),
+        # Claiming reads these in order and stops at its batch size: no sort of the backlog.
+        Index(
+            "ix_webhook_deliveries_waiting",
+            "next_attempt_at",
+            postgresql_where=text(WAITING_SQL),
+            sqlite_where=text(WAITING_SQL),
+        ),
+        Index(
+            "ix_webhook_deliveries_leased",
+            "lease_expires_at",
+            postgresql_where=text(LEASED_SQL),
+            sqlite_where=text(LEASED_SQL),
+        ),
         Index(None, "endpoint_id", "created_at"),
         Index(None, "tenant_id", "created_at"),
     )

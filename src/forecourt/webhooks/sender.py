@@ -108,6 +108,8 @@ class Sender:
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                # ``send`` bounds each exchange itself: no second timer per request.
+                timeout=aiohttp.ClientTimeout(total=None),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
                 raise_for_status=False,
@@ -134,21 +136,20 @@ class Sender:
             return failed(ERROR_INVALID_URL, exc.reason)
         try:
             async with asyncio.timeout(timeout_s):
-                return await self._post(url, body, headers, timeout_s, started)
+                return await self._post(url, body, headers, started)
         except TimeoutError:
             return failed(ERROR_TIMEOUT, f"no complete answer within {timeout_s:g} s")
         except Exception as exc:
             return failed(_error_class(exc), _describe(exc))
 
     async def _post(
-        self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float, started: float
+        self, url: str, body: bytes, headers: Mapping[str, str], started: float
     ) -> SendResult:
         async with self._client().post(
             url,
             data=body,
             headers=dict(headers),
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as response:
             excerpt = await _read_excerpt(response)
             return SendResult(

@@ -1,0 +1,414 @@
+"""The delivery queue in the database: claims under a lease, hand-backs, lease extensions, and
+attempts recorded in batches.
+
+A delivery is *due* when it is ``pending`` or ``retrying`` with ``next_attempt_at`` in the
+past, or ``delivering`` with an expired lease (its worker died). ``claim`` marks due
+deliveries of enabled endpoints ``delivering`` under this worker's lease in one short
+statement (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so workers never wait on each other or
+claim the same row; SQLite: one writer at a time does the same).
+
+``record`` writes many finished attempts in one transaction: the attempt rows (one
+multi-row insert), each delivery's new state (updated only where this worker still holds the
+lease; the attempt row is kept either way), and each endpoint's run of failures. A batch is
+all-or-nothing; when one of its rows cannot be written (its delivery was deleted meanwhile)
+the batch is written again one attempt per transaction, so the others are not held back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import orjson
+from sqlalchemy import Table, and_, bindparam, func, insert, literal, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from forecourt.db.base import utcnow
+from forecourt.errors import Conflict, NotFound
+from forecourt.events.envelope import ENVELOPE_COLUMNS, envelope
+from forecourt.events.models import Event
+from forecourt.webhooks.models import (
+    DELIVERING,
+    LEASED_SQL,
+    PENDING,
+    RETRYING,
+    WAITING_SQL,
+    Attempt,
+    Delivery,
+    Endpoint,
+)
+from forecourt.webhooks.schedule import Outcome
+
+LOG = logging.getLogger("forecourt.webhooks")
+
+IDS_PER_STATEMENT = 500  # ids in one IN (...) list
+DISABLED_REASON_CHARS = 200
+GONE_REASON = "The receiver answered 410 Gone."
+
+EndpointDisabledHook = Callable[[AsyncSession, Endpoint], Awaitable[None]]
+"""Called inside the transaction that disables an endpoint (to insert ``endpoint.disabled``)."""
+
+_DELIVERIES = cast(Table, Delivery.__table__)
+_ATTEMPTS = cast(Table, Attempt.__table__)
+_ENDPOINTS = cast(Table, Endpoint.__table__)
+_EVENTS = cast(Table, Event.__table__)
+
+# One statement, many parameter sets: each delivery's new state, guarded by the lease.
+_SET_STATE = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id == bindparam("d_id"),
+        _DELIVERIES.c.lease_owner == bindparam("d_owner"),
+    )
+    .values(
+        status=bindparam("d_status"),
+        attempts=_DELIVERIES.c.attempts + 1,
+        next_attempt_at=bindparam("d_next"),
+        last_status_code=bindparam("d_code"),
+        last_error=bindparam("d_error"),
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=bindparam("d_now"),
+        finished_at=bindparam("d_finished"),
+    )
+)
+
+
+@dataclass(slots=True)
+class Claim:
+    """A delivery this worker holds the lease of, with what it needs to send it."""
+
+    id: str
+    tenant_id: str
+    attempts: int  # attempts made before this claim
+    endpoint: Endpoint
+    body: bytes  # the event's envelope as JSON, as it is posted
+    once: bool = False  # a single attempt on request: never retried in the background
+
+
+@dataclass(slots=True)
+class Finished:
+    """A made attempt waiting to be recorded: its row, and the delivery's next state."""
+
+    claim: Claim
+    attempt: dict[str, Any]  # the ``webhook_attempts`` row
+    outcome: Outcome
+    status: str
+    next_attempt_at: datetime | None
+    last_error: str | None
+    recorded_at: datetime = field(default_factory=utcnow)
+
+    def state_params(self, worker_id: str) -> dict[str, Any]:
+        return {
+            "d_id": self.claim.id,
+            "d_owner": worker_id,
+            "d_status": self.status,
+            "d_next": self.next_attempt_at,
+            "d_code": self.attempt["status_code"],
+            "d_error": self.last_error,
+            "d_now": self.recorded_at,
+            "d_finished": None if self.status == RETRYING else self.recorded_at,
+        }
+
+
+class DeliveryQueue:
+    """The queue as one worker (``worker_id``) sees it."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        worker_id: str,
+        *,
+        lease: timedelta,
+        disable_after: timedelta,
+        disable_min_failures: int,
+        on_endpoint_disabled: EndpointDisabledHook | None = None,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.worker_id = worker_id
+        self.lease = lease
+        self.disable_after = disable_after
+        self.disable_min_failures = disable_min_failures
+        self.on_endpoint_disabled = on_endpoint_disabled
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    async def claim(self, limit: int) -> list[Claim]:
+        """Take the lease of up to ``limit`` due deliveries of enabled endpoints: waiting ones
+        first (oldest due first), then those whose worker's lease ran out."""
+        now = utcnow()
+        column = Delivery.next_attempt_at
+        waiting = self._due(WAITING_SQL, column, column <= now, limit)
+        claims = await self._take(waiting, now)
+        if len(claims) < limit:
+            column = Delivery.lease_expires_at
+            expired = self._due(LEASED_SQL, column, column < now, limit - len(claims))
+            claims += await self._take(expired, now)
+        return claims
+
+    @staticmethod
+    def _due(state_sql: str, order: Any, due: Any, limit: int) -> Any:
+        # The order is that of a partial index, so the statement reads ``limit`` rows of it
+        # instead of sorting the whole backlog. A CTE that locks is evaluated exactly once on
+        # PostgreSQL, so the LIMIT holds.
+        picked = (
+            select(Delivery.id)
+            .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
+            .where(text(state_sql), due, Endpoint.enabled.is_(True))
+            .order_by(order)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=Delivery)
+            .cte("picked")
+        )
+        return Delivery.id.in_(select(picked.c.id))
+
+    async def claim_one(self, delivery_id: str) -> Claim:
+        """The lease of one delivery, due or not; NotFound, or Conflict while another worker
+        holds it."""
+        now = utcnow()
+        free = or_(
+            Delivery.status != DELIVERING,
+            Delivery.lease_expires_at.is_(None),
+            Delivery.lease_expires_at < now,
+        )
+        claims = await self._take(and_(Delivery.id == delivery_id, free), now)
+        if claims:
+            return claims[0]
+        async with self.sessionmaker() as session:
+            exists = await session.scalar(select(Delivery.id).where(Delivery.id == delivery_id))
+        if exists is None:
+            raise NotFound(f"No delivery {delivery_id!r}.")
+        raise Conflict("The delivery is being attempted right now.")
+
+    async def _take(self, where: Any, now: datetime) -> list[Claim]:
+        statement = (
+            update(Delivery)
+            .where(where)
+            .values(
+                status=DELIVERING,
+                lease_owner=self.worker_id,
+                lease_expires_at=now + self.lease,
+                updated_at=now,
+            )
+            .returning(
+                Delivery.id,
+                Delivery.tenant_id,
+                Delivery.endpoint_id,
+                Delivery.event_id,
+                Delivery.attempts,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        async with self.sessionmaker() as session:
+            async with session.begin():
+                rows = (await session.execute(statement)).all()
+            if not rows:
+                return []
+            endpoints = await _endpoints(session, {row.endpoint_id for row in rows})
+            bodies = await _bodies(session, {row.event_id for row in rows})
+        claims: list[Claim] = []
+        for row in rows:
+            endpoint = endpoints.get(row.endpoint_id)
+            body = bodies.get(row.event_id)
+            if endpoint is None or body is None:
+                continue  # deleted meanwhile (the delivery goes with them)
+            claims.append(Claim(row.id, row.tenant_id, row.attempts, endpoint, body))
+        return claims
+
+    # -- handing back, leases ----------------------------------------------------------------
+
+    async def requeue(
+        self, claims: Sequence[Claim], *, next_attempt_at: datetime | None = None
+    ) -> None:
+        """Give deliveries back, due at ``next_attempt_at`` (default: their old time)."""
+        now = utcnow()
+        async with self.sessionmaker() as session, session.begin():
+            for fresh, chunk in _split_by_attempts(claims):
+                values: dict[str, Any] = {
+                    "status": PENDING if fresh else RETRYING,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "updated_at": now,
+                }
+                if next_attempt_at is not None:
+                    values["next_attempt_at"] = next_attempt_at
+                await session.execute(
+                    update(_DELIVERIES)
+                    .where(
+                        _DELIVERIES.c.id.in_(chunk),
+                        _DELIVERIES.c.lease_owner == self.worker_id,
+                    )
+                    .values(**values)
+                )
+
+    async def extend(self, ids: Sequence[str]) -> int:
+        """Push the lease of ``ids`` (those this worker still holds) one lease ahead."""
+        until = utcnow() + self.lease
+        extended = 0
+        async with self.sessionmaker() as session, session.begin():
+            for chunk in _chunks(ids, IDS_PER_STATEMENT):
+                result = await session.execute(
+                    update(_DELIVERIES)
+                    .where(
+                        _DELIVERIES.c.id.in_(chunk),
+                        _DELIVERIES.c.lease_owner == self.worker_id,
+                    )
+                    .values(lease_expires_at=until)
+                )
+                extended += _rowcount(result)
+        return extended
+
+    # -- recording ---------------------------------------------------------------------------
+
+    async def record(self, batch: Sequence[Finished]) -> None:
+        """Write ``batch`` in one transaction, or (when a row of it cannot be written) one
+        attempt per transaction. Database errors other than integrity ones propagate."""
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                await self._write(session, batch)
+        except IntegrityError:
+            if len(batch) == 1:
+                # The attempt is there already (its commit was acknowledged too late), or the
+                # delivery was deleted meanwhile: either way there is nothing to write.
+                return
+            for finished in batch:
+                await self.record([finished])
+
+    async def _write(self, session: AsyncSession, batch: Sequence[Finished]) -> None:
+        conn = await session.connection()
+        await conn.execute(insert(_ATTEMPTS), [f.attempt for f in batch])
+        result = await conn.execute(_SET_STATE, [f.state_params(self.worker_id) for f in batch])
+        taken_over = len(batch) - _rowcount(result)
+        if 0 < taken_over <= len(batch):
+            LOG.info("%d deliveries were taken over by another worker; attempts kept", taken_over)
+        now = batch[-1].recorded_at
+        failing = {f.claim.endpoint.id for f in batch if not f.outcome.succeeded}
+        healthy = {f.claim.endpoint.id for f in batch} - failing
+        for chunk in _chunks(sorted(healthy), IDS_PER_STATEMENT):
+            # Conditional, so a healthy endpoint's row is not written (or locked) per batch.
+            await conn.execute(
+                update(_ENDPOINTS)
+                .where(
+                    _ENDPOINTS.c.id.in_(chunk),
+                    or_(
+                        _ENDPOINTS.c.consecutive_failures != 0,
+                        _ENDPOINTS.c.failing_since.is_not(None),
+                    ),
+                )
+                .values(consecutive_failures=0, failing_since=None)
+            )
+        for finished in batch:
+            if finished.claim.endpoint.id in failing:
+                await self._endpoint_health(session, finished.claim.endpoint.id, finished, now)
+
+    async def _endpoint_health(
+        self, session: AsyncSession, endpoint_id: str, finished: Finished, now: datetime
+    ) -> None:
+        """Track the endpoint's run of failures; disable it on 410 or a long enough run."""
+        if finished.outcome.succeeded:
+            await session.execute(
+                update(_ENDPOINTS)
+                .where(_ENDPOINTS.c.id == endpoint_id)
+                .values(consecutive_failures=0, failing_since=None)
+            )
+            return
+        since_type = _ENDPOINTS.c.failing_since.type
+        row = (
+            await session.execute(
+                update(_ENDPOINTS)
+                .where(_ENDPOINTS.c.id == endpoint_id)
+                .values(
+                    consecutive_failures=_ENDPOINTS.c.consecutive_failures + 1,
+                    failing_since=func.coalesce(
+                        _ENDPOINTS.c.failing_since, literal(now, since_type)
+                    ),
+                )
+                .returning(
+                    _ENDPOINTS.c.consecutive_failures,
+                    _ENDPOINTS.c.failing_since,
+                    _ENDPOINTS.c.enabled,
+                )
+            )
+        ).one_or_none()
+        if row is None or not row.enabled:
+            return
+        reason = self._disable_reason(
+            finished.outcome, row.consecutive_failures, row.failing_since, now
+        )
+        if reason is None:
+            return
+        disabled = await session.execute(
+            update(_ENDPOINTS)
+            .where(_ENDPOINTS.c.id == endpoint_id, _ENDPOINTS.c.enabled.is_(True))
+            .values(
+                enabled=False,
+                disabled_reason=reason[:DISABLED_REASON_CHARS],
+                disabled_at=now,
+                updated_at=now,
+            )
+        )
+        if _rowcount(disabled) == 0:
+            return
+        LOG.warning("endpoint %s disabled: %s", endpoint_id, reason)
+        if self.on_endpoint_disabled is not None:
+            endpoint = await session.get(Endpoint, endpoint_id, populate_existing=True)
+            if endpoint is not None:
+                await self.on_endpoint_disabled(session, endpoint)
+
+    def _disable_reason(
+        self, outcome: Outcome, failures: int, since: datetime | None, now: datetime
+    ) -> str | None:
+        if outcome.disable_endpoint:
+            return GONE_REASON
+        if (
+            since is not None
+            and since <= now - self.disable_after
+            and failures >= self.disable_min_failures
+        ):
+            return (
+                f"Every attempt failed since {since.isoformat(timespec='seconds')} "
+                f"({failures} in a row)."
+            )
+        return None
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _split_by_attempts(claims: Sequence[Claim]) -> Iterable[tuple[bool, Sequence[str]]]:
+    """Claim ids in chunks, split into never-attempted (pending) and attempted (retrying)."""
+    fresh = [c.id for c in claims if c.attempts == 0]
+    tried = [c.id for c in claims if c.attempts > 0]
+    for chunk in _chunks(fresh, IDS_PER_STATEMENT):
+        yield True, chunk
+    for chunk in _chunks(tried, IDS_PER_STATEMENT):
+        yield False, chunk
+
+
+async def _endpoints(session: AsyncSession, ids: set[str]) -> dict[str, Endpoint]:
+    found: dict[str, Endpoint] = {}
+    for chunk in _chunks(sorted(ids), IDS_PER_STATEMENT):
+        for endpoint in await session.scalars(select(Endpoint).where(Endpoint.id.in_(chunk))):
+            found[endpoint.id] = endpoint
+    return found
+
+
+async def _bodies(session: AsyncSession, ids: set[str]) -> dict[str, bytes]:
+    """Each event's envelope as JSON (read as plain rows: no objects to build)."""
+    conn = await session.connection()
+    columns = [_EVENTS.c[name] for name in ENVELOPE_COLUMNS]
+    found: dict[str, bytes] = {}
+    for chunk in _chunks(sorted(ids), IDS_PER_STATEMENT):
+        for row in await conn.execute(select(*columns).where(_EVENTS.c.id.in_(chunk))):
+            found[row.id] = orjson.dumps(envelope(row))
+    return found
