@@ -17,6 +17,8 @@ from forecourt.broadcast import Broadcast, MemoryBroadcast, RedisBroadcast
 from forecourt.crypto import SecretBox
 from forecourt.db import migrate
 from forecourt.db.engine import create_engine, create_sessionmaker
+from forecourt.db.gate import WriteGate
+from forecourt.events.ingest import EventWriter
 from forecourt.events.outbox import EMITTED_HOOK
 from forecourt.keys.auth import KeyAuthenticator
 from forecourt.keys.cache import INVALIDATE_CHANNEL, KeyCache
@@ -61,6 +63,13 @@ class Forecourt:
         self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(self.engine)
         # Events any service emits in a session wake the delivery workers once committed.
         self.sessionmaker.configure(info={EMITTED_HOOK: self.on_published})
+        self.write_gate = WriteGate(serialize=s.is_sqlite)
+        self.event_writer = EventWriter(
+            self.sessionmaker,
+            self.write_gate,
+            idempotency_window_s=s.idempotency_window_s,
+            on_published=self.on_published,
+        )
         self.redis: aioredis.Redis | None = None
         self.broadcast: Broadcast
         memory = MemoryLimiter()
@@ -175,9 +184,10 @@ class Forecourt:
         return EndpointService(session, self.webhook_config)
 
     def events(self, session: AsyncSession) -> EventService:
-        from forecourt.events.service import events_service
+        from forecourt.events.service import EventConfig, EventService
 
-        return events_service(self, session, on_published=self.on_published)
+        config = EventConfig.from_settings(self.settings, self.on_published, self.event_writer)
+        return EventService(session, config)
 
     def on_published(self, deliveries: int) -> None:
         """Events were committed with ``deliveries`` deliveries: wake the workers."""

@@ -34,12 +34,6 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        if "poolclass" not in kwargs:
-            # SQLite has one writer at a time; connections of one process competing for it
-            # wait in SQLite's busy handler (sleeps of 1-100 ms). One connection makes the
-            # process's transactions queue up in order instead, without sleeping.
-            kwargs.setdefault("pool_size", 1)
-            kwargs.setdefault("max_overflow", 0)
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

@@ -6,6 +6,13 @@ from forecourt.audit.models import AuditEntry
 from forecourt.db.base import Base
 from forecourt.events.models import Event, EventType
 from forecourt.keys.models import ApiKey, ApiKeyUsage
+from forecourt.plugins.models import (
+    Plugin,
+    PluginArchive,
+    PluginExecution,
+    PluginInstance,
+    PluginQueueItem,
+)
 from forecourt.tenants.models import Tenant
 from forecourt.users.models import User, UserSession
 from forecourt.webhooks.models import Attempt, Delivery, Endpoint
@@ -21,6 +28,11 @@ __all__ = [
     "Endpoint",
     "Event",
     "EventType",
+    "Plugin",
+    "PluginArchive",
+    "PluginExecution",
+    "PluginInstance",
+    "PluginQueueItem",
     "Tenant",
     "User",
     "UserSession",

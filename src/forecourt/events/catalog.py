@@ -113,6 +113,9 @@ BUILTIN_TYPES: tuple[TypeView, ...] = (
     TypeView("endpoint.enabled", SYSTEM_CATEGORY, "A webhook endpoint was enabled again."),
     TypeView("webhook.test", SYSTEM_CATEGORY, "A test delivery asked for by a user."),
     TypeView("plugin.failed", SYSTEM_CATEGORY, "A plugin run failed or timed out."),
+    TypeView("plugin.execution_completed", SYSTEM_CATEGORY, "A plugin run finished successfully."),
+    TypeView("plugin.installed", SYSTEM_CATEGORY, "A plugin version was installed."),
+    TypeView("plugin.uninstalled", SYSTEM_CATEGORY, "A plugin version was uninstalled."),
     TypeView(
         "connection.revoked",
         SYSTEM_CATEGORY,

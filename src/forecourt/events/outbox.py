@@ -42,6 +42,7 @@ from forecourt.events.catalog import TypeView
 from forecourt.events.envelope import envelope
 from forecourt.events.models import EVENT_ID_LENGTH, Event
 from forecourt.ids import new_id
+from forecourt.plugins import routing
 from forecourt.webhooks import fanout
 
 log = logging.getLogger("forecourt.events")
@@ -174,16 +175,44 @@ def prepare(
     return dataclasses.replace(draft, size_bytes=size)
 
 
+@dataclass(slots=True)
+class Plan:
+    """What storing some drafts comes to: the answer per draft (``(event, created)``;
+    duplicates: the original) and the rows still to insert."""
+
+    results: list[tuple[Event, bool]]
+    events: list[dict[str, Any]]
+    deliveries: list[dict[str, Any]]
+
+
+EndpointCache = dict[tuple[str, str], list[str]]
+"""Matching endpoint ids by (tenant, type), shared by the plans of one transaction."""
+
+
 async def store(
     session: AsyncSession, drafts: Sequence[Draft], idempotency_window_s: int
 ) -> tuple[list[tuple[Event, bool]], int]:
-    """Add the new events and their deliveries to ``session`` (flushed, not committed).
+    """Add the new events and their deliveries to ``session``'s transaction (not committed).
 
     Returns ``(event, created)`` per draft (duplicates: the original) and the number of
     deliveries queued. IntegrityError means a concurrent duplicate won: roll back, call again.
     """
+    planned = await plan(session, drafts, idempotency_window_s)
+    await write(session, [planned])
+    return planned.results, len(planned.deliveries)
+
+
+async def plan(
+    session: AsyncSession,
+    drafts: Sequence[Draft],
+    idempotency_window_s: int,
+    endpoints: EndpointCache | None = None,
+) -> Plan:
+    """Deduplicate ``drafts`` (of one tenant) against the stored events and work out the rows
+    to insert; nothing is inserted yet (``write`` does). Raises Conflict, having changed
+    nothing, when an Idempotency-Key was used for a different request."""
     if not drafts:
-        return [], 0
+        return Plan([], [], [])
     tenant_id = drafts[0].tenant_id
     by_key: dict[str, Event] = {}
     by_ce: dict[str, Event] = {}
@@ -203,14 +232,13 @@ async def store(
     now = utcnow()
     cutoff = now - timedelta(seconds=idempotency_window_s)
     results: list[tuple[Event, bool]] = []
+    expired: list[Event] = []
     new: list[tuple[Event, dict[str, Any]]] = []
-    released = False
     for draft in drafts:
         original: Event | None = None
-        expired: Event | None = None
         if draft.idempotency_key and (row := by_key.get(draft.idempotency_key)) is not None:
             if row.created_at < cutoff:
-                expired = row
+                expired.append(row)
             elif not same_request(row, draft):
                 raise Conflict(
                     "This Idempotency-Key was used for a different request; "
@@ -224,30 +252,33 @@ async def store(
         if original is not None:
             results.append((original, False))
             continue
-        if expired is not None:
-            expired.idempotency_key = None  # past the window: the key may name a new event
-            released = True
         values = draft.row(now)
         created = Event(**values)
         new.append((created, values))
         results.append((created, True))
-    if released:
+    if expired:
+        for row in expired:
+            row.idempotency_key = None  # past the window: the key may name a new event
         await session.flush()
-    if not new:
-        return results, 0
-    # Core inserts: the unit of work would cost more than the database does here.
-    await session.execute(insert(_EVENTS), [values for _, values in new])
-    deliveries = 0
-    endpoints: dict[str, list[str]] = {}
+    endpoints = {} if endpoints is None else endpoints
+    deliveries: list[dict[str, Any]] = []
     for created, _ in new:
-        if created.type not in endpoints:
-            endpoints[created.type] = await fanout.matching_endpoint_ids(
-                session, tenant_id, created.type
-            )
-        deliveries += await fanout.insert_deliveries(
-            session, tenant_id, created.id, created.type, endpoints[created.type], now=now
-        )
-    return results, deliveries
+        matching = endpoints.get((tenant_id, created.type))
+        if matching is None:
+            matching = await fanout.matching_endpoint_ids(session, tenant_id, created.type)
+            endpoints[(tenant_id, created.type)] = matching
+        deliveries += fanout.delivery_rows(tenant_id, created.id, created.type, matching, now)
+    return Plan(results, [values for _, values in new], deliveries)
+
+
+async def write(session: AsyncSession, plans: Sequence[Plan]) -> None:
+    """Insert the rows of ``plans`` in ``session``'s transaction: two statements for all."""
+    # Core inserts: the unit of work would cost more than the database does here.
+    events = [row for p in plans for row in p.events]
+    if events:
+        await session.execute(insert(_EVENTS), events)
+        await routing.enqueue(session, events)
+    await fanout.insert_deliveries(session, [row for p in plans for row in p.deliveries])
 
 
 def same_request(row: Event, draft: Draft) -> bool:

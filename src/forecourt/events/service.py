@@ -58,6 +58,7 @@ from forecourt.principal import Principal
 
 if TYPE_CHECKING:
     from forecourt.core import Forecourt
+    from forecourt.events.ingest import EventWriter
     from forecourt.settings import Settings
 
 log = logging.getLogger("forecourt.events")
@@ -74,12 +75,17 @@ class EventConfig:
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     idempotency_window_s: int = DEFAULT_IDEMPOTENCY_WINDOW_S
     on_published: OnPublished | None = None
+    # Publishes go through it (group commit) when set; otherwise each commits on its own.
+    writer: EventWriter | None = None
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, on_published: OnPublished | None = None
+        cls,
+        settings: Settings,
+        on_published: OnPublished | None = None,
+        writer: EventWriter | None = None,
     ) -> EventConfig:
-        return cls(settings.max_event_bytes, settings.idempotency_window_s, on_published)
+        return cls(settings.max_event_bytes, settings.idempotency_window_s, on_published, writer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +327,8 @@ class EventService:
 
     async def _commit(self, drafts: Sequence[Draft]) -> list[tuple[Event, bool]]:
         """Store and commit; a lost race with a concurrent duplicate is retried once."""
+        if self.config.writer is not None:
+            return await self.config.writer.write(drafts)
         for attempt in (1, 2):
             try:
                 results, deliveries = await store(

@@ -128,6 +128,7 @@ class DeliveryWorker:
             lease=timedelta(seconds=settings.delivery_lease_s),
             disable_after=timedelta(seconds=settings.endpoint_disable_after_s),
             disable_min_failures=settings.endpoint_disable_min_failures,
+            gate=fc.write_gate,
             on_endpoint_disabled=on_endpoint_disabled,
         )
         self._recorder = Recorder(self.queue.record, give_up_s=settings.delivery_lease_s)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,38 +44,31 @@ async def matching_endpoint_ids(
     return [id_ for id_, patterns in rows if type_matches(patterns, event_type)]
 
 
-async def insert_deliveries(
-    session: AsyncSession,
-    tenant_id: str,
-    event_id: str,
-    event_type: str,
-    endpoint_ids: Sequence[str],
-    *,
-    now: datetime | None = None,
-) -> int:
-    """Insert a pending delivery, due now, per endpoint (one statement); how many."""
-    if not endpoint_ids:
-        return 0
-    now = now or utcnow()
-    await session.execute(
-        insert(_DELIVERIES),
-        [
-            {
-                "id": new_id("dlv"),
-                "tenant_id": tenant_id,
-                "endpoint_id": endpoint_id,
-                "event_id": event_id,
-                "event_type": event_type,
-                "status": PENDING,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for endpoint_id in endpoint_ids
-        ],
-    )
-    return len(endpoint_ids)
+def delivery_rows(
+    tenant_id: str, event_id: str, event_type: str, endpoint_ids: Sequence[str], now: datetime
+) -> list[dict[str, Any]]:
+    """A pending delivery row, due ``now``, per endpoint."""
+    return [
+        {
+            "id": new_id("dlv"),
+            "tenant_id": tenant_id,
+            "endpoint_id": endpoint_id,
+            "event_id": event_id,
+            "event_type": event_type,
+            "status": PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for endpoint_id in endpoint_ids
+    ]
+
+
+async def insert_deliveries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` (of ``delivery_rows``) in ``session``'s transaction, one statement."""
+    if rows:
+        await session.execute(insert(_DELIVERIES), list(rows))
 
 
 def enqueue(

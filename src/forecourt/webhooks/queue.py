@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -28,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forecourt.db.base import utcnow
+from forecourt.db.gate import WriteGate
 from forecourt.errors import Conflict, NotFound
 from forecourt.events.envelope import ENVELOPE_COLUMNS, envelope
 from forecourt.events.models import Event
@@ -126,9 +128,11 @@ class DeliveryQueue:
         lease: timedelta,
         disable_after: timedelta,
         disable_min_failures: int,
+        gate: AbstractAsyncContextManager[None] | None = None,
         on_endpoint_disabled: EndpointDisabledHook | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.gate = gate if gate is not None else WriteGate(serialize=False)
         self.worker_id = worker_id
         self.lease = lease
         self.disable_after = disable_after
@@ -204,7 +208,7 @@ class DeliveryQueue:
             .execution_options(synchronize_session=False)
         )
         async with self.sessionmaker() as session:
-            async with session.begin():
+            async with self.gate, session.begin():
                 rows = (await session.execute(statement)).all()
             if not rows:
                 return []
@@ -226,7 +230,7 @@ class DeliveryQueue:
     ) -> None:
         """Give deliveries back, due at ``next_attempt_at`` (default: their old time)."""
         now = utcnow()
-        async with self.sessionmaker() as session, session.begin():
+        async with self.gate, self.sessionmaker() as session, session.begin():
             for fresh, chunk in _split_by_attempts(claims):
                 values: dict[str, Any] = {
                     "status": PENDING if fresh else RETRYING,
@@ -249,7 +253,7 @@ class DeliveryQueue:
         """Push the lease of ``ids`` (those this worker still holds) one lease ahead."""
         until = utcnow() + self.lease
         extended = 0
-        async with self.sessionmaker() as session, session.begin():
+        async with self.gate, self.sessionmaker() as session, session.begin():
             for chunk in _chunks(ids, IDS_PER_STATEMENT):
                 result = await session.execute(
                     update(_DELIVERIES)
@@ -268,7 +272,7 @@ class DeliveryQueue:
         """Write ``batch`` in one transaction, or (when a row of it cannot be written) one
         attempt per transaction. Database errors other than integrity ones propagate."""
         try:
-            async with self.sessionmaker() as session, session.begin():
+            async with self.gate, self.sessionmaker() as session, session.begin():
                 await self._write(session, batch)
         except IntegrityError:
             if len(batch) == 1:

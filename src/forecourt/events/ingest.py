@@ -1,0 +1,150 @@
+"""Group commit of published events: requests that arrive while one transaction is being
+written go into the next one together.
+
+Each ``POST /api/v1/events`` validates its event(s) on its own, then hands the drafts to the
+``EventWriter`` and waits for the commit. The writer stores everything that queued up in one
+transaction (two inserts for all events and deliveries, one commit), so under load one commit
+carries many requests and an idle server commits each at once. A request's answer is sent
+only after its transaction committed: nothing acknowledged can be lost.
+
+A request whose Idempotency-Key repeats with a different body gets its Conflict and changes
+nothing, without failing the others. When the transaction fails on a unique constraint (a
+concurrent duplicate of another node, or two requests with the same key in one batch), every
+request of the batch is written again in a transaction of its own, so each gets the answer it
+would have had alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from forecourt.errors import Conflict, ForecourtError
+from forecourt.events import outbox
+from forecourt.events.models import Event
+from forecourt.events.outbox import Draft, OnPublished, Plan
+
+LOG = logging.getLogger("forecourt.events")
+
+BATCH_MAX_EVENTS = 1_000  # events in one transaction
+
+Results = list[tuple[Event, bool]]
+
+
+@dataclass(slots=True)
+class _Request:
+    drafts: Sequence[Draft]
+    future: asyncio.Future[Results] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class EventWriter:
+    """Writes drafts of many requests per transaction; ``on_published(deliveries)`` runs
+    after each commit that stored events."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        gate: AbstractAsyncContextManager[None],
+        *,
+        idempotency_window_s: int,
+        on_published: OnPublished | None = None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._gate = gate
+        self._window_s = idempotency_window_s
+        self._on_published = on_published
+        self._waiting: deque[_Request] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    async def write(self, drafts: Sequence[Draft]) -> Results:
+        """Store ``drafts`` (of one tenant) and return ``(event, created)`` for each, once
+        committed. The write goes ahead even if the caller stops waiting."""
+        request = _Request(drafts)
+        self._waiting.append(request)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="event-writer")
+        return await asyncio.shield(request.future)
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            batch: list[_Request] = []
+            size = 0
+            while self._waiting and (
+                not batch or size + len(self._waiting[0].drafts) <= BATCH_MAX_EVENTS
+            ):
+                request = self._waiting.popleft()
+                batch.append(request)
+                size += len(request.drafts)
+            try:
+                await self._write_batch(batch)
+            except Exception as exc:  # the database is down, ...: each request hears of it
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+
+    async def _write_batch(self, batch: list[_Request]) -> None:
+        planned: list[tuple[_Request, Plan]] = []
+        refused: list[tuple[_Request, ForecourtError]] = []
+        try:
+            async with self._gate, self._sessionmaker() as session, session.begin():
+                endpoints: outbox.EndpointCache = {}
+                for request in batch:
+                    try:
+                        plan = await outbox.plan(session, request.drafts, self._window_s, endpoints)
+                    except ForecourtError as exc:  # nothing of this request was changed
+                        refused.append((request, exc))
+                        continue
+                    planned.append((request, plan))
+                await outbox.write(session, [plan for _, plan in planned])
+        except IntegrityError:
+            if len(batch) == 1:
+                raise
+            for request in batch:
+                await self._write_alone(request)
+            return
+        for request, error in refused:
+            request.future.set_exception(error)
+        for request, plan in planned:
+            request.future.set_result(plan.results)
+        await self._published(sum(len(plan.deliveries) for _, plan in planned if plan.events))
+
+    async def _write_alone(self, request: _Request) -> None:
+        """One request in its own transaction; a lost race with a duplicate is retried once."""
+        for attempt in (1, 2):
+            try:
+                async with self._gate, self._sessionmaker() as session, session.begin():
+                    plan = await outbox.plan(session, request.drafts, self._window_s)
+                    await outbox.write(session, [plan])
+            except IntegrityError:
+                if attempt == 2:
+                    request.future.set_exception(
+                        Conflict("A concurrent request published the same event.")
+                    )
+                    return
+                continue
+            except Exception as exc:
+                request.future.set_exception(exc)
+                return
+            request.future.set_result(plan.results)
+            if plan.events:
+                await self._published(len(plan.deliveries))
+            return
+
+    async def _published(self, deliveries: int) -> None:
+        if self._on_published is None:
+            return
+        try:
+            result = self._on_published(deliveries)
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:
+            LOG.exception("after-commit event hook failed")
