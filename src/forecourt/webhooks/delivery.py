@@ -26,7 +26,6 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -306,43 +305,64 @@ class DeliveryWorker:
 
     async def _attempt(self, claim: Claim, *, enforce_limits: bool) -> Attempt | None:
         endpoint = claim.endpoint
-        async with self._endpoint_slot(endpoint.id):
-            if enforce_limits:
-                if not endpoint.enabled:
-                    await self._hand_back(claim)
-                    return None
-                wait_s = await self._rate_limited(endpoint)
-                if wait_s is not None:
-                    await self._hand_back(claim, utcnow() + timedelta(seconds=wait_s))
-                    return None
-            started_at = utcnow()
-            body = claim.body
-            try:
-                headers = signing.build_headers(
-                    claim.id,
-                    int(time.time()),
-                    body,
-                    signing_secrets(self._box, endpoint, started_at),
-                    custom=endpoint.headers,
-                )
-            except Exception as exc:
-                # A stored secret that no longer decrypts, a header that is not valid HTTP:
-                # nothing the receiver did, so it is logged as an attempt and retried.
-                result = SendResult(
-                    status_code=None,
-                    duration_ms=0,
-                    error_class=ERROR_INTERNAL,
-                    error_message=f"could not build the request: {type(exc).__name__}: {exc}",
-                )
-            else:
-                result = await self._sender.send(endpoint.url, body, headers, endpoint.timeout_s)
+        slot = self._endpoint_slots.get(endpoint.id)
+        if slot is None:
+            slot = self._endpoint_slots[endpoint.id] = _Slot(self.settings.endpoint_concurrency)
+        slot.users += 1
+        try:
+            async with slot.semaphore:
+                sent = await self._send(claim, enforce_limits=enforce_limits)
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                del self._endpoint_slots[endpoint.id]
+        if sent is None:
+            return None
+        result, started_at = sent
         outcome = classify(result.status_code, result.error_class, result.retry_after_s)
         finished = self._finished(claim, result, outcome, started_at)
         try:
-            recorded = await asyncio.shield(self._recorder.submit(finished))
+            # The recorder writes it even if this task is cancelled meanwhile (a graceful
+            # stop must not lose an attempt that was made).
+            recorded = await self._recorder.submit(finished)
         finally:
             self._held.pop(claim.id, None)
         return Attempt(**finished.attempt) if recorded else None
+
+    async def _send(
+        self, claim: Claim, *, enforce_limits: bool
+    ) -> tuple[SendResult, datetime] | None:
+        """The attempt's HTTP exchange; None when the claim was handed back instead."""
+        endpoint = claim.endpoint
+        if enforce_limits:
+            if not endpoint.enabled:
+                await self._hand_back(claim)
+                return None
+            wait_s = await self._rate_limited(endpoint)
+            if wait_s is not None:
+                await self._hand_back(claim, utcnow() + timedelta(seconds=wait_s))
+                return None
+        started_at = utcnow()
+        try:
+            headers = signing.build_headers(
+                claim.id,
+                int(time.time()),
+                claim.body,
+                signing_secrets(self._box, endpoint, started_at),
+                custom=endpoint.headers,
+            )
+        except Exception as exc:
+            # A stored secret that no longer decrypts, a header that is not valid HTTP:
+            # nothing the receiver did, so it is logged as an attempt and retried.
+            result = SendResult(
+                status_code=None,
+                duration_ms=0,
+                error_class=ERROR_INTERNAL,
+                error_message=f"could not build the request: {type(exc).__name__}: {exc}",
+            )
+        else:
+            result = await self._sender.send(endpoint.url, claim.body, headers, endpoint.timeout_s)
+        return result, started_at
 
     def _finished(
         self, claim: Claim, result: SendResult, outcome: Outcome, started_at: datetime
@@ -397,20 +417,6 @@ class DeliveryWorker:
             windows = self._rate_windows[per_s] = (Window("second", per_s, 1),)
         decision = await self.fc.limiter.hit(f"endpoint:{endpoint.id}", windows)
         return None if decision.allowed else float(max(1, decision.retry_after_s))
-
-    @contextlib.asynccontextmanager
-    async def _endpoint_slot(self, endpoint_id: str) -> AsyncIterator[None]:
-        slot = self._endpoint_slots.get(endpoint_id)
-        if slot is None:
-            slot = self._endpoint_slots[endpoint_id] = _Slot(self.settings.endpoint_concurrency)
-        slot.users += 1
-        try:
-            async with slot.semaphore:
-                yield
-        finally:
-            slot.users -= 1
-            if slot.users == 0:
-                del self._endpoint_slots[endpoint_id]
 
     # -- leases ------------------------------------------------------------------------------
 

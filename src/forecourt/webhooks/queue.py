@@ -189,8 +189,9 @@ class DeliveryQueue:
         raise Conflict("The delivery is being attempted right now.")
 
     async def _take(self, where: Any, now: datetime) -> list[Claim]:
+        d = _DELIVERIES.c
         statement = (
-            update(Delivery)
+            update(_DELIVERIES)
             .where(where)
             .values(
                 status=DELIVERING,
@@ -198,18 +199,12 @@ class DeliveryQueue:
                 lease_expires_at=now + self.lease,
                 updated_at=now,
             )
-            .returning(
-                Delivery.id,
-                Delivery.tenant_id,
-                Delivery.endpoint_id,
-                Delivery.event_id,
-                Delivery.attempts,
-            )
-            .execution_options(synchronize_session=False)
+            .returning(d.id, d.tenant_id, d.endpoint_id, d.event_id, d.attempts)
         )
         async with self.sessionmaker() as session:
             async with self.gate, session.begin():
-                rows = (await session.execute(statement)).all()
+                conn = await session.connection()
+                rows = (await conn.execute(statement)).all()
             if not rows:
                 return []
             endpoints = await _endpoints(session, {row.endpoint_id for row in rows})
