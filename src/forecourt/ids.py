@@ -13,11 +13,16 @@ _TIME_CHARS = 10  # 48-bit millisecond timestamp
 _RANDOM_CHARS = 16  # 80 random bits
 
 
+# Every pair of digits, indexed by the 10 bits it encodes: half the steps of one at a time.
+_PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]
+
+
 def _encode(value: int, length: int) -> str:
+    """``value`` as ``length`` (even) digits, most significant first."""
     out = []
-    for _ in range(length):
-        out.append(_CROCKFORD[value & 31])
-        value >>= 5
+    for _ in range(length // 2):
+        out.append(_PAIRS[value & 1023])
+        value >>= 10
     return "".join(reversed(out))
 
 

@@ -44,6 +44,15 @@ class Enveloped(Protocol):
     def subject(self) -> str | None: ...
 
 
+class StoredEvent(Enveloped, Protocol):
+    """An event as stored: an ``Event`` row, or the values of one just inserted."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
 def envelope(event: Enveloped) -> dict[str, Any]:
     """CloudEvents attributes (structured mode) plus ``tenant`` and ``severity``."""
     body: dict[str, Any] = {

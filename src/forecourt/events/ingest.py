@@ -28,14 +28,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forecourt.errors import Conflict, ForecourtError
 from forecourt.events import outbox
-from forecourt.events.models import Event
+from forecourt.events.envelope import StoredEvent
 from forecourt.events.outbox import Draft, OnPublished, Plan
 
 LOG = logging.getLogger("forecourt.events")
 
 BATCH_MAX_EVENTS = 1_000  # events in one transaction
 
-Results = list[tuple[Event, bool]]
+Results = list[tuple[StoredEvent, bool]]
 
 
 @dataclass(slots=True)

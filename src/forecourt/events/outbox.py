@@ -39,7 +39,7 @@ from forecourt.db.base import utcnow
 from forecourt.errors import Conflict, InvalidInput, PayloadTooLarge
 from forecourt.events import catalog
 from forecourt.events.catalog import TypeView
-from forecourt.events.envelope import envelope
+from forecourt.events.envelope import StoredEvent, envelope
 from forecourt.events.models import EVENT_ID_LENGTH, Event
 from forecourt.ids import new_id
 from forecourt.plugins import routing
@@ -105,6 +105,30 @@ class Draft:
     def event(self, created_at: datetime | None = None) -> Event:
         """The row as an ``Event`` object (not added to any session)."""
         return Event(**self.row(created_at or utcnow()))
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A just-inserted event, as its row's values: building an ``Event`` object for each
+    would cost more than the rest of a publish does."""
+
+    id: str
+    tenant_id: str
+    ce_id: str
+    idempotency_key: str | None
+    source: str
+    type: str
+    subject: str | None
+    time: datetime
+    datacontenttype: str
+    data: Any
+    severity: str
+    size_bytes: int
+    created_at: datetime
+
+    def event(self) -> Event:
+        """The same as an ``Event`` object (not added to any session)."""
+        return Event(**{name: getattr(self, name) for name in self.__slots__})
 
 
 async def lookup_type(
@@ -180,7 +204,7 @@ class Plan:
     """What storing some drafts comes to: the answer per draft (``(event, created)``;
     duplicates: the original) and the rows still to insert."""
 
-    results: list[tuple[Event, bool]]
+    results: list[tuple[StoredEvent, bool]]
     events: list[dict[str, Any]]
     deliveries: list[dict[str, Any]]
 
@@ -199,7 +223,11 @@ async def store(
     """
     planned = await plan(session, drafts, idempotency_window_s)
     await write(session, [planned])
-    return planned.results, len(planned.deliveries)
+    results = [
+        (stored.event() if isinstance(stored, NewEvent) else cast(Event, stored), created)
+        for stored, created in planned.results
+    ]
+    return results, len(planned.deliveries)
 
 
 async def plan(
@@ -231,9 +259,9 @@ async def plan(
 
     now = utcnow()
     cutoff = now - timedelta(seconds=idempotency_window_s)
-    results: list[tuple[Event, bool]] = []
+    results: list[tuple[StoredEvent, bool]] = []
     expired: list[Event] = []
-    new: list[tuple[Event, dict[str, Any]]] = []
+    new: list[tuple[NewEvent, dict[str, Any]]] = []
     for draft in drafts:
         original: Event | None = None
         if draft.idempotency_key and (row := by_key.get(draft.idempotency_key)) is not None:
@@ -253,7 +281,7 @@ async def plan(
             results.append((original, False))
             continue
         values = draft.row(now)
-        created = Event(**values)
+        created = NewEvent(**values)
         new.append((created, values))
         results.append((created, True))
     if expired:

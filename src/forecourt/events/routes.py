@@ -10,8 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forecourt.errors import InvalidInput
 from forecourt.events.catalog import TypeView
-from forecourt.events.envelope import envelope
-from forecourt.events.models import Event
+from forecourt.events.envelope import StoredEvent, envelope
 from forecourt.events.schemas import (
     BatchEventOut,
     CatalogOut,
@@ -53,11 +52,11 @@ def _service(fc: ForecourtDep, session: AsyncSession) -> EventService:
     return fc.events(session)
 
 
-def _fields(event: Event) -> dict[str, Any]:
+def _fields(event: StoredEvent) -> dict[str, Any]:
     return {**envelope(event), "event_id": event.id, "created_at": event.created_at}
 
 
-def _out(event: Event) -> EventOut:
+def _out(event: StoredEvent) -> EventOut:
     return EventOut.model_validate(_fields(event))
 
 

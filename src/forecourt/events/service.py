@@ -39,6 +39,7 @@ from forecourt.db.base import utcnow
 from forecourt.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from forecourt.events import catalog
 from forecourt.events.catalog import TypeView
+from forecourt.events.envelope import StoredEvent
 from forecourt.events.models import Event, EventType
 from forecourt.events.outbox import (
     DEFAULT_IDEMPOTENCY_WINDOW_S,
@@ -129,7 +130,7 @@ class EventService:
 
     async def publish(
         self, actor: Principal, data: EventPublish, idempotency_key: str | None = None
-    ) -> tuple[Event, bool]:
+    ) -> tuple[StoredEvent, bool]:
         """The stored event and True; or the original and False when this is a repeat."""
         key = _check_key(idempotency_key)
         view = await lookup_type(self.session, actor.tenant_id, data.type)
@@ -138,7 +139,7 @@ class EventService:
 
     async def publish_batch(
         self, actor: Principal, items: Sequence[EventPublish], idempotency_key: str | None = None
-    ) -> list[tuple[Event, bool]]:
+    ) -> list[tuple[StoredEvent, bool]]:
         """Up to 100 events, all or none: any invalid item (``events.<i>.<field>``) refuses
         the whole batch; the valid batch is stored in one transaction."""
         if not 1 <= len(items) <= MAX_BATCH:
@@ -325,7 +326,7 @@ class EventService:
             max_event_bytes=self.config.max_event_bytes,
         )
 
-    async def _commit(self, drafts: Sequence[Draft]) -> list[tuple[Event, bool]]:
+    async def _commit(self, drafts: Sequence[Draft]) -> list[tuple[StoredEvent, bool]]:
         """Store and commit; a lost race with a concurrent duplicate is retried once."""
         if self.config.writer is not None:
             return await self.config.writer.write(drafts)
@@ -345,7 +346,7 @@ class EventService:
                 raise
             if any(created for _, created in results):
                 await _call_hook(self.config.on_published, deliveries)
-            return results
+            return list[tuple[StoredEvent, bool]](results)
         raise AssertionError("unreachable")
 
     async def _row(self, actor: Principal, name: str) -> EventType | None:

@@ -27,7 +27,7 @@ import secrets
 import socket
 import time
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
 
@@ -285,7 +285,7 @@ class DeliveryWorker:
         attempt = await self._attempt(claim, enforce_limits=False)
         if attempt is None:
             raise NotFound(f"No delivery {delivery_id!r}.")
-        return attempt
+        return Attempt(**attempt)
 
     async def process(self, claim: Claim) -> None:
         """Make one attempt of a claimed delivery and record it (or hand the claim back when
@@ -303,7 +303,9 @@ class DeliveryWorker:
 
     # -- one attempt -------------------------------------------------------------------------
 
-    async def _attempt(self, claim: Claim, *, enforce_limits: bool) -> Attempt | None:
+    async def _attempt(self, claim: Claim, *, enforce_limits: bool) -> dict[str, Any] | None:
+        """Make and record one attempt; its ``webhook_attempts`` row once recorded (None when
+        the claim was handed back, or the attempt could not be recorded)."""
         endpoint = claim.endpoint
         slot = self._endpoint_slots.get(endpoint.id)
         if slot is None:
@@ -327,7 +329,7 @@ class DeliveryWorker:
             recorded = await self._recorder.submit(finished)
         finally:
             self._held.pop(claim.id, None)
-        return Attempt(**finished.attempt) if recorded else None
+        return finished.attempt if recorded else None
 
     async def _send(
         self, claim: Claim, *, enforce_limits: bool
