@@ -24,6 +24,10 @@ from forecourt.keys.auth import KeyAuthenticator
 from forecourt.keys.cache import INVALIDATE_CHANNEL, KeyCache
 from forecourt.keys.service import KeyConfig, KeyService
 from forecourt.keys.usage import UsageRecorder
+from forecourt.plugins.routing import WAKE_KEY as PLUGINS_WAKE_KEY
+from forecourt.plugins.routing import EventRouter
+from forecourt.plugins.runner import PluginRunner
+from forecourt.plugins.scheduler import Scheduler
 from forecourt.principal import Principal
 from forecourt.ratelimit.failover import FailoverLimiter
 from forecourt.ratelimit.memory import MemoryLimiter
@@ -40,6 +44,8 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from forecourt.events.service import EventService
+    from forecourt.plugins.instances import InstanceService
+    from forecourt.plugins.service import PluginService
     from forecourt.webhooks.models import Endpoint
 
 log = logging.getLogger("forecourt")
@@ -62,7 +68,9 @@ class Forecourt:
         self.engine: AsyncEngine = create_engine(s.resolved_database_url)
         self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(self.engine)
         # Events any service emits in a session wake the delivery workers once committed.
-        self.sessionmaker.configure(info={EMITTED_HOOK: self.on_published})
+        self.sessionmaker.configure(
+            info={EMITTED_HOOK: self.on_published, PLUGINS_WAKE_KEY: self._wake_plugins}
+        )
         self.write_gate = WriteGate(serialize=s.is_sqlite)
         self.event_writer = EventWriter(
             self.sessionmaker,
@@ -118,6 +126,11 @@ class Forecourt:
         )
         self.worker_id = default_worker_id()
         self.worker: DeliveryWorker | None = None
+        # Plugins: the sandbox pool starts on first use; the router and the scheduler run on
+        # nodes that run workers.
+        self.plugin_runner = PluginRunner(s, self.sessionmaker, on_published=self.on_published)
+        self.plugin_router: EventRouter | None = None
+        self.plugin_scheduler: Scheduler | None = None
         self.broadcast.subscribe(WAKE_CHANNEL, self._wake_local)
         self._wake_pending = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -136,6 +149,9 @@ class Forecourt:
         else:
             await migrate.require_current(self.engine)
         await bootstrap(self)
+        from forecourt.plugins.bundled import install_bundled
+
+        await install_bundled(self)
         await self.broadcast.start()
         self._tasks.append(asyncio.create_task(self.usage.run(), name="forecourt-usage"))
         from forecourt.events.service import run_retention
@@ -147,6 +163,11 @@ class Forecourt:
         )
         if run_workers:
             await self.worker.start()
+            self.event_writer.handoff = self.worker
+            self.plugin_router = EventRouter(self.plugin_runner, self.worker_id)
+            await self.plugin_router.start()
+            self.plugin_scheduler = Scheduler(self.plugin_runner)
+            await self.plugin_scheduler.start()
             self._tasks.append(
                 asyncio.create_task(
                     run_retention(self, interval_s=RETENTION_INTERVAL_S),
@@ -157,6 +178,15 @@ class Forecourt:
 
     async def stop(self) -> None:
         """Stop background work, flush what is buffered, close connections."""
+        grace = self.settings.delivery_shutdown_grace_s
+        if self.plugin_scheduler is not None:
+            await self.plugin_scheduler.stop(grace)
+            self.plugin_scheduler = None
+        if self.plugin_router is not None:
+            await self.plugin_router.stop(grace)
+            self.plugin_router = None
+        await self.plugin_runner.close(grace)
+        self.event_writer.handoff = None
         if self.worker is not None:
             await self.worker.stop(self.settings.delivery_shutdown_grace_s)
             self.worker = None
@@ -182,6 +212,16 @@ class Forecourt:
 
     def webhooks(self, session: AsyncSession) -> EndpointService:
         return EndpointService(session, self.webhook_config)
+
+    def plugins(self, session: AsyncSession) -> PluginService:
+        from forecourt.plugins.service import PluginService
+
+        return PluginService(session, self.plugin_runner, self.on_published)
+
+    def plugin_instances(self, session: AsyncSession) -> InstanceService:
+        from forecourt.plugins.instances import InstanceService
+
+        return InstanceService(session, self.plugin_runner)
 
     def events(self, session: AsyncSession) -> EventService:
         from forecourt.events.service import EventConfig, EventService
@@ -221,6 +261,11 @@ class Forecourt:
             await self.broadcast.publish(WAKE_CHANNEL, self.worker_id)
         finally:
             self._wake_pending = False
+
+    def _wake_plugins(self, _queued: int = 0) -> None:
+        """Events were queued for plugins: this node's router looks now (others poll)."""
+        if self.plugin_router is not None:
+            self.plugin_router.wake()
 
     def _wake_local(self, _message: str | None = None) -> None:
         if self.worker is not None:

@@ -749,3 +749,87 @@ async def test_two_workers_never_deliver_one_delivery_concurrently(
         rows = (await session.execute(select(Attempt.delivery_id, Attempt.worker_id))).all()
     assert Counter(row.delivery_id for row in rows) == Counter(ids)
     assert {row.worker_id for row in rows} == {"worker-a", "worker-b"}
+
+
+class _CrashingHandoff:
+    """A local worker that reserves room for new deliveries, then dies before adopting them."""
+
+    worker_id = "crashed-worker"
+    lease = timedelta(seconds=30)
+
+    def __init__(self) -> None:
+        self.reserved = 0
+        self.adopted: list[str] = []
+
+    def reserve(self, wanted: int) -> int:
+        self.reserved += wanted
+        return wanted
+
+    def release(self, count: int) -> None:
+        self.reserved -= count
+
+    def adopt(self, claims: Any) -> None:
+        self.adopted += [claim.id for claim in claims]  # and never delivers them
+
+
+async def _publish_through_api(fc: Forecourt, count: int) -> list[str]:
+    """Publish ``count`` events through the event service (the API's path); delivery ids."""
+    from forecourt.events.schemas import EventPublish
+    from forecourt.principal import Principal
+
+    async with fc.sessionmaker() as session:
+        tenant = await session.scalar(select(Endpoint.tenant_id))
+        assert tenant is not None
+        actor = Principal("system", None, tenant, frozenset({"admin"}))
+        for index in range(count):
+            body = EventPublish(type="dashboard.created", data={"index": index})
+            await fc.events(session).publish(actor, body)
+        rows = await session.scalars(select(Delivery.id).order_by(Delivery.created_at))
+        return list(rows)
+
+
+async def test_deliveries_handed_to_the_local_worker_are_committed_leased_and_survive_it(
+    forecourt: MakeForecourt, workers: MakeWorker, receiver: Receiver
+) -> None:
+    fc = await forecourt()
+    await add_endpoint(fc, receiver.url())
+    handoff = _CrashingHandoff()
+    fc.event_writer.handoff = handoff
+
+    ids = await _publish_through_api(fc, 3)
+
+    assert sorted(handoff.adopted) == sorted(ids)
+    for delivery_id in ids:
+        row = await delivery(fc, delivery_id)
+        assert (row.status, row.lease_owner) == (DELIVERING, "crashed-worker")
+        assert row.lease_expires_at is not None and row.lease_expires_at > utcnow()
+    alive = workers(fc, worker_id="alive-worker")
+    assert await alive.run_once() == 0  # the dead worker's lease still holds
+
+    async with fc.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    assert await alive.run_once() == 3
+    assert sorted(receiver.ids()) == sorted(ids)
+    assert set((await statuses(fc, ids)).values()) == {SUCCEEDED}
+
+
+async def test_a_running_worker_delivers_what_it_is_handed_without_claiming(
+    forecourt: MakeForecourt, workers: MakeWorker, receiver: Receiver
+) -> None:
+    fc = await forecourt(delivery_poll_interval_s=60.0)  # claiming alone would take a minute
+    await add_endpoint(fc, receiver.url())
+    worker = workers(fc, worker_id="local-worker")
+    await worker.start()
+    fc.event_writer.handoff = worker
+
+    ids = await _publish_through_api(fc, 5)
+
+    await settle(fc, ids)
+    assert sorted(receiver.ids()) == sorted(ids)
+    for delivery_id in ids:
+        [attempt] = await attempts(fc, delivery_id)
+        assert attempt.worker_id == "local-worker"

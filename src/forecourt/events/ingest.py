@@ -22,20 +22,39 @@ from collections import deque
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from forecourt.db.base import utcnow
 from forecourt.errors import Conflict, ForecourtError
 from forecourt.events import outbox
 from forecourt.events.envelope import StoredEvent
 from forecourt.events.outbox import Draft, OnPublished, Plan
+from forecourt.webhooks.models import DELIVERING
+from forecourt.webhooks.queue import Claim
 
 LOG = logging.getLogger("forecourt.events")
 
 BATCH_MAX_EVENTS = 1_000  # events in one transaction
 
 Results = list[tuple[StoredEvent, bool]]
+
+
+class Handoff(Protocol):
+    """A delivery worker of this process that takes new deliveries over at once: they are
+    inserted already leased to it, and it gets them in memory after the commit, without
+    waking up, claiming and reading them back. What it has no room for is queued as usual."""
+
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def lease(self) -> timedelta: ...
+    def reserve(self, wanted: int) -> int: ...
+    def release(self, count: int) -> None: ...
+    def adopt(self, claims: Sequence[Claim]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -64,6 +83,7 @@ class EventWriter:
         self._on_published = on_published
         self._waiting: deque[_Request] = deque()
         self._task: asyncio.Task[None] | None = None
+        self.handoff: Handoff | None = None
 
     async def write(self, drafts: Sequence[Draft]) -> Results:
         """Store ``drafts`` (of one tenant) and return ``(event, created)`` for each, once
@@ -94,6 +114,7 @@ class EventWriter:
     async def _write_batch(self, batch: list[_Request]) -> None:
         planned: list[tuple[_Request, Plan]] = []
         refused: list[tuple[_Request, ForecourtError]] = []
+        taken: list[Claim] = []
         try:
             async with self._gate, self._sessionmaker() as session, session.begin():
                 endpoints: outbox.EndpointCache = {}
@@ -104,18 +125,48 @@ class EventWriter:
                         refused.append((request, exc))
                         continue
                     planned.append((request, plan))
-                await outbox.write(session, [plan for _, plan in planned])
-        except IntegrityError:
-            if len(batch) == 1:
+                plans = [plan for _, plan in planned]
+                taken = self._lease(plans)
+                await outbox.write(session, plans)
+        except BaseException as exc:
+            if taken and self.handoff is not None:
+                self.handoff.release(len(taken))
+            if not isinstance(exc, IntegrityError) or len(batch) == 1:
                 raise
             for request in batch:
                 await self._write_alone(request)
             return
+        if taken and self.handoff is not None:
+            self.handoff.adopt(taken)
         for request, error in refused:
             request.future.set_exception(error)
         for request, plan in planned:
             request.future.set_result(plan.results)
-        await self._published(sum(len(plan.deliveries) for _, plan in planned if plan.events))
+        await self._published(
+            sum(len(plan.deliveries) for _, plan in planned if plan.events) - len(taken)
+        )
+
+    def _lease(self, plans: Sequence[Plan]) -> list[Claim]:
+        """Mark as many of the new deliveries as the local worker has room for as leased to
+        it (before they are inserted); their claims, for ``adopt`` after the commit."""
+        handoff = self.handoff
+        if handoff is None:
+            return []
+        rows = [
+            (row, target)
+            for plan in plans
+            for row, target in zip(plan.deliveries, plan.targets, strict=True)
+            if target[1]
+        ]
+        count = handoff.reserve(len(rows)) if rows else 0
+        if not count:
+            return []
+        until = utcnow() + handoff.lease
+        claims = []
+        for row, (endpoint, body) in rows[:count]:
+            row.update(status=DELIVERING, lease_owner=handoff.worker_id, lease_expires_at=until)
+            claims.append(Claim(row["id"], row["tenant_id"], 0, endpoint, body))
+        return claims
 
     async def _write_alone(self, request: _Request) -> None:
         """One request in its own transaction; a lost race with a duplicate is retried once."""

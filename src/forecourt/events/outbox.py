@@ -26,7 +26,7 @@ import inspect
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -44,6 +44,7 @@ from forecourt.events.models import EVENT_ID_LENGTH, Event
 from forecourt.ids import new_id
 from forecourt.plugins import routing
 from forecourt.webhooks import fanout
+from forecourt.webhooks.models import Endpoint
 
 log = logging.getLogger("forecourt.events")
 
@@ -83,6 +84,7 @@ class Draft:
     idempotency_key: str | None
     size_bytes: int
     datacontenttype: str = CONTENT_TYPE
+    body: bytes = b""  # the envelope as JSON: what webhooks post
 
     def row(self, created_at: datetime) -> dict[str, Any]:
         """The ``events`` row, for a Core insert."""
@@ -189,14 +191,15 @@ def prepare(
         idempotency_key=idempotency_key,
         size_bytes=0,
     )
-    size = len(_dumps(envelope(draft)))
+    body = _dumps(envelope(draft))
+    size = len(body)
     if size > max_event_bytes:
         raise PayloadTooLarge(
             f"The event is {size} bytes as JSON; the cap is {max_event_bytes}.",
             size_bytes=size,
             max_event_bytes=max_event_bytes,
         )
-    return dataclasses.replace(draft, size_bytes=size)
+    return dataclasses.replace(draft, size_bytes=size, body=body)
 
 
 @dataclass(slots=True)
@@ -207,10 +210,13 @@ class Plan:
     results: list[tuple[StoredEvent, bool]]
     events: list[dict[str, Any]]
     deliveries: list[dict[str, Any]]
+    # Per delivery row (same order): its endpoint and the body to post, for a worker of this
+    # process that takes the delivery over straight away (see ``EventWriter``).
+    targets: list[tuple[Endpoint, bytes]] = field(default_factory=list)
 
 
-EndpointCache = dict[tuple[str, str], list[str]]
-"""Matching endpoint ids by (tenant, type), shared by the plans of one transaction."""
+EndpointCache = dict[tuple[str, str], list[Endpoint]]
+"""Matching endpoints by (tenant, type), shared by the plans of one transaction."""
 
 
 async def store(
@@ -290,13 +296,18 @@ async def plan(
         await session.flush()
     endpoints = {} if endpoints is None else endpoints
     deliveries: list[dict[str, Any]] = []
+    targets: list[tuple[Endpoint, bytes]] = []
+    bodies = {draft.id: draft.body for draft in drafts}
     for created, _ in new:
         matching = endpoints.get((tenant_id, created.type))
         if matching is None:
-            matching = await fanout.matching_endpoint_ids(session, tenant_id, created.type)
+            matching = await fanout.matching_endpoints(session, tenant_id, created.type)
             endpoints[(tenant_id, created.type)] = matching
-        deliveries += fanout.delivery_rows(tenant_id, created.id, created.type, matching, now)
-    return Plan(results, [values for _, values in new], deliveries)
+        ids = [endpoint.id for endpoint in matching]
+        deliveries += fanout.delivery_rows(tenant_id, created.id, created.type, ids, now)
+        body = bodies[created.id]
+        targets += [(endpoint, body) for endpoint in matching]
+    return Plan(results, [values for _, values in new], deliveries, targets)
 
 
 async def write(session: AsyncSession, plans: Sequence[Plan]) -> None:

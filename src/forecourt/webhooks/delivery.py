@@ -26,6 +26,7 @@ import random
 import secrets
 import socket
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +139,7 @@ class DeliveryWorker:
         self._concurrency = settings.delivery_concurrency
         # Deliveries whose lease this worker holds: claimed and not yet recorded or released.
         self._held: dict[str, Claim] = {}
+        self._reserved = 0  # slots promised to a publisher's hand-off, not adopted yet
         self._tasks: set[asyncio.Task[None]] = set()
         self._endpoint_slots: dict[str, _Slot] = {}
         self._rate_windows: dict[int, tuple[Window, ...]] = {}
@@ -171,6 +173,35 @@ class DeliveryWorker:
     def wake(self) -> None:
         """Claim now instead of at the end of the idle wait (new deliveries were committed)."""
         self._wake.set()
+
+    # -- hand-off from a publisher of this process (see forecourt.events.ingest) -----------
+
+    @property
+    def lease(self) -> timedelta:
+        return self.queue.lease
+
+    def reserve(self, wanted: int) -> int:
+        """Promise up to ``wanted`` free slots to deliveries about to be inserted leased to
+        this worker; how many. None while the worker is not running."""
+        if not self.running or self._stopping:
+            return 0
+        free = self._concurrency - len(self._tasks) - self._reserved
+        count = max(0, min(wanted, free))
+        self._reserved += count
+        return count
+
+    def release(self, count: int) -> None:
+        """Give back slots of a ``reserve`` whose deliveries were not committed."""
+        self._reserved = max(0, self._reserved - count)
+        self._slot_free.set()
+
+    def adopt(self, claims: Sequence[Claim]) -> None:
+        """Deliver ``claims``, committed leased to this worker under a ``reserve``."""
+        self._reserved = max(0, self._reserved - len(claims))
+        for claim in claims:
+            self._held[claim.id] = claim
+            if not self._stopping:  # else ``stop`` hands it back (or its lease runs out)
+                self._spawn(claim)
 
     async def stop(self, deadline_s: float | None = None) -> None:
         """Stop claiming; wait up to ``deadline_s`` (default: the shutdown grace setting) for
@@ -215,7 +246,7 @@ class DeliveryWorker:
         batch = min(self.settings.delivery_batch_size, self._concurrency)
         backlog = False  # the last claim found more due deliveries than it took
         while not self._stopping:
-            capacity = self._concurrency - len(self._tasks)
+            capacity = self._concurrency - len(self._tasks) - self._reserved
             # Behind a backlog, wait until half a batch of slots is free: one claim of many
             # rows costs the database about what one claim of a single row does.
             if capacity <= 0 or (backlog and capacity < batch // 2):

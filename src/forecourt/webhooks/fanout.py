@@ -32,16 +32,14 @@ def type_matches(patterns: Sequence[str], event_type: str) -> bool:
     return False
 
 
-async def matching_endpoint_ids(
+async def matching_endpoints(
     session: AsyncSession, tenant_id: str, event_type: str
-) -> list[str]:
-    """Ids of the tenant's enabled endpoints whose filter takes ``event_type``."""
-    rows = await session.execute(
-        select(Endpoint.id, Endpoint.event_types).where(
-            Endpoint.tenant_id == tenant_id, Endpoint.enabled.is_(True)
-        )
+) -> list[Endpoint]:
+    """The tenant's enabled endpoints whose filter takes ``event_type``."""
+    rows = await session.scalars(
+        select(Endpoint).where(Endpoint.tenant_id == tenant_id, Endpoint.enabled.is_(True))
     )
-    return [id_ for id_, patterns in rows if type_matches(patterns, event_type)]
+    return [endpoint for endpoint in rows if type_matches(endpoint.event_types, event_type)]
 
 
 def delivery_rows(
@@ -58,6 +56,8 @@ def delivery_rows(
             "status": PENDING,
             "attempts": 0,
             "next_attempt_at": now,
+            "lease_owner": None,
+            "lease_expires_at": None,
             "created_at": now,
             "updated_at": now,
         }
