@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from forecourt import __version__
 from forecourt.audit.routes import router as audit_router
@@ -17,6 +18,7 @@ from forecourt.http.middleware.access import AccessMiddleware
 from forecourt.http.middleware.body_limit import BodyLimitMiddleware
 from forecourt.http.middleware.request_id import RequestIdMiddleware
 from forecourt.keys.routes import router as keys_router
+from forecourt.plugins import routes as plugin_routes
 from forecourt.settings import Settings
 from forecourt.users.routes import auth as auth_router
 from forecourt.users.routes import users as users_router
@@ -65,6 +67,8 @@ def create_app(
         app.include_router(router)
     for router in (webhooks_router, deliveries_router):
         app.include_router(router)
+    for router in (plugin_routes.plugins, plugin_routes.instances):
+        app.include_router(router)
 
     # Outermost last: request id -> body limit -> access (auth + rate limit) -> routes.
     app.add_middleware(
@@ -75,6 +79,27 @@ def create_app(
         policy=fc.policy,
         usage=fc.usage,
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=fc.settings.max_body_bytes)
+    upload_cap = fc.settings.plugin_max_package_bytes + plugin_routes.MULTIPART_ALLOWANCE_BYTES
+    app.add_middleware(
+        _BodyLimits,
+        max_bytes=fc.settings.max_body_bytes,
+        upload_path=plugin_routes.UPLOAD_PATH,
+        upload_max_bytes=max(upload_cap, fc.settings.max_body_bytes),
+    )
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+class _BodyLimits:
+    """The body cap, except for plugin uploads, which may be as large as a package may be."""
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, upload_path: str, upload_max_bytes: int
+    ) -> None:
+        self.default = BodyLimitMiddleware(app, max_bytes)
+        self.upload = BodyLimitMiddleware(app, upload_max_bytes)
+        self.upload_path = upload_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        upload = scope.get("method") == "POST" and scope.get("path") == self.upload_path
+        await (self.upload if upload else self.default)(scope, receive, send)

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -31,10 +32,12 @@ keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage dashboard users.", no_args_is_help=True)
 events_app = typer.Typer(help="Publish events.", no_args_is_help=True)
 webhooks_app = typer.Typer(help="Inspect and operate webhook endpoints.", no_args_is_help=True)
+plugins_app = typer.Typer(help="Install, list and run plugins.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
 app.add_typer(events_app, name="events")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(plugins_app, name="plugins")
 
 DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
 DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -432,6 +435,153 @@ def webhooks_recover(
             return count
 
     typer.echo(f"re-queued {run(lambda: _with_forecourt(settings, go))} deliveries")
+
+
+@plugins_app.command("install")
+def plugins_install(
+    path: Annotated[Path, typer.Argument(help="A package: a .zip, or a folder.")],
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev/--no-dev",
+            help="A folder is watched for edits and reloaded (default for folders).",
+        ),
+    ] = True,
+    tenant: TenantOpt = "default",
+) -> None:
+    """Install a plugin package (FORECOURT_PLUGIN_ALLOW_UNSIGNED and _TRUSTED_KEYS apply)."""
+    settings = load_settings()
+    if not path.exists():
+        fail(f"{path}: no such file or folder")
+
+    async def go(fc: Any) -> Any:
+        async with fc.sessionmaker() as session:
+            actor = await _tenant_principal(session, tenant)
+            try:
+                return await fc.plugins(session).install(actor, path.resolve(), dev=dev)
+            except ForecourtError as exc:
+                if exc.extra.get("errors") and not getattr(exc, "field", None):
+                    exc.detail = f"{exc.detail}: {_problems(exc)}"  # every problem, one line
+                raise
+
+    row = run(lambda: _with_forecourt(settings, go))
+    trust = f"signed by {row.publisher}" if row.signed else "unsigned"
+    watched = f", watching {row.source_dir}" if row.source_dir else ""
+    typer.echo(f"installed {row.plugin_id} {row.version} ({row.type}, {trust}{watched})")
+
+
+def _problems(exc: ForecourtError) -> str:
+    return "; ".join(f"{e['field']}: {e['message']}" for e in exc.extra.get("errors") or [])
+
+
+@plugins_app.command("list")
+def plugins_list() -> None:
+    """List installed plugins: id, versions, type, state, trust, name."""
+    settings = load_settings()
+
+    async def go(fc: Any) -> list[Any]:
+        found: list[Any] = []
+        cursor: str | None = None
+        async with fc.sessionmaker() as session:
+            while True:
+                page, cursor = await fc.plugins(session).page(
+                    type=None, enabled=None, category=None, cursor=cursor, limit=PAGE_SIZE
+                )
+                found.extend(page)
+                if cursor is None:
+                    return found
+
+    for item in run(lambda: _with_forecourt(settings, go)):
+        latest = item.latest
+        state = "enabled" if latest.enabled else "disabled"
+        trust = "builtin" if latest.builtin else ("signed" if latest.signed else "unsigned")
+        versions = ",".join(row.version for row in item.versions)
+        typer.echo(
+            f"{latest.plugin_id}\t{versions}\t{latest.type}\t{state}\t{trust}\t{latest.name}"
+        )
+
+
+def _set_enabled(plugin_id: str, enabled: bool) -> None:
+    from forecourt.plugins.schemas import PluginUpdate
+
+    settings = load_settings()
+
+    async def go(fc: Any) -> None:
+        async with fc.sessionmaker() as session:
+            actor = await _tenant_principal(session, "default")
+            await fc.plugins(session).update(actor, plugin_id, PluginUpdate(enabled=enabled))
+
+    run(lambda: _with_forecourt(settings, go))
+    typer.echo(f"{'enabled' if enabled else 'disabled'} {plugin_id}")
+
+
+@plugins_app.command("enable")
+def plugins_enable(plugin_id: str) -> None:
+    """Enable a plugin (every installed version)."""
+    _set_enabled(plugin_id, True)
+
+
+@plugins_app.command("disable")
+def plugins_disable(plugin_id: str) -> None:
+    """Disable a plugin: its instances stop running (calls, events, schedules)."""
+    _set_enabled(plugin_id, False)
+
+
+@plugins_app.command("run")
+def plugins_run(
+    instance: Annotated[str, typer.Argument(help="An instance id or name.")],
+    input: Annotated[str, typer.Option("--input", help="The input, as JSON.")] = "{}",
+    tenant: TenantOpt = "default",
+) -> None:
+    """Run an instance now in the sandbox; prints the execution as JSON (exit 1 unless ok)."""
+    import json
+
+    from forecourt.plugins.schemas import ExecutionOut
+
+    try:
+        payload = json.loads(input)
+    except json.JSONDecodeError as exc:
+        fail(f"--input: not valid JSON ({exc.msg} at position {exc.pos})")
+        raise
+    settings = load_settings()
+
+    async def go(fc: Any) -> dict[str, Any]:
+        async with fc.sessionmaker() as session:
+            actor = await _tenant_principal(session, tenant)
+            done = await fc.plugin_instances(session).execute(actor, instance, payload)
+        record = ExecutionOut.model_validate(done.execution).model_dump(mode="json")
+        return {**record, "output": done.output}
+
+    result = run(lambda: _with_forecourt(settings, go))
+    typer.echo(json.dumps(result, indent=2))
+    if result["status"] != "ok":
+        raise typer.Exit(1)
+
+
+@app.command()
+def doctor() -> None:
+    """Check this host: the plugin sandbox's protections, and what is missing."""
+    from forecourt.plugins.runner import sandbox_config
+    from forecourt.plugins.sandbox import detect
+
+    settings = load_settings()
+    report = detect(sandbox_config(settings))
+    require = settings.plugin_sandbox_require
+    typer.echo(f"plugin sandbox (FORECOURT_PLUGIN_SANDBOX_REQUIRE={require}):")
+    for protection in report.protections:
+        mark = "ok     " if protection.available else "MISSING"
+        optional = "" if protection.required else " (optional)"
+        typer.echo(f"  {mark} {protection.name}{optional}: {protection.detail}")
+    if report.complete:
+        typer.echo("every required protection is available")
+        return
+    missing = ", ".join(report.missing)
+    if require == "all":
+        typer.echo(f"plugins will not run: missing {missing}")
+        raise typer.Exit(1)
+    typer.echo(
+        f"plugins run without: {missing} (set FORECOURT_PLUGIN_SANDBOX_REQUIRE=all to refuse)"
+    )
 
 
 def main() -> None:

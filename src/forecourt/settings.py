@@ -75,6 +75,30 @@ class Settings(BaseSettings):
     endpoint_disable_min_failures: int = Field(default=10, gt=0)
     secret_rotation_overlap_s: int = Field(default=86_400, ge=0)
 
+    # Plugins: packages and trust
+    plugin_max_package_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    plugin_allow_unsigned: bool = False
+    plugin_trusted_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Plugins: the sandbox
+    plugin_sandbox_uid: int = Field(default=65534, gt=0)
+    plugin_sandbox_gid: int = Field(default=65534, gt=0)
+    plugin_sandbox_require: Literal["available", "all"] = "available"
+    plugin_warm_workers: int = Field(default=1, ge=0, le=16)
+    plugin_max_workers: int = Field(default=4, gt=0, le=64)
+    # Plugins: the most one run may ask for in its manifest's [resources]
+    plugin_max_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    plugin_max_cpu_s: float = Field(default=120.0, ge=1, le=3600)
+    plugin_max_memory_mib: int = Field(default=2048, ge=64)
+    plugin_max_file_mib: int = Field(default=1024, ge=1)
+    plugin_max_open_files: int = Field(default=1024, ge=16)
+    # Plugins: background runs
+    plugin_event_concurrency: int = Field(default=8, gt=0, le=256)
+    plugin_event_max_attempts: int = Field(default=4, gt=0, le=20)
+    plugin_event_retry_base_s: float = Field(default=5.0, ge=0)
+    plugin_poll_interval_s: float = Field(default=0.5, gt=0)
+    plugin_schedule_events: Literal["failures", "all"] = "failures"
+    plugin_execution_retention_days: int = Field(default=30, gt=0)
+
     @field_validator("rate_limit_tiers")
     @classmethod
     def _tiers_positive(cls, tiers: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -97,6 +121,32 @@ class Settings(BaseSettings):
         for cidr in value.split(","):
             ipaddress.ip_network(cidr.strip(), strict=False)
         return value
+
+    @field_validator("plugin_trusted_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("plugin_trusted_keys")
+    @classmethod
+    def _trusted_keys(cls, keys: list[str]) -> list[str]:
+        from forecourt.plugins.integrity import parse_public_key
+
+        for key in keys:
+            parse_public_key(key)  # ValueError names what is wrong
+        return keys
+
+    @property
+    def plugins_dir(self) -> Path:
+        """Where installed plugin versions are unpacked."""
+        return self.data_dir / "plugins"
+
+    @property
+    def sandbox_dir(self) -> Path:
+        """Where each sandboxed worker gets its private directory."""
+        return self.data_dir / "sandbox"
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -33,6 +33,9 @@ SYSTEM_TYPES = [
     "endpoint.enabled",
     "webhook.test",
     "plugin.failed",
+    "plugin.execution_completed",
+    "plugin.installed",
+    "plugin.uninstalled",
     "connection.revoked",
 ]
 AMOUNT_SCHEMA: dict[str, Any] = {

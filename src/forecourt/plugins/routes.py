@@ -1,0 +1,319 @@
+"""REST: /api/v1/plugins and /api/v1/plugin-instances."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Query, UploadFile, status
+
+from forecourt.errors import InvalidInput, PayloadTooLarge
+from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
+from forecourt.plugins.contracts import TYPES
+from forecourt.plugins.instances import masked_config
+from forecourt.plugins.models import Plugin, PluginInstance
+from forecourt.plugins.runner import Run
+from forecourt.plugins.schemas import (
+    ExecuteRequest,
+    ExecutionOut,
+    ExecutionResult,
+    InstanceCreate,
+    InstanceOut,
+    InstanceUpdate,
+    PluginDetail,
+    PluginOut,
+    PluginStats,
+    PluginTypeOut,
+    PluginUpdate,
+    PluginUpdated,
+    PluginVersionOut,
+    SandboxOut,
+)
+from forecourt.plugins.service import Installed, PluginService
+from forecourt.principal import Principal
+from forecourt.schemas import Page
+
+PluginsRead = Annotated[Principal, Depends(require("plugins:read"))]
+PluginsWrite = Annotated[Principal, Depends(require("plugins:write"))]
+PluginsExecute = Annotated[Principal, Depends(require("plugins:execute"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+UPLOAD_PATH = "/api/v1/plugins"
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+MULTIPART_ALLOWANCE_BYTES = 64 * 1024  # a multipart body's framing around the package
+
+plugins = APIRouter(prefix="/api/v1/plugins", tags=["plugins"])
+instances = APIRouter(prefix="/api/v1/plugin-instances", tags=["plugin-instances"])
+
+
+def trust(row: Plugin) -> str:
+    if row.builtin:
+        return "builtin"
+    return "signed" if row.signed else "unsigned"
+
+
+def plugin_out(found: Installed) -> dict[str, Any]:
+    latest = found.latest
+    return {
+        "id": latest.plugin_id,
+        "name": latest.name,
+        "description": latest.description,
+        "type": latest.type,
+        "runtime": latest.runtime,
+        "category": latest.category,
+        "latest_version": latest.version,
+        "versions": [row.version for row in found.versions],
+        "enabled": latest.enabled,
+        "disabled_reason": latest.disabled_reason,
+        "builtin": latest.builtin,
+        "signed": latest.signed,
+        "trust": trust(latest),
+        "permissions": latest.manifest.get("permissions") or {},
+        "resources": latest.manifest.get("resources") or {},
+        "installed_at": found.versions[0].installed_at,
+    }
+
+
+def version_out(row: Plugin) -> PluginVersionOut:
+    return PluginVersionOut(
+        version=row.version,
+        sha256=row.sha256,
+        size_bytes=row.size_bytes,
+        signed=row.signed,
+        publisher=row.publisher,
+        trust=trust(row),
+        status=row.status,
+        status_detail=row.status_detail,
+        development_dir=row.source_dir,
+        installed_at=row.installed_at,
+        updated_at=row.updated_at,
+    )
+
+
+async def detail(service: PluginService, actor: Principal, found: Installed) -> dict[str, Any]:
+    return {
+        **plugin_out(found),
+        "manifest": found.latest.manifest,
+        "version_details": [version_out(row) for row in found.versions],
+        "instances": await service.instance_count(actor, found.plugin_id),
+        "stats": await service.stats(actor, found.plugin_id),
+    }
+
+
+def instance_out(instance: PluginInstance, plugin: Plugin) -> InstanceOut:
+    return InstanceOut(
+        id=instance.id,
+        plugin_id=instance.plugin_id,
+        version=instance.version,
+        plugin_type=instance.plugin_type,
+        name=instance.name,
+        description=instance.description,
+        config=masked_config(instance, plugin),
+        event_types=list(instance.event_types),
+        enabled=instance.enabled,
+        signed=plugin.signed,
+        trust=trust(plugin),
+        next_run_at=instance.next_run_at,
+        last_status=instance.last_status,
+        created_at=instance.created_at,
+        updated_at=instance.updated_at,
+    )
+
+
+def run_out(run: Run) -> ExecutionResult:
+    return ExecutionResult(
+        **ExecutionOut.model_validate(run.execution).model_dump(), output=run.output
+    )
+
+
+# -- /api/v1/plugins -------------------------------------------------------------------------
+
+
+@plugins.get("/types", response_model=list[PluginTypeOut])
+async def plugin_types(actor: PluginsRead) -> list[PluginTypeOut]:
+    """Each plugin type: what starts a run, and the JSON Schemas of its input and output."""
+    return [PluginTypeOut.model_validate(info.as_dict()) for info in TYPES.values()]
+
+
+@plugins.get("/sandbox", response_model=SandboxOut)
+async def sandbox(actor: PluginsRead, fc: ForecourtDep) -> SandboxOut:
+    """The protections plugin workers get on this host, and the admin's choice when some are
+    missing (FORECOURT_PLUGIN_SANDBOX_REQUIRE)."""
+    report = await asyncio.to_thread(fc.plugin_runner.report)
+    found = report.to_dict()
+    require = fc.settings.plugin_sandbox_require
+    return SandboxOut(
+        require=require,
+        runs_plugins=report.complete or require == "available",
+        complete=report.complete,
+        missing=list(report.missing),
+        uid=fc.settings.plugin_sandbox_uid,
+        protections=found["protections"],
+    )
+
+
+@plugins.post("", status_code=status.HTTP_201_CREATED, response_model=PluginDetail)
+async def install_plugin(
+    actor: Admin,
+    fc: ForecourtDep,
+    session: DbSession,
+    package: Annotated[UploadFile, File(description="The package: a .zip of at most 10 MiB.")],
+) -> dict[str, Any]:
+    """Install a package (multipart field ``package``). Every manifest problem is reported at
+    once (422); an id and version already installed is 409; over the size cap, 413."""
+    cap = fc.settings.plugin_max_package_bytes
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await package.read(UPLOAD_CHUNK_BYTES):
+        size += len(chunk)
+        if size > cap:
+            raise PayloadTooLarge(f"The package is over the limit of {cap} bytes")
+        chunks.append(chunk)
+    if not size:
+        raise InvalidInput("The package is empty.", field="package")
+    service = fc.plugins(session)
+    row = await service.install(actor, b"".join(chunks))
+    return await detail(service, actor, await service.get(row.plugin_id))
+
+
+@plugins.get("", response_model=Page[PluginOut])
+async def list_plugins(
+    actor: PluginsRead,
+    fc: ForecourtDep,
+    session: DbSession,
+    page: Paging,
+    type: Annotated[str | None, Query(description="transformation, export, ...")] = None,
+    enabled: bool | None = None,
+    category: str | None = None,
+) -> Page[PluginOut]:
+    found, cursor = await fc.plugins(session).page(
+        type=type, enabled=enabled, category=category, cursor=page.cursor, limit=page.limit
+    )
+    return Page[PluginOut](items=[PluginOut(**plugin_out(f)) for f in found], next_cursor=cursor)
+
+
+@plugins.get("/{plugin_id}", response_model=PluginDetail)
+async def get_plugin(
+    plugin_id: str, actor: PluginsRead, fc: ForecourtDep, session: DbSession
+) -> dict[str, Any]:
+    """The latest manifest, every installed version, status, and your tenant's statistics."""
+    service = fc.plugins(session)
+    return await detail(service, actor, await service.get(plugin_id))
+
+
+@plugins.patch("/{plugin_id}", response_model=PluginUpdated)
+async def update_plugin(
+    plugin_id: str, body: PluginUpdate, actor: Admin, fc: ForecourtDep, session: DbSession
+) -> dict[str, Any]:
+    """Enable or disable (every version); move your tenant's instances to a newer version."""
+    service = fc.plugins(session)
+    found, upgraded = await service.update(actor, plugin_id, body)
+    return {**await detail(service, actor, found), "upgraded_instances": upgraded}
+
+
+@plugins.delete("/{plugin_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def uninstall_plugin(
+    plugin_id: str,
+    actor: Admin,
+    fc: ForecourtDep,
+    session: DbSession,
+    version: Annotated[str | None, Query(description="One version; default: all.")] = None,
+    force: Annotated[bool, Query(description="Also delete the instances using it.")] = False,
+) -> None:
+    """Uninstall; refused (409) while instances use it, unless ``force``."""
+    await fc.plugins(session).uninstall(actor, plugin_id, version, force=force)
+
+
+@plugins.get("/{plugin_id}/stats", response_model=PluginStats)
+async def plugin_stats(
+    plugin_id: str, actor: PluginsRead, fc: ForecourtDep, session: DbSession
+) -> dict[str, Any]:
+    """Your tenant's runs over 1 h, 24 h and 7 d: count, error rate, p50/p95 duration."""
+    return await fc.plugins(session).stats(actor, plugin_id)
+
+
+@plugins.get("/{plugin_id}/executions", response_model=Page[ExecutionOut])
+async def plugin_executions(
+    plugin_id: str,
+    actor: PluginsRead,
+    fc: ForecourtDep,
+    session: DbSession,
+    page: Paging,
+    status: Annotated[str | None, Query(description="ok, error, timeout, ...")] = None,
+    instance_id: str | None = None,
+) -> Page[ExecutionOut]:
+    rows, cursor = await fc.plugins(session).executions(
+        actor,
+        plugin_id,
+        status=status,
+        instance_id=instance_id,
+        cursor=page.cursor,
+        limit=page.limit,
+    )
+    return Page[ExecutionOut](
+        items=[ExecutionOut.model_validate(r) for r in rows], next_cursor=cursor
+    )
+
+
+# -- /api/v1/plugin-instances ----------------------------------------------------------------
+
+
+@instances.post("", status_code=status.HTTP_201_CREATED, response_model=InstanceOut)
+async def create_instance(
+    body: InstanceCreate, actor: PluginsWrite, fc: ForecourtDep, session: DbSession
+) -> InstanceOut:
+    """Configure a plugin for your tenant; the configuration is checked against its schema."""
+    return instance_out(*await fc.plugin_instances(session).create(actor, body))
+
+
+@instances.get("", response_model=Page[InstanceOut])
+async def list_instances(
+    actor: PluginsRead,
+    fc: ForecourtDep,
+    session: DbSession,
+    page: Paging,
+    plugin_id: str | None = None,
+) -> Page[InstanceOut]:
+    rows, cursor = await fc.plugin_instances(session).page(
+        actor, plugin_id, page.cursor, page.limit
+    )
+    return Page[InstanceOut](items=[instance_out(i, p) for i, p in rows], next_cursor=cursor)
+
+
+@instances.get("/{instance_id}", response_model=InstanceOut)
+async def get_instance(
+    instance_id: str, actor: PluginsRead, fc: ForecourtDep, session: DbSession
+) -> InstanceOut:
+    return instance_out(*await fc.plugin_instances(session).get(actor, instance_id))
+
+
+@instances.patch("/{instance_id}", response_model=InstanceOut)
+async def update_instance(
+    instance_id: str,
+    body: InstanceUpdate,
+    actor: PluginsWrite,
+    fc: ForecourtDep,
+    session: DbSession,
+) -> InstanceOut:
+    """Change it; a new version or configuration is checked against the schema first."""
+    return instance_out(*await fc.plugin_instances(session).update(actor, instance_id, body))
+
+
+@instances.delete("/{instance_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_instance(
+    instance_id: str, actor: PluginsWrite, fc: ForecourtDep, session: DbSession
+) -> None:
+    await fc.plugin_instances(session).delete(actor, instance_id)
+
+
+@instances.post("/{instance_id}/execute", response_model=ExecutionResult)
+async def execute_instance(
+    instance_id: str,
+    actor: PluginsExecute,
+    fc: ForecourtDep,
+    session: DbSession,
+    body: ExecuteRequest | None = None,
+) -> ExecutionResult:
+    """Run it now in the sandbox: output, logs, duration and status. A plugin that fails is
+    still a 200 with its status (error, timeout, killed, refused); a bad input is a 422."""
+    given = body or ExecuteRequest()
+    return run_out(await fc.plugin_instances(session).execute(actor, instance_id, given.input))

@@ -1,0 +1,296 @@
+"""Running plugin instances: the sandbox pool, the files each version needs, and the record.
+
+One :class:`PluginRunner` belongs to the Forecourt object. Every run, whatever started it (the
+API, an event, the schedule), goes through :meth:`PluginRunner.run`: the instance's
+configuration is unsealed, the version's files are unpacked on this node if needed, the call
+runs in the :class:`~forecourt.plugins.sandbox.WorkerPool` (started on first use), the output
+is checked against the type's contract, and then, in one transaction, the execution is
+recorded and its events are published (``plugin.execution_completed`` / ``plugin.failed``,
+and the follow-up events the plugin emitted or, for a hook, returned).
+
+Workers are keyed by plugin version *and tenant*: a worker serves one tenant's instances only,
+so what one tenant's configuration holds can never be seen by another tenant's calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from forecourt.crypto import DecryptionFailed, SecretBox
+from forecourt.db.base import utcnow
+from forecourt.errors import ForecourtError, SandboxUnavailable
+from forecourt.ids import new_id
+from forecourt.plugins import publishing
+from forecourt.plugins.configuration import unseal
+from forecourt.plugins.contracts import validate_output
+from forecourt.plugins.models import Plugin, PluginArchive, PluginExecution, PluginInstance
+from forecourt.plugins.package import read_package
+from forecourt.plugins.routing import DEPTH_KEY
+from forecourt.plugins.sandbox import CallResult, Limits, SandboxConfig, WorkerPool, WorkerSpec
+from forecourt.plugins.sandbox.capabilities import SandboxReport, detect
+from forecourt.plugins.store import PackageStore, host_modules
+from forecourt.settings import Settings
+
+log = logging.getLogger("forecourt.plugins")
+
+CONFIG_PURPOSE = "plugin-config"
+MAX_LOG_CHARS = 20_000
+MAX_MESSAGE_CHARS = 4096
+CLOSE_DEADLINE_S = 10.0
+
+OnPublished = Callable[[int], object]
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run: its record, and its output when it succeeded."""
+
+    execution: PluginExecution
+    output: Any
+
+
+def sandbox_config(settings: Settings) -> SandboxConfig:
+    """The sandbox this installation runs plugins in, from the settings."""
+    return SandboxConfig(
+        uid=settings.plugin_sandbox_uid,
+        gid=settings.plugin_sandbox_gid,
+        work_root=settings.sandbox_dir.resolve(),
+        warm_workers=min(settings.plugin_warm_workers, settings.plugin_max_workers),
+        max_workers_per_key=settings.plugin_max_workers,
+        require=settings.plugin_sandbox_require,
+        allow_private=settings.webhook_allow_private,
+    )
+
+
+def limits(manifest: dict[str, Any], settings: Settings) -> Limits:
+    """What one run may use: the manifest's ``resources`` or the defaults, within the caps."""
+    asked = manifest.get("resources") or {}
+    default = Limits()
+
+    def pick(name: str, cap: float, minimum: float) -> float:
+        value = asked.get(name, getattr(default, name))
+        return float(max(min(value, cap), minimum))
+
+    return Limits(
+        timeout_s=pick("timeout_s", settings.plugin_max_timeout_s, 0.1),
+        cpu_s=math.ceil(pick("cpu_s", settings.plugin_max_cpu_s, 1)),
+        memory_mib=int(pick("memory_mib", settings.plugin_max_memory_mib, 64)),
+        file_mib=int(pick("file_mib", settings.plugin_max_file_mib, 1)),
+        open_files=int(pick("open_files", settings.plugin_max_open_files, 16)),
+    )
+
+
+class PluginRunner:
+    """Runs instances in the sandbox and records each run (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        on_published: OnPublished | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.on_published = on_published
+        self.config = sandbox_config(settings)
+        self.box = SecretBox(settings.resolved_secret_key, CONFIG_PURPOSE)
+        self.store = PackageStore(settings.plugins_dir.resolve())
+        self._pool: WorkerPool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._keys: dict[tuple[str, str], set[str]] = {}
+
+    def report(self) -> SandboxReport:
+        """The protections plugin workers get on this host (probed once; blocking)."""
+        return detect(self.config)
+
+    async def pool(self) -> WorkerPool:
+        """The worker pool, started on first use; SandboxUnavailable if protections the
+        admin requires are missing."""
+        async with self._pool_lock:
+            if self._pool is None:
+                pool = WorkerPool(self.config)
+                await pool.start()
+                self._pool = pool
+            return self._pool
+
+    async def close(self, deadline_s: float = CLOSE_DEADLINE_S) -> None:
+        """Let calls in flight finish (until the deadline), then stop every worker."""
+        async with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close(deadline_s)
+
+    async def reload(self, plugin_id: str, version: str) -> None:
+        """Restart a version's workers gracefully: calls in flight finish on the old code."""
+        if self._pool is None:
+            return
+        for key in sorted(self._keys.get((plugin_id, version), ())):
+            await self._pool.reload(key)
+
+    async def ensure_files(self, plugin: Plugin) -> None:
+        """Unpack the version on this node from its stored package, unless already there."""
+        if self.store.current(plugin.plugin_id, plugin.version, plugin.sha256):
+            return
+        async with self.sessionmaker() as session:
+            archive = await session.scalar(
+                select(PluginArchive.data).where(PluginArchive.plugin_version_id == plugin.id)
+            )
+        if archive is None:
+            raise SandboxUnavailable(f"The package of {plugin.plugin_id} {plugin.version} is gone.")
+        package = await asyncio.to_thread(read_package, archive, max_bytes=len(archive))
+        host = host_modules(package.files) if plugin.builtin else ()
+        await self.store.unpack(package, plugin.sha256, host=host)
+        await self.reload(plugin.plugin_id, plugin.version)  # workers on the files replaced
+
+    def spec(self, plugin: Plugin, tenant_id: str) -> WorkerSpec:
+        key = f"{plugin.plugin_id}@{plugin.version}/{tenant_id}"
+        self._keys.setdefault((plugin.plugin_id, plugin.version), set()).add(key)
+        permissions = plugin.manifest.get("permissions") or {}
+        return WorkerSpec(
+            key=key,
+            package_dir=self.store.package_dir(plugin.plugin_id, plugin.version),
+            entry_point=plugin.manifest["entry_point"],
+            runtime="wasm" if plugin.runtime == "wasm" else "python",
+            site_dirs=(self.store.site_dir(plugin.plugin_id, plugin.version),),
+            network_hosts=tuple(permissions.get("network") or ()),
+            limits=limits(plugin.manifest, self.settings),
+        )
+
+    async def run(
+        self,
+        instance: PluginInstance,
+        plugin: Plugin,
+        input: Any,
+        *,
+        trigger: str,
+        event_id: str | None = None,
+        attempt: int = 1,
+        depth: int = 0,
+    ) -> Run:
+        """Run ``instance`` (pinned to ``plugin``) on ``input``; record and publish the run."""
+        started_at = utcnow()
+        started = time.perf_counter()
+        result = await self._call(instance, plugin, input)
+        if result.duration_ms == 0:
+            result.duration_ms = (time.perf_counter() - started) * 1000
+        notes: list[str] = []
+        output = result.output if result.ok else None
+        metrics = _metrics(plugin, result, notes)
+        if result.ok:
+            problems = validate_output(plugin.type, result.output, metrics=_declared(plugin))
+            if problems:
+                message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+                result = replace(result, status="error", error_class="ContractViolation")
+                result.error_message = f"the output breaks the {plugin.type} contract: {message}"
+                output = None
+            elif plugin.type == "collector":
+                metrics = [*result.output["metrics"], *metrics]
+        execution = PluginExecution(
+            id=new_id("pex"),
+            tenant_id=instance.tenant_id,
+            instance_id=instance.id,
+            plugin_id=plugin.plugin_id,
+            version=plugin.version,
+            trigger=trigger,
+            attempt=attempt,
+            event_id=event_id,
+            started_at=started_at,
+            duration_ms=round(result.duration_ms, 3),
+            status=result.status,
+            error_class=result.error_class,
+            error_message=_cut(result.error_message, MAX_MESSAGE_CHARS),
+            logs="",
+            cpu_ms=result.cpu_ms,
+            max_rss_kib=result.max_rss_kib,
+            metrics=metrics,
+        )
+        await self._record(instance, plugin, execution, result, output, notes, depth)
+        return Run(execution, output)
+
+    async def _call(self, instance: PluginInstance, plugin: Plugin, input: Any) -> CallResult:
+        try:
+            await self.ensure_files(plugin)
+            spec = self.spec(plugin, instance.tenant_id)
+            config = unseal(instance.config, plugin.manifest.get("config_schema") or {}, self.box)
+            pool = await self.pool()
+            return await pool.call(spec, input=input, config=config)
+        except ForecourtError as exc:  # a required protection is missing; pip failed here
+            return CallResult("refused", error_class=type(exc).__name__, error_message=exc.detail)
+        except DecryptionFailed:
+            message = "the configuration's secrets do not decrypt with this server's secret key"
+            return CallResult("refused", error_class="DecryptionFailed", error_message=message)
+        except (OSError, ValueError) as exc:
+            log.exception("plugin %s could not be started", plugin.plugin_id)
+            return CallResult("refused", error_class=type(exc).__name__, error_message=str(exc))
+
+    async def _record(
+        self,
+        instance: PluginInstance,
+        plugin: Plugin,
+        execution: PluginExecution,
+        result: CallResult,
+        output: Any,
+        notes: list[str],
+        depth: int,
+    ) -> None:
+        async with self.sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(PluginInstance.id, PluginInstance.last_status).where(
+                        PluginInstance.id == instance.id
+                    )
+                )
+            ).first()
+            if row is None:  # deleted during the run: the record stays, without it
+                execution.instance_id = None
+            previous = None if row is None else row.last_status
+            # Events published here count one more plugin run in their chain.
+            session.info[DEPTH_KEY] = depth + 1
+            if result.ok:
+                notes += await publishing.follow_ups(
+                    session, instance, plugin, result, output, self.on_published
+                )
+            await publishing.outcome(
+                session, instance, execution, previous, self.settings, self.on_published
+            )
+            trailer = "".join(f"[forecourt] {note}\n" for note in notes)
+            execution.logs = _cut(result.logs + trailer, MAX_LOG_CHARS) or ""
+            session.add(execution)
+            if row is not None:
+                await session.execute(
+                    update(PluginInstance)
+                    .where(PluginInstance.id == instance.id)
+                    .values(last_status=execution.status)
+                )
+            await session.commit()
+
+
+def _declared(plugin: Plugin) -> list[str] | None:
+    if plugin.type != "collector":
+        return None
+    return list((plugin.manifest.get("permissions") or {}).get("metrics") or [])
+
+
+def _metrics(plugin: Plugin, result: CallResult, notes: list[str]) -> list[dict[str, Any]]:
+    """The metrics the plugin wrote through the host module, those it declared only."""
+    declared = set((plugin.manifest.get("permissions") or {}).get("metrics") or [])
+    kept = [m for m in result.metrics if m["name"] in declared]
+    dropped = sorted({m["name"] for m in result.metrics} - declared)
+    if dropped:
+        notes.append(f"metrics not declared in permissions.metrics were dropped: {dropped}")
+    return kept
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,217 @@
+"""The egress proxy: a worker's only way out of its network namespace.
+
+A worker whose plugin declared hosts gets a Unix socket bound into its filesystem (a path, so
+it crosses the network namespace, which a TCP port would not). ``forecourt_plugin.fetch``
+sends one framed request on it; Forecourt makes the request and frames the response back.
+A request goes out only if:
+
+- its URL is http(s), well formed, without credentials (``ssrf.validate_url_syntax``);
+- its host and port are declared: ``api.example.com`` (the scheme's default port) or
+  ``api.example.com:8443`` / ``127.0.0.1:9000`` / ``[::1]:9000`` (that port);
+- every address the host resolves to passes Forecourt's SSRF guard with the installation's
+  ``allow_private`` policy, checked at connection time (no DNS rebinding window).
+
+Redirects are returned to the plugin, not followed (a redirect could lead anywhere). Bodies
+are capped both ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from forecourt.plugins.sandbox.protocol import decode, encode
+from forecourt.webhooks import ssrf
+from forecourt_plugin._wire import HEADER, decode_length
+
+MAX_REQUEST_BODY_BYTES = 4 * 1024 * 1024
+MAX_RESPONSE_BODY_BYTES = 8 * 1024 * 1024
+MAX_TIMEOUT_S = 60.0
+MAX_CONCURRENT_REQUESTS = 4  # per worker
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+DROPPED_HEADERS = frozenset(
+    {"connection", "host", "keep-alive", "proxy-authorization", "proxy-connection", "te",
+     "trailer", "transfer-encoding", "upgrade", "content-length"}
+)  # fmt: skip
+
+
+class Refused(Exception):
+    """The request is not allowed out."""
+
+
+@dataclass(frozen=True)
+class HostRule:
+    """One declared host: a name or IP literal, and a port (``None``: the scheme's default)."""
+
+    host: str
+    port: int | None
+
+    def matches(self, host: str, port: int, scheme: str) -> bool:
+        """Whether a request to ``scheme://host:port`` is covered by this rule."""
+        expected = self.port if self.port is not None else ssrf.DEFAULT_PORTS[scheme]
+        return host == self.host and port == expected
+
+
+def parse_hosts(entries: Iterable[str]) -> tuple[HostRule, ...]:
+    """The rules for declared ``host[:port]`` entries; ``ValueError`` naming a bad one."""
+    rules = []
+    for entry in entries:
+        try:
+            parts = urlsplit("//" + entry.strip())
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"network host {entry!r} is not host or host:port") from None
+        if not parts.hostname or parts.path or parts.query or "@" in parts.netloc:
+            raise ValueError(f"network host {entry!r} is not host or host:port")
+        rules.append(HostRule(_normal(parts.hostname), port))
+    return tuple(rules)
+
+
+def check_declared(url: str, rules: tuple[HostRule, ...]) -> None:
+    """Raise :class:`Refused` unless ``url`` is well formed and its host:port is declared."""
+    try:
+        ssrf.validate_url_syntax(url)
+    except ssrf.UnsafeTarget as exc:
+        raise Refused(exc.reason) from None
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = _normal(parts.hostname or "")
+    port = parts.port or ssrf.DEFAULT_PORTS[scheme]
+    if not any(rule.matches(host, port, scheme) for rule in rules):
+        raise Refused(f"{host}:{port} is not among the hosts this plugin declared")
+
+
+class Egress:
+    """The proxy of one pool: an HTTP session behind the SSRF guard, and a socket per worker."""
+
+    def __init__(self, allow_private: str) -> None:
+        self._policy = ssrf.AllowPolicy.from_setting(allow_private)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def serve(
+        self, path: Path, hosts: tuple[str, ...], owner: tuple[int, int] | None = None
+    ) -> asyncio.Server:
+        """Listen on ``path`` for one worker that may reach ``hosts``.
+
+        The socket is mode 0600, owned by ``owner`` (the sandbox uid and gid) when given.
+        """
+        rules = parse_hosts(hosts)
+        limit = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            async with limit:
+                await self._handle(reader, writer, rules)
+
+        server = await asyncio.start_unix_server(handle, path=str(path))
+        os.chmod(path, 0o600)
+        if owner is not None:
+            os.chown(path, *owner)
+        return server
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def fetch(self, request: Any, rules: tuple[HostRule, ...]) -> dict[str, Any]:
+        """Make one request from a worker; the answer to frame back."""
+        try:
+            method, url, headers, body, timeout_s = _parse(request)
+            check_declared(url, rules)
+            return await self._send(method, url, headers, body, timeout_s)
+        except Refused as exc:
+            return {"ok": False, "refused": True, "message": str(exc)}
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            if ssrf.is_unsafe_target_error(exc):
+                return {"ok": False, "refused": True, "message": _unsafe_reason(exc)}
+            return {"ok": False, "refused": False, "message": f"{type(exc).__name__}: {exc}"}
+
+    async def _send(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout_s: float
+    ) -> dict[str, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=ssrf.guarded_connector(self._policy),
+                trust_env=False,  # a proxy would connect instead of us, past the guard
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with self._session.request(
+            method, url, headers=headers, data=body, allow_redirects=False, timeout=timeout
+        ) as response:
+            content = await response.content.read(MAX_RESPONSE_BODY_BYTES + 1)
+            if len(content) > MAX_RESPONSE_BODY_BYTES:
+                raise ValueError(f"the response is over {MAX_RESPONSE_BODY_BYTES} bytes")
+            return {
+                "ok": True,
+                "status": response.status,
+                "headers": {k: v for k, v in response.headers.items()},
+                "body": base64.b64encode(content).decode(),
+            }
+
+    async def _handle(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        rules: tuple[HostRule, ...],
+    ) -> None:
+        try:
+            length = decode_length(await reader.readexactly(HEADER.size))
+            request = decode(await reader.readexactly(length))
+            writer.write(encode(await self.fetch(request, rules)))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, Exception):
+            pass  # a worker that sends garbage or hangs up gets nothing
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+def _parse(request: Any) -> tuple[str, str, dict[str, str], bytes | None, float]:
+    if not isinstance(request, dict):
+        raise Refused("the request is not an object")
+    method = str(request.get("method", "GET")).upper()
+    if method not in METHODS:
+        raise Refused(f"method {method} is not allowed")
+    url = request.get("url")
+    if not isinstance(url, str):
+        raise Refused("the request has no URL")
+    raw_headers = request.get("headers") or {}
+    if not isinstance(raw_headers, dict):
+        raise Refused("headers must be an object")
+    headers = {
+        str(k): str(v) for k, v in raw_headers.items() if str(k).lower() not in DROPPED_HEADERS
+    }
+    body = request.get("body")
+    payload = None if body is None else base64.b64decode(str(body), validate=True)
+    if payload is not None and len(payload) > MAX_REQUEST_BODY_BYTES:
+        raise Refused(f"the request body is over {MAX_REQUEST_BODY_BYTES} bytes")
+    timeout = request.get("timeout", 10.0)
+    timeout_s = (
+        min(max(float(timeout), 0.1), MAX_TIMEOUT_S) if isinstance(timeout, int | float) else 10.0
+    )
+    return method, url, headers, payload, timeout_s
+
+
+def _normal(host: str) -> str:
+    return host.lower().rstrip(".")
+
+
+def _unsafe_reason(exc: BaseException) -> str:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssrf.UnsafeTarget):
+            return f"refused by the SSRF guard: {seen.reason}"
+        seen = getattr(seen, "os_error", None) or seen.__cause__
+    return "refused by the SSRF guard"

@@ -1,0 +1,191 @@
+"""Request and response bodies of /api/v1/plugins and /api/v1/plugin-instances."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from forecourt.schemas import StrictModel
+
+Trust = Literal["builtin", "signed", "unsigned"]
+TRUST_DESCRIPTION = (
+    "builtin: shipped with Forecourt; signed: its signature verified with a trusted publisher "
+    "key; unsigned: installed because this installation allows unsigned packages."
+)
+
+
+class PluginTypeOut(BaseModel):
+    name: str
+    description: str
+    trigger: Literal["api", "event", "schedule"]
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+
+
+class ProtectionOut(BaseModel):
+    available: bool
+    detail: str
+    required: bool
+
+
+class SandboxOut(BaseModel):
+    require: Literal["available", "all"] = Field(
+        description="The admin's choice (FORECOURT_PLUGIN_SANDBOX_REQUIRE): all: refuse to run "
+        "plugins unless every protection is available; available: run with what there is."
+    )
+    runs_plugins: bool = Field(description="Whether plugins run here with that choice.")
+    complete: bool
+    missing: list[str]
+    uid: int = Field(description="The user plugin code runs as when Forecourt is root.")
+    protections: dict[str, ProtectionOut]
+
+
+class PluginVersionOut(BaseModel):
+    version: str
+    sha256: str
+    size_bytes: int
+    signed: bool
+    publisher: str | None
+    trust: Trust = Field(description=TRUST_DESCRIPTION)
+    status: Literal["ready", "invalid"]
+    status_detail: str | None
+    development_dir: str | None = Field(description="Watched for changes, when installed from one.")
+    installed_at: datetime
+    updated_at: datetime
+
+
+class PluginOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    type: str
+    runtime: str
+    category: str | None
+    latest_version: str
+    versions: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    builtin: bool
+    signed: bool = Field(description="Whether the latest version is signed.")
+    trust: Trust = Field(description=TRUST_DESCRIPTION)
+    permissions: dict[str, Any] = Field(description="What the latest version may reach.")
+    resources: dict[str, Any]
+    installed_at: datetime
+
+
+class WindowStats(BaseModel):
+    executions: int
+    ok: int
+    failed: int
+    error_rate: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    by_status: dict[str, int]
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+
+
+class PluginStats(BaseModel):
+    plugin_id: str
+    windows: dict[str, WindowStats] = Field(description="Keys: 1h, 24h, 7d.")
+
+
+class PluginDetail(PluginOut):
+    manifest: dict[str, Any] = Field(description="The latest version's manifest.")
+    version_details: list[PluginVersionOut]
+    instances: int = Field(description="Instances of this plugin in your tenant.")
+    stats: PluginStats
+
+
+class PluginUpdate(StrictModel):
+    """Only the fields present change."""
+
+    enabled: bool | None = Field(
+        default=None, description="Disabled plugins do not run: calls, events and schedules stop."
+    )
+    upgrade_to: str | None = Field(
+        default=None,
+        description="An installed version: your tenant's instances on older versions move to "
+        "it, each configuration checked against its schema first (all or none).",
+    )
+
+
+class PluginUpdated(PluginDetail):
+    upgraded_instances: list[str]
+
+
+class InstanceCreate(StrictModel):
+    plugin_id: str = Field(min_length=1, max_length=100)
+    version: str | None = Field(default=None, description="Default: the newest installed.")
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    config: dict[str, Any] = Field(default_factory=dict)
+    event_types: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Hooks and alerts: which of the plugin's subscriptions this instance takes "
+        "(exact or prefix.*); empty: all of them.",
+    )
+    enabled: bool = True
+
+
+class InstanceUpdate(StrictModel):
+    """Only the fields present change. Secrets sent back as ******** keep their value."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    config: dict[str, Any] | None = None
+    version: str | None = Field(default=None, description="Move to another installed version.")
+    event_types: list[str] | None = Field(default=None, max_length=100)
+    enabled: bool | None = None
+
+
+class InstanceOut(BaseModel):
+    id: str
+    plugin_id: str
+    version: str
+    plugin_type: str
+    name: str
+    description: str
+    config: dict[str, Any] = Field(description="Secrets read back as ********.")
+    event_types: list[str]
+    enabled: bool
+    signed: bool
+    trust: Trust = Field(description=TRUST_DESCRIPTION)
+    next_run_at: datetime | None
+    last_status: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ExecuteRequest(StrictModel):
+    input: Any = Field(
+        default_factory=dict, description="What the plugin's type takes; see GET /types."
+    )
+
+
+class ExecutionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    instance_id: str | None
+    plugin_id: str
+    version: str
+    trigger: Literal["api", "event", "schedule"]
+    attempt: int
+    event_id: str | None
+    started_at: datetime
+    duration_ms: float
+    status: Literal["ok", "error", "timeout", "killed", "refused"]
+    error_class: str | None
+    error_message: str | None
+    logs: str = Field(description="What the plugin printed and logged, truncated.")
+    cpu_ms: float | None
+    max_rss_kib: int | None
+    metrics: list[dict[str, Any]]
+
+
+class ExecutionResult(ExecutionOut):
+    output: Any = Field(description="The plugin's output when status is ok, else null.")

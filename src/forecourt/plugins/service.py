@@ -1,0 +1,382 @@
+"""Installed plugins: install, list, inspect, enable and disable, upgrade, uninstall; the record
+of their runs and statistics.
+
+Plugins belong to the installation (an admin installs them, every tenant may use them);
+instances, executions and statistics belong to a tenant. A plugin id may have several
+versions installed side by side; they share one enabled switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from forecourt.audit import service as audit
+from forecourt.db.base import utcnow
+from forecourt.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from forecourt.events.outbox import publish_in
+from forecourt.ids import new_id
+from forecourt.plugins import executions as records
+from forecourt.plugins import instances as instance_rules
+from forecourt.plugins.integrity import Trust
+from forecourt.plugins.manifest import semver_key
+from forecourt.plugins.models import (
+    NOT_IN_USE,
+    READY,
+    Plugin,
+    PluginArchive,
+    PluginExecution,
+    PluginInstance,
+)
+from forecourt.plugins.package import PluginPackage, read_package
+from forecourt.plugins.policy import check_package
+from forecourt.plugins.runner import OnPublished, PluginRunner
+from forecourt.plugins.schemas import PluginUpdate
+from forecourt.plugins.store import zip_files
+from forecourt.principal import Principal
+
+
+@dataclass(frozen=True)
+class Installed:
+    """Every installed version of one plugin id, oldest first."""
+
+    versions: list[Plugin]
+
+    @property
+    def latest(self) -> Plugin:
+        return self.versions[-1]
+
+    @property
+    def plugin_id(self) -> str:
+        return self.latest.plugin_id
+
+
+def summary(plugin: Plugin) -> dict[str, Any]:
+    """What the audit log and events keep of an installed version."""
+    return {
+        "plugin_id": plugin.plugin_id,
+        "version": plugin.version,
+        "type": plugin.type,
+        "sha256": plugin.sha256,
+        "signed": plugin.signed,
+        "publisher": plugin.publisher,
+        "builtin": plugin.builtin,
+        "enabled": plugin.enabled,
+    }
+
+
+class PluginService:
+    def __init__(
+        self, session: AsyncSession, runner: PluginRunner, on_published: OnPublished | None
+    ) -> None:
+        self.session = session
+        self.runner = runner
+        self.settings = runner.settings
+        self.on_published = on_published
+
+    # -- installing ------------------------------------------------------------------------
+
+    async def install(self, actor: Principal, source: bytes | Path, *, dev: bool = False) -> Plugin:
+        """Install a zip (bytes or a file) or a folder; ``dev``: a folder, watched for edits."""
+        cap = self.settings.plugin_max_package_bytes
+        if isinstance(source, bytes) and len(source) > cap:
+            raise PayloadTooLarge(f"The package is {len(source)} bytes; the limit is {cap}")
+        package = await asyncio.to_thread(read_package, source, max_bytes=cap)
+        trust = check_package(package, self.settings)
+        archive, source_dir = await asyncio.to_thread(_archive, source, package, dev)
+        return await self.add(actor, package, archive, trust, source_dir=source_dir)
+
+    async def add(
+        self,
+        actor: Principal,
+        package: PluginPackage,
+        archive: bytes,
+        trust: Trust,
+        *,
+        builtin: bool = False,
+        source_dir: str | None = None,
+        announce: bool = True,
+    ) -> Plugin:
+        """Record a checked package as installed, its files unpacked (built-ins: on first run)."""
+        manifest = package.manifest
+        others = await self._rows(manifest.id)
+        if any(row.version == manifest.version for row in others):
+            raise Conflict(f"{manifest.id} {manifest.version} is already installed.")
+        if others and others[-1].type != manifest.type:
+            raise Conflict(
+                f"Installed versions of {manifest.id} are {others[-1].type} plugins; "
+                f"a new version cannot be a {manifest.type}."
+            )
+        enabled = others[-1].enabled if others else not builtin
+        store = self.runner.store
+        if not builtin:
+            await store.unpack(package, package.sha256)  # DependencyInstallFailed: nothing left
+        now = utcnow()
+        plugin = Plugin(
+            id=new_id("plg"),
+            plugin_id=manifest.id,
+            version=manifest.version,
+            name=manifest.name,
+            description=manifest.description,
+            type=manifest.type,
+            runtime=manifest.runtime,
+            category=manifest.category,
+            manifest=manifest.raw,
+            event_types=list(manifest.permissions.events),
+            sha256=package.sha256,
+            size_bytes=package.size,
+            signed=trust.signed,
+            publisher="Forecourt" if builtin else trust.publisher,
+            builtin=builtin,
+            enabled=enabled,
+            disabled_reason=None
+            if enabled
+            else (others[-1].disabled_reason if others else NOT_IN_USE),
+            status=READY,
+            package_path=store.relative(manifest.id, manifest.version),
+            source_dir=source_dir,
+            installed_at=now,
+            updated_at=now,
+        )
+        self.session.add(plugin)
+        self.session.add(PluginArchive(plugin_version_id=plugin.id, data=archive))
+        audit.record(
+            self.session, actor, "plugin.installed", "plugin", plugin.id, after=summary(plugin)
+        )
+        if announce:
+            await self._announce(actor, "plugin.installed", plugin)
+        try:
+            await self.session.commit()
+        except IntegrityError:
+            await self.session.rollback()
+            raise Conflict(f"{manifest.id} {manifest.version} is already installed.") from None
+        except BaseException:
+            await self.session.rollback()
+            store.remove(manifest.id, manifest.version)
+            raise
+        await self.runner.reload(manifest.id, manifest.version)
+        return plugin
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def page(
+        self,
+        *,
+        type: str | None,
+        enabled: bool | None,
+        category: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[Installed], str | None]:
+        """Installed plugins by id, each with every version; filters apply to the plugin."""
+        stmt = select(Plugin.plugin_id).distinct()
+        if type is not None:
+            stmt = stmt.where(Plugin.type == type)
+        if category is not None:
+            stmt = stmt.where(Plugin.category == category)
+        if enabled is not None:
+            stmt = stmt.where(Plugin.enabled.is_(enabled))
+        if cursor:
+            stmt = stmt.where(Plugin.plugin_id > _decode(cursor))
+        ids = list(
+            (await self.session.scalars(stmt.order_by(Plugin.plugin_id).limit(limit + 1))).all()
+        )
+        more = len(ids) > limit
+        ids = ids[:limit]
+        rows = (await self.session.scalars(select(Plugin).where(Plugin.plugin_id.in_(ids)))).all()
+        found = [Installed(_sorted([r for r in rows if r.plugin_id == pid])) for pid in ids]
+        return found, (_encode(ids[-1]) if more and ids else None)
+
+    async def get(self, plugin_id: str) -> Installed:
+        rows = await self._rows(plugin_id)
+        if not rows:
+            raise NotFound(f"No plugin {plugin_id!r} is installed.")
+        return Installed(rows)
+
+    async def instance_count(self, actor: Principal, plugin_id: str) -> int:
+        count = await self.session.scalar(
+            select(func.count())
+            .select_from(PluginInstance)
+            .where(
+                PluginInstance.tenant_id == actor.tenant_id, PluginInstance.plugin_id == plugin_id
+            )
+        )
+        return int(count or 0)
+
+    # -- changing --------------------------------------------------------------------------
+
+    async def update(
+        self, actor: Principal, plugin_id: str, data: PluginUpdate
+    ) -> tuple[Installed, list[str]]:
+        """Enable or disable every version; move the tenant's instances to ``upgrade_to``."""
+        installed = await self.get(plugin_id)
+        upgraded: list[str] = []
+        if data.enabled is not None and data.enabled != installed.latest.enabled:
+            reason = (
+                None
+                if data.enabled
+                else f"disabled by {actor.actor_type} {actor.actor_id or ''}".strip()
+            )
+            for row in installed.versions:
+                before = summary(row)
+                row.enabled, row.disabled_reason, row.updated_at = data.enabled, reason, utcnow()
+                action = "plugin.enabled" if data.enabled else "plugin.disabled"
+                audit.record(
+                    self.session, actor, action, "plugin", row.id, before=before, after=summary(row)
+                )
+        if data.upgrade_to is not None:
+            upgraded = await self._upgrade(actor, installed, data.upgrade_to)
+        await self.session.commit()
+        return installed, upgraded
+
+    async def _upgrade(self, actor: Principal, installed: Installed, version: str) -> list[str]:
+        target = next((r for r in installed.versions if r.version == version), None)
+        if target is None:
+            raise InvalidInput(
+                f"{installed.plugin_id} {version} is not installed.", field="upgrade_to"
+            )
+        by_id = {row.id: row for row in installed.versions}
+        found = await self.session.scalars(
+            select(PluginInstance).where(
+                PluginInstance.tenant_id == actor.tenant_id,
+                PluginInstance.plugin_id == installed.plugin_id,
+            )
+        )
+        moved = []
+        for instance in found:
+            if semver_key(instance.version) >= semver_key(target.version):
+                continue
+            try:
+                instance_rules.retarget(
+                    instance, by_id[instance.plugin_version_id], target, self.runner.box
+                )
+            except InvalidInput as exc:
+                name, instance_id = instance.name, instance.id
+                await self.session.rollback()
+                raise InvalidInput(
+                    f"Instance {name!r} cannot move to {version}: {exc.detail}",
+                    field=f"instances.{instance_id}.{exc.field}",
+                    instance_id=instance_id,
+                ) from None
+            audit.record(
+                self.session,
+                actor,
+                "plugin_instance.upgraded",
+                "plugin_instance",
+                instance.id,
+                after={"version": target.version},
+            )
+            moved.append(instance.id)
+        return moved
+
+    async def uninstall(
+        self, actor: Principal, plugin_id: str, version: str | None, *, force: bool
+    ) -> list[Plugin]:
+        """Remove one version (or all); refused while instances use it, unless ``force``
+        (which deletes those instances, in every tenant)."""
+        installed = await self.get(plugin_id)
+        rows = [r for r in installed.versions if version is None or r.version == version]
+        if not rows:
+            raise NotFound(f"{plugin_id} {version} is not installed.")
+        if any(row.builtin for row in rows):
+            raise Conflict("Built-in plugins cannot be uninstalled; disable them instead.")
+        ids = [row.id for row in rows]
+        users = select(PluginInstance.id).where(PluginInstance.plugin_version_id.in_(ids))
+        in_use = list((await self.session.scalars(users)).all())
+        if in_use and not force:
+            raise Conflict(
+                f"{len(in_use)} instance(s) use this plugin; delete them, upgrade them to another "
+                "version, or uninstall with force=true.",
+                instances=len(in_use),
+            )
+        if in_use:
+            await self.session.execute(delete(PluginInstance).where(PluginInstance.id.in_(in_use)))
+        for row in rows:
+            after = {"instances_deleted": len(in_use)}
+            audit.record(
+                self.session,
+                actor,
+                "plugin.uninstalled",
+                "plugin",
+                row.id,
+                before=summary(row),
+                after=after,
+            )
+            await self._announce(actor, "plugin.uninstalled", row)
+        await self.session.execute(delete(Plugin).where(Plugin.id.in_(ids)))
+        await self.session.commit()
+        for row in rows:
+            await self.runner.reload(row.plugin_id, row.version)
+            self.runner.store.remove(row.plugin_id, row.version)
+        return rows
+
+    # -- runs ------------------------------------------------------------------------------
+
+    async def executions(
+        self,
+        actor: Principal,
+        plugin_id: str,
+        *,
+        status: str | None,
+        instance_id: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[PluginExecution], str | None]:
+        """The tenant's runs of ``plugin_id`` (every version), newest first."""
+        await self.get(plugin_id)
+        return await records.page(
+            self.session, actor.tenant_id, plugin_id, status, instance_id, cursor, limit
+        )
+
+    async def stats(self, actor: Principal, plugin_id: str) -> dict[str, Any]:
+        """The tenant's runs of ``plugin_id`` over 1 h, 24 h and 7 d."""
+        await self.get(plugin_id)
+        return await records.stats(self.session, actor.tenant_id, plugin_id)
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _rows(self, plugin_id: str) -> list[Plugin]:
+        rows = await self.session.scalars(select(Plugin).where(Plugin.plugin_id == plugin_id))
+        return _sorted(list(rows.all()))
+
+    async def _announce(self, actor: Principal, kind: str, plugin: Plugin) -> None:
+        await publish_in(
+            self.session,
+            tenant_id=actor.tenant_id,
+            type=kind,
+            data=summary(plugin),
+            subject=plugin.plugin_id,
+            on_committed=self.on_published,
+        )
+
+
+def _archive(source: bytes | Path, package: PluginPackage, dev: bool) -> tuple[bytes, str | None]:
+    """The zip to store for ``source``, and the development folder to watch, if any."""
+    if isinstance(source, bytes):
+        return source, None
+    if source.is_dir():
+        return zip_files(package.files), str(source.resolve()) if dev else None
+    return source.read_bytes(), None
+
+
+def _sorted(rows: list[Plugin]) -> list[Plugin]:
+    return sorted(rows, key=lambda row: semver_key(row.version))
+
+
+def _encode(plugin_id: str) -> str:
+    return base64.urlsafe_b64encode(plugin_id.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput("The cursor is not one this API returned.", field="cursor") from None

@@ -1,0 +1,218 @@
+"""Events to hook and alert instances: queued with the event, run in the sandbox in the
+background, retried when they time out, never holding up publishing or each other."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from plugin_support import (
+    events,
+    executions,
+    files,
+    install,
+    instance,
+    start,
+    wait_until,
+)
+from sqlalchemy import func, select
+
+from conftest import Harness
+from forecourt.plugins.builtin import BUILTIN_DIR
+from forecourt.plugins.models import PluginQueueItem
+from forecourt.plugins.routing import MAX_DEPTH
+from receivers import Receiver
+
+SLACK_CODE = (BUILTIN_DIR / "slack_alert" / "plugin.py").read_text()
+HOOKS = """
+import time
+
+import forecourt_plugin
+
+
+def boom(payload):
+    raise RuntimeError("this hook always fails")
+
+
+def slow(payload):
+    time.sleep(float(forecourt_plugin.config().get("sleep_s", 2)))
+    return {"events": []}
+
+
+def echo(payload):
+    return {"events": [{"type": "dashboard.viewed", "data": {"after": payload["event"]["type"]}}]}
+"""
+SLEEP_SCHEMA = {"type": "object", "properties": {"sleep_s": {"type": "number"}}}
+
+
+@pytest.fixture
+async def receiver() -> Any:
+    async with Receiver() as started:
+        yield started
+
+
+def slack_like(receiver: Receiver) -> dict[str, str]:
+    """The built-in Slack alert's code, allowed to reach the loopback receiver instead."""
+    schema = {
+        "type": "object",
+        "required": ["webhook_url"],
+        "properties": {
+            "webhook_url": {"type": "string", "secret": True},
+            "template": {"type": "string"},
+        },
+    }
+    return files(
+        SLACK_CODE,
+        id="com.example.slack",
+        type="alert",
+        entry_point="plugin:notify",
+        permissions={"network": [f"127.0.0.1:{receiver.port}"], "events": ["alert.*"]},
+        config_schema=schema,
+    )
+
+
+def hook(entry: str, events: list[str], **fields: Any) -> dict[str, str]:
+    return files(
+        HOOKS,
+        id=f"com.example.{entry}",
+        type="hook",
+        entry_point=f"plugin:{entry}",
+        permissions={"events": events},
+        config_schema=SLEEP_SCHEMA,
+        **fields,
+    )
+
+
+async def publish(h: Harness, type: str, **fields: Any) -> dict[str, Any]:
+    response = await h.client.post(
+        "/api/v1/events", json={"type": type, "data": {"cpu": 97}, **fields}, headers=h.auth()
+    )
+    assert response.status_code in (200, 201), response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def queued(h: Harness) -> int:
+    async with h.fc.sessionmaker() as session:
+        count = await session.scalar(select(func.count()).select_from(PluginQueueItem))
+    return int(count or 0)
+
+
+async def test_an_alert_instance_gets_the_events_it_subscribes_to(
+    harness_factory: Any, receiver: Receiver
+) -> None:
+    h = await start(harness_factory)
+    await install(h, slack_like(receiver))
+    url = receiver.url("/slack")
+    alert = await instance(
+        h,
+        plugin_id="com.example.slack",
+        name="slack",
+        config={"webhook_url": url, "template": "*$type* ($severity) $subject"},
+    )
+    resolved_only = await instance(
+        h,
+        plugin_id="com.example.slack",
+        name="resolved-only",
+        config={"webhook_url": receiver.url("/resolved")},
+        event_types=["alert.resolved"],
+    )
+    published = await publish(h, "alert.triggered", subject="cpu", severity="warning")
+    await publish(h, "dashboard.created")  # not subscribed
+
+    await receiver.wait_for(lambda: len(receiver.received) >= 1, 15, "the alert")
+    message = json.loads(receiver.received[0].body)
+    assert receiver.received[0].path == "/slack"
+    assert message["text"].startswith("*alert.triggered* (warning) cpu")
+    assert '"cpu": 97' in message["text"]
+
+    ran = await wait_until(lambda: executions(h, "com.example.slack"))
+    [execution] = ran
+    assert execution["trigger"] == "event" and execution["status"] == "ok"
+    assert execution["instance_id"] == alert["id"]
+    assert execution["event_id"] == published["id"]
+    await wait_until(lambda: _none(queued(h)))
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == 1
+    assert await executions(h, "com.example.slack", instance_id=resolved_only["id"]) == []
+
+
+async def test_a_failing_hook_holds_up_neither_publishing_nor_other_plugins(
+    harness_factory: Any, receiver: Receiver
+) -> None:
+    h = await start(harness_factory)
+    await install(h, hook("boom", ["alert.*"]))
+    await install(h, hook("slow", ["alert.*"]))
+    await install(h, slack_like(receiver))
+    await instance(h, plugin_id="com.example.boom", name="boom")
+    await instance(h, plugin_id="com.example.slow", name="slow", config={"sleep_s": 3})
+    await instance(
+        h, plugin_id="com.example.slack", name="slack", config={"webhook_url": receiver.url()}
+    )
+
+    began = time.monotonic()
+    published = await publish(h, "alert.triggered")
+    assert time.monotonic() - began < 1.0  # publishing never waits for a plugin
+    await receiver.wait_for(lambda: bool(receiver.received), 10, "the alert")
+    delivered_after = time.monotonic() - began
+    assert delivered_after < 3.0  # not behind the slow hook
+
+    [failed] = await wait_until(lambda: executions(h, "com.example.boom"))
+    assert failed["status"] == "error" and failed["error_class"] == "RuntimeError"
+    assert failed["event_id"] == published["id"] and failed["attempt"] == 1
+    [slow] = await wait_until(lambda: executions(h, "com.example.slow"), timeout_s=20)
+    assert slow["status"] == "ok" and slow["duration_ms"] >= 2900
+    failures = await events(h, "plugin.failed")
+    assert [e["data"]["plugin_id"] for e in failures] == ["com.example.boom"]
+    await wait_until(lambda: _none(queued(h)))
+    assert len(await executions(h, "com.example.boom")) == 1  # an error is not retried
+
+
+async def test_timeouts_are_retried_then_given_up(harness_factory: Any) -> None:
+    h = await start(harness_factory, plugin_event_max_attempts=3)
+    await install(h, hook("slow", ["alert.triggered"], resources={"timeout_s": 0.5}))
+    await instance(h, plugin_id="com.example.slow", name="slow", config={"sleep_s": 30})
+    published = await publish(h, "alert.triggered")
+
+    async def three() -> list[dict[str, Any]]:
+        found = await executions(h, "com.example.slow")
+        return found if len(found) >= 3 else []
+
+    ran = await wait_until(three, timeout_s=30)
+    assert sorted(e["attempt"] for e in ran) == [1, 2, 3]
+    assert {e["status"] for e in ran} == {"timeout"}
+    assert {e["event_id"] for e in ran} == {published["id"]}
+    await wait_until(lambda: _none(queued(h)))
+    await asyncio.sleep(0.5)
+    assert len(await executions(h, "com.example.slow")) == 3
+    assert len(await events(h, "plugin.failed")) == 3
+
+
+async def test_plugins_do_not_trigger_each_other_forever(harness_factory: Any) -> None:
+    h = await start(harness_factory)
+    await install(h, hook("echo", ["*"]))
+    first = await instance(h, plugin_id="com.example.echo", name="first")
+    await publish(h, "alert.triggered")
+    await wait_until(lambda: executions(h, "com.example.echo"))
+    await wait_until(lambda: _none(queued(h)))
+    await asyncio.sleep(0.5)
+    # Its own follow-up and plugin.execution_completed events are not routed back to it.
+    assert len(await executions(h, "com.example.echo", instance_id=first["id"])) == 1
+
+    await instance(h, plugin_id="com.example.echo", name="second")
+    await publish(h, "alert.resolved")
+    await asyncio.sleep(0.5)
+    await wait_until(lambda: _none(queued(h)), timeout_s=30)
+    await asyncio.sleep(0.5)
+    assert await queued(h) == 0
+    ran = len(await executions(h, "com.example.echo"))
+    # Two instances feeding each other two events per run (a follow-up, and
+    # plugin.execution_completed): 2, 4, 8 ... runs at each hop, cut after MAX_DEPTH hops.
+    assert ran == 1 + sum(2 * 2**depth for depth in range(MAX_DEPTH + 1))
+
+
+async def _none(count: Any) -> bool:
+    return int(await count) == 0
