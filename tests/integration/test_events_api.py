@@ -788,3 +788,38 @@ async def test_event_types_appear_in_the_openapi_document(harness: Harness) -> N
     spec = (await harness.client.get("/openapi.json")).json()
     for path in (EVENTS, f"{EVENTS}/batch", TYPES, f"{TYPES}/{{name}}"):
         assert path in spec["paths"], path
+
+
+async def test_concurrent_publishes_share_commits_and_a_refusal_fails_only_its_own(
+    harness: Harness,
+) -> None:
+    from sqlalchemy import event as sa_event
+
+    commits = 0
+
+    def counted(*_: Any) -> None:
+        nonlocal commits
+        commits += 1
+
+    await created(harness, {"type": "dashboard.created", "data": {"n": -1}}, idempotency_key="k")
+    sa_event.listen(harness.fc.engine.sync_engine, "commit", counted)
+    try:
+        bodies = [{"type": "dashboard.created", "data": {"n": n}} for n in range(40)]
+        # The same Idempotency-Key with another body: refused, in the middle of the crowd.
+        conflicting = publish(
+            harness, {"type": "dashboard.created", "data": {"n": 99}}, idempotency_key="k"
+        )
+        responses = await asyncio.gather(
+            *(publish(harness, b) for b in bodies[:20]),
+            conflicting,
+            *(publish(harness, b) for b in bodies[20:]),
+        )
+    finally:
+        sa_event.remove(harness.fc.engine.sync_engine, "commit", counted)
+
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(201) == 40 and statuses[20] == 409
+    assert await count_events(harness) == 41  # the 40 and the first "k"; nothing of the 409
+    # Group commit: 41 requests in a handful of transactions (any other write of the app
+    # during the test, e.g. usage counters, counts too).
+    assert commits <= 10, commits
