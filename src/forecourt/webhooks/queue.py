@@ -168,7 +168,7 @@ class DeliveryQueue:
             .with_for_update(skip_locked=True, of=Delivery)
             .cte("picked")
         )
-        return Delivery.id.in_(select(picked.c.id))
+        return _DELIVERIES.c.id == picked.c.id  # UPDATE ... FROM picked: by primary key
 
     async def claim_one(self, delivery_id: str) -> Claim:
         """The lease of one delivery, due or not; NotFound, or Conflict while another worker
