@@ -468,6 +468,11 @@ def plugins_install(
     trust = f"signed by {row.publisher}" if row.signed else "unsigned"
     watched = f", watching {row.source_dir}" if row.source_dir else ""
     typer.echo(f"installed {row.plugin_id} {row.version} ({row.type}, {trust}{watched})")
+    permissions = row.manifest.get("permissions") or {}
+    if permissions.get("host_metrics"):
+        typer.echo("  may read the host's system-wide statistics (host_metrics)")
+    for socket_path in permissions.get("unix_sockets") or ():
+        typer.echo(f"  may connect to the unix socket {socket_path} (unix_sockets)")
 
 
 def _problems(exc: ForecourtError) -> str:

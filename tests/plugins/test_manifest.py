@@ -339,3 +339,37 @@ def test_release_order_is_numeric_order(a: tuple[int, int, int], b: tuple[int, i
 )
 def test_a_trailing_newline_does_not_slip_through(changes: dict[str, Any], field: str) -> None:
     assert field in problems(raw(**changes))
+
+
+def test_host_access_permissions_load() -> None:
+    permissions = {"host_metrics": True, "unix_sockets": ["/var/run/docker.sock", "/run/a.sock"]}
+    manifest = load_manifest(
+        json.dumps(raw(permissions=permissions)).encode(), "forecourt-plugin.json"
+    )
+    assert manifest.permissions.host_metrics is True
+    assert manifest.permissions.unix_sockets == ("/var/run/docker.sock", "/run/a.sock")
+    default = load_manifest(json.dumps(raw()).encode(), "forecourt-plugin.json")
+    assert (default.permissions.host_metrics, default.permissions.unix_sockets) == (False, ())
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("run/docker.sock", "absolute path"),
+        ("/run/../etc/shadow", "normalised"),
+        ("/run/./docker.sock", "normalised"),
+        ("//run/docker.sock", "normalised"),
+        ("/run/docker/", "normalised"),
+        ("/run/docker\n.sock", "control characters"),
+        ("/" + "s" * 107, "107"),
+        ("/", "must"),
+    ],
+)
+def test_unix_sockets_must_be_plain_absolute_paths(path: str, message: str) -> None:
+    found = problems(raw(permissions={"unix_sockets": ["/run/ok.sock", path]}))
+    assert set(found) == {"permissions.unix_sockets[1]"}
+    assert message in found["permissions.unix_sockets[1]"]
+
+
+def test_host_metrics_is_a_boolean() -> None:
+    assert set(problems(raw(permissions={"host_metrics": "yes"}))) == {"permissions.host_metrics"}

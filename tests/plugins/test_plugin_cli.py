@@ -96,6 +96,17 @@ async def make_instance(data_dir: Path, plugin_id: str, name: str) -> None:
         await fc.stop()
 
 
+def test_install_names_the_host_access_it_grants(cli: Cli, tmp_path: Path) -> None:
+    permissions = {"host_metrics": True, "unix_sockets": ["/var/run/docker.sock"]}
+    package = tmp_path / "host.zip"
+    package.write_bytes(zip_bytes(files(id="com.example.host", permissions=permissions)))
+    lines = cli.ok("plugins", "install", str(package)).stdout.strip().splitlines()
+    assert lines[1:] == [
+        "  may read the host's system-wide statistics (host_metrics)",
+        "  may connect to the unix socket /var/run/docker.sock (unix_sockets)",
+    ]
+
+
 async def test_install_list_enable_disable_and_run(booted: Cli, tmp_path: Path) -> None:
     cli = booted
     package = tmp_path / "upper.zip"

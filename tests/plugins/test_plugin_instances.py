@@ -4,6 +4,14 @@ sandbox with their record and events, upgrades that re-check the configuration."
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socketserver
+import tempfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -273,3 +281,92 @@ async def test_a_builtins_first_instance_enables_it(h: Harness) -> None:
     assert result["output"]["content"] == '{"a": 1}\n' or result["output"]["content"].startswith(
         '{"a":'
     )
+
+
+ENGINE_CLIENT = """
+import json
+import socket
+
+SOCKET = {socket!r}
+
+
+def collect(payload):
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(SOCKET)
+        sock.sendall(b"GET /info HTTP/1.0\\r\\n\\r\\n")
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    info = json.loads(answer.partition(b"\\r\\n\\r\\n")[2])
+    return {{"metrics": [{{"name": "engine.images", "value": info["Images"]}}]}}
+"""
+
+
+@pytest.fixture
+def engine_socket() -> Iterator[str]:
+    """A Unix socket answering GET /info with {"Images": 4}, as a Docker engine would."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"Images": 4}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    folder = Path(tempfile.mkdtemp(prefix="fc-engine-"))
+    path = str(folder / "engine.sock")
+    server = socketserver.ThreadingUnixStreamServer(path, Handler)
+    os.chmod(path, 0o666)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(folder)
+
+
+async def test_a_plugin_reaches_the_unix_sockets_its_manifest_declares(
+    h: Harness, engine_socket: str
+) -> None:
+    permissions = {
+        "schedule_interval_s": 60,
+        "metrics": ["engine.images"],
+        "unix_sockets": [engine_socket],
+    }
+    common = {"type": "collector", "entry_point": "plugin:collect", "config_schema": {}}
+    code = ENGINE_CLIENT.format(socket=engine_socket)
+    installed = await install(
+        h, files(code, id="com.example.engine", permissions=permissions, **common)
+    )
+    assert installed["permissions"]["unix_sockets"] == [engine_socket]  # what the admin sees
+    await install(
+        h,
+        files(
+            code,
+            id="com.example.blind",
+            permissions={**permissions, "unix_sockets": []},
+            **common,
+        ),
+    )
+    declared = await instance(h, plugin_id="com.example.engine", name="engine")
+    undeclared = await instance(h, plugin_id="com.example.blind", name="blind")
+    result = await execute(h, declared["id"], {"interval_s": 60})
+    assert result["status"] == "ok", result
+    assert result["metrics"] == [{"name": "engine.images", "value": 4}]
+    blind = await execute(h, undeclared["id"], {"interval_s": 60})
+    assert (blind["status"], blind["error_class"]) == ("error", "FileNotFoundError")
+
+
+@pytest.mark.skipif(
+    os.path.exists("/var/run/docker.sock"), reason="a Docker engine runs on this host"
+)
+async def test_docker_monitor_without_an_engine_reports_it_unreachable(h: Harness) -> None:
+    created = await instance(h, plugin_id="forecourt.docker-monitor", name="docker", config={})
+    result = await execute(h, created["id"], {"interval_s": 30})
+    assert result["status"] == "ok", result
+    assert result["output"] == {"metrics": [{"name": "docker.reachable", "value": 0}]}
+    assert "docker not reachable" in result["logs"]

@@ -126,8 +126,16 @@ async def test_builtins_are_installed_on_first_start(harness_factory: Any) -> No
     # Its executions show in the API (run now rather than waiting for the schedule).
     result = await execute(h, system_info["id"], {"interval_s": 30})
     assert result["plugin_id"] == "forecourt.system-info"
+    # The sandbox shows it the host's statistics: its manifest asks for host_metrics.
+    assert result["status"] == "ok", result
+    measured = {metric["name"] for metric in result["metrics"]}
+    assert {"system.cpu.percent", "system.memory.used_bytes", "system.load.1m"} <= measured
+    assert "system.network.bytes_received" in measured
+    assert builtins["forecourt.system-info"]["permissions"]["host_metrics"] is True
+    docker = builtins["forecourt.docker-monitor"]["permissions"]
+    assert docker["unix_sockets"] == ["/var/run/docker.sock"]
     assert (
-        h.fc.settings.plugins_dir / "forecourt.system-info" / "1.0.0" / "site" / "psutil"
+        h.fc.settings.plugins_dir / "forecourt.system-info" / "1.1.0" / "site" / "psutil"
     ).is_dir()
     assert [e["id"] for e in await executions(h, "forecourt.system-info")] == [result["id"]]
 

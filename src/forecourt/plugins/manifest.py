@@ -31,6 +31,7 @@ from forecourt.plugins.configuration import (
     unique,
 )
 from forecourt.plugins.dependencies import dependency_problems
+from forecourt.plugins.sandbox.limits import socket_path_problem
 
 MANIFEST_TOML = "forecourt-plugin.toml"
 MANIFEST_JSON = "forecourt-plugin.json"
@@ -64,6 +65,7 @@ _FRIENDLY = {
     ("min_forecourt_version", "pattern"): "must be a semantic version such as 0.1.0",
     ("permissions.events", "pattern"): "must be an event type, a prefix.* pattern, or *",
     ("permissions.metrics", "pattern"): "must match [a-z][a-z0-9_.]*",
+    ("permissions.unix_sockets", "pattern"): "must be an absolute path to a socket",
     ("homepage", "pattern"): "must be an http(s) URL",
 }
 
@@ -78,6 +80,8 @@ class Permissions(BaseModel):
     metrics: tuple[str, ...] = ()
     connections: tuple[str, ...] = ()
     schedule_interval_s: int | None = None
+    host_metrics: bool = False
+    unix_sockets: tuple[str, ...] = ()
 
 
 class Resources(BaseModel):
@@ -204,6 +208,10 @@ def semantic_problems(
         message = network_rule_problem(rule)
         if message:
             problems.append(problem(f"permissions.network[{i}]", message))
+    for i, path in enumerate(_strings(permissions.get("unix_sockets"))):
+        message = socket_path_problem(path)
+        if message:
+            problems.append(problem(f"permissions.unix_sockets[{i}]", message))
     if kind in ("hook", "alert") and not permissions.get("events"):
         problems.append(
             problem("permissions.events", f"a {kind} plugin must subscribe to at least one event")

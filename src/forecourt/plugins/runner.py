@@ -163,6 +163,8 @@ class PluginRunner:
             site_dirs=(self.store.site_dir(plugin.plugin_id, plugin.version),),
             network_hosts=tuple(permissions.get("network") or ()),
             limits=limits(plugin.manifest, self.settings),
+            host_metrics=bool(permissions.get("host_metrics", False)),
+            unix_sockets=tuple(permissions.get("unix_sockets") or ()),
         )
 
     async def run(

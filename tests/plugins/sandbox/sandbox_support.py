@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from forecourt.plugins.sandbox import CallResult, SandboxConfig, WorkerPool, WorkerSpec
+from forecourt.webhooks.ssrf import Resolver
 
 CORPUS = Path(__file__).parent / "corpus"
 # One work root for the whole run, so the protections are probed once (detect() caches);
@@ -72,9 +73,10 @@ def config(**fields: Any) -> SandboxConfig:
 
 
 @contextlib.asynccontextmanager
-async def sandbox(**fields: Any) -> AsyncIterator[Box]:
-    """A started pool with :func:`config` (``fields`` override it), closed on exit."""
-    pool = WorkerPool(config(**fields))
+async def sandbox(resolver: Resolver | None = None, **fields: Any) -> AsyncIterator[Box]:
+    """A started pool with :func:`config` (``fields`` override it), closed on exit;
+    ``resolver`` answers the egress proxy's DNS lookups."""
+    pool = WorkerPool(config(**fields), resolver=resolver)
     await pool.start()
     try:
         yield Box(pool)

@@ -74,6 +74,38 @@ async def test_fetch_reaches_a_declared_loopback_receiver(receiver: tuple[int, l
     assert seen == ["/hello"]
 
 
+class LoopbackResolver:
+    """DNS for the tests: every name under ``forecourt.test`` is 127.0.0.1, nothing else exists."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        if host == "forecourt.test" or host.endswith(".forecourt.test"):
+            return ["127.0.0.1"]
+        raise OSError(f"{host} does not resolve")
+
+
+async def test_fetch_reaches_a_subdomain_of_a_wildcard_rule(
+    receiver: tuple[int, list[str]],
+) -> None:
+    port, seen = receiver
+    resolver = LoopbackResolver()
+    hosts = (f"*.forecourt.test:{port}",)
+    async with sandbox(resolver=resolver, allow_private="127.0.0.0/8") as box:
+        answer = await box.output(
+            "fetch", {"url": f"http://api.forecourt.test:{port}/hello"}, network_hosts=hosts
+        )
+        for url in (f"http://forecourt.test:{port}/", f"http://api.forecourt.test:{port + 1}/"):
+            refused = await box.output("fetch", {"url": url}, network_hosts=hosts)
+            assert refused["error"] == "EgressRefused", (url, refused)
+    assert answer["status"] == 200
+    assert '"path": "/hello"' in answer["body"]
+    assert seen == ["/hello"]
+    assert resolver.asked == ["api.forecourt.test"]  # refused requests are never looked up
+
+
 async def test_fetch_refuses_undeclared_hosts(receiver: tuple[int, list[str]]) -> None:
     port, seen = receiver
     hosts = (f"127.0.0.1:{port + 1}", "api.example.com")

@@ -8,9 +8,13 @@
    library, shared libraries), ``/dev/null`` and friends, the egress socket, and a private
    size-capped tmpfs as its working directory. The old root is detached: nothing else of the
    host (``/root``, ``/etc/shadow``, the data folder, other processes' sockets) exists.
+   A plugin granted ``host_metrics`` gets a procfs with the host-wide statistics files and,
+   read-only, the network device counters of Forecourt's network namespace; one granted
+   ``unix_sockets`` gets each declared socket (a socket, nothing else) bound at its path.
 3. **Resource limits**: CPU seconds, address space, file size, open files, no core dumps.
-4. **User**: supplementary groups dropped, then gid and uid set to the unprivileged sandbox
-   user, which clears every capability; the process is made non-dumpable.
+4. **User**: supplementary groups dropped (but for the groups through which a declared
+   socket is reachable), then gid and uid set to the unprivileged sandbox user, which clears
+   every capability; the process is made non-dumpable.
 5. **no_new_privs**, then **Landlock** (:mod:`.landlock`) and **seccomp** (:mod:`.seccomp`).
 
 Each step reports whether it took effect; the worker refuses to run plugin code when the
@@ -20,10 +24,12 @@ the worker.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
 import signal
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +56,12 @@ PR_GET_NO_NEW_PRIVS = 39
 CAPABILITY_VERSION_3 = 0x20080522
 ROOT_TMPFS_OPTIONS = "size=1m,mode=0755"  # holds only mount points
 PROC_OPTIONS = "hidepid=invisible,subset=pid"  # only processes this one may see, no /proc/sys
+# host_metrics: still no other process, plus /proc/stat, /proc/meminfo, /proc/loadavg...
+HOST_METRICS_PROC_OPTIONS = "hidepid=invisible"
+# host_metrics: where the network device counters of Forecourt's network namespace appear, in
+# the format of /proc/net/dev (the worker's own /proc/net shows its namespace: loopback only).
+HOST_NETWORK_DIR = "/run/forecourt/host"
+HOST_NET_DEV = HOST_NETWORK_DIR + "/net/dev"
 MIB = 1024 * 1024
 HOSTNAME = "sandbox"
 
@@ -84,6 +96,8 @@ class Plan:
     memory_mib: int
     file_mib: int
     open_files: int
+    host_metrics: bool = False  # a procfs with the host-wide statistics files
+    unix_sockets: tuple[str, ...] = ()  # bound read-write at the same path, if sockets
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Plan:
@@ -92,6 +106,7 @@ class Plan:
         fields["disabled"] = frozenset(fields["disabled"])
         fields["read_only"] = tuple(fields["read_only"])
         fields["devices"] = tuple(fields["devices"])
+        fields["unix_sockets"] = tuple(fields.get("unix_sockets", ()))
         return cls(**fields)
 
 
@@ -179,15 +194,23 @@ def _mount_namespace(plan: Plan, done: Outcome) -> str:
     _mount("tmpfs", private, "tmpfs", MS_NOSUID | MS_NODEV, options)
     if plan.egress_socket:
         _bind(plan.egress_socket, root + plan.egress_socket, MS_NOSUID | MS_NODEV)
+    sockets = [path for path in plan.unix_sockets if _bind_socket(path, root)]
     os.makedirs(root + "/proc", exist_ok=True)
+    options = HOST_METRICS_PROC_OPTIONS if plan.host_metrics else PROC_OPTIONS
     proc = _libc.mount(b"proc", (root + "/proc").encode(), b"proc", MS_NOSUID | MS_NODEV,
-                       PROC_OPTIONS.encode())  # fmt: skip
+                       options.encode())  # fmt: skip
+    network = plan.host_metrics and _bind_host_network_counters(root)
     os.chdir(root)
     _check(_libc.pivot_root(b".", b"."), "pivot_root")
     _check(_libc.umount2(b".", MNT_DETACH), "umount2(old root)")
     _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chdir(plan.private_dir)
     extra = "" if proc == 0 else "; /proc is absent"
+    if plan.host_metrics:
+        extra += "; host-wide statistics in /proc" if proc == 0 else ""
+        extra += f", host network counters in {HOST_NET_DEV}" if network else ""
+    if plan.unix_sockets:
+        extra += f"; unix sockets {sockets} of {list(plan.unix_sockets)} declared"
     return f"a new root with {len(exposed)} read-only paths and a private tmpfs{extra}"
 
 
@@ -214,14 +237,40 @@ def _user(plan: Plan, done: Outcome) -> str:
         data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: all empty
         _check(_libc.capset(header, data), "capset")
         return "capabilities dropped"
-    os.setgroups([])
+    groups = socket_groups(plan.unix_sockets, plan.gid)
+    os.setgroups(groups)
     os.setresgid(plan.gid, plan.gid, plan.gid)
     os.setresuid(plan.uid, plan.uid, plan.uid)
-    if 0 in os.getresuid() or os.getgroups():
+    if 0 in os.getresuid() or sorted(os.getgroups()) != groups:
         raise OSError(f"still uid {os.getresuid()} with groups {os.getgroups()}")
     # Set after the uid change, which clears it: the worker dies with Forecourt.
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-    return f"uid {plan.uid}, gid {plan.gid}, no supplementary groups, no capabilities"
+    extra = f"groups {groups} of its declared sockets" if groups else "no supplementary groups"
+    return f"uid {plan.uid}, gid {plan.gid}, {extra}, no capabilities"
+
+
+def socket_groups(paths: tuple[str, ...], gid: int) -> list[int]:
+    """The groups through which the sockets at ``paths`` can be connected to (never group 0).
+
+    A socket is reachable by the sandbox user through its group when the group may write it;
+    a socket only root may use stays out of reach.
+    """
+    groups: set[int] = set()
+    for path in paths:
+        try:
+            found = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISSOCK(found.st_mode) and found.st_mode & stat.S_IWGRP:
+            groups.add(found.st_gid)
+    return sorted(groups - {0, gid})
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _no_new_privs(plan: Plan, done: Outcome) -> str:
@@ -234,8 +283,15 @@ def _no_new_privs(plan: Plan, done: Outcome) -> str:
 def _landlock(plan: Plan, done: Outcome) -> str:
     read = [*plan.read_only, *plan.devices]
     if done.get("mount_namespace", {}).get("available"):
-        read.append("/proc")  # the worker's own procfs, showing only itself
-    abi = landlock.restrict(read, [plan.private_dir], read_write_files=["/dev/null"])
+        # The worker's own procfs: itself only, and the host-wide statistics with host_metrics.
+        # Without the mount namespace /proc is the host's, every process's: never allowed.
+        read.append("/proc")
+        if plan.host_metrics:
+            read.append(HOST_NET_DEV)
+    # Connecting to a socket writes to it. Sockets only: without the mount namespace a declared
+    # path is the host's, whatever it names.
+    writable_files = ["/dev/null", *(path for path in plan.unix_sockets if _is_socket(path))]
+    abi = landlock.restrict(read, [plan.private_dir], read_write_files=writable_files)
     return f"ABI {abi}: read-only paths, writable private directory, no TCP, scoped signals"
 
 
@@ -244,6 +300,56 @@ def _seccomp(plan: Plan, done: Outcome) -> str:
     if not seccomp.active():
         raise OSError("the filter is not active")
     return f"filter of {len(seccomp.DENIED) + 4} system call rules"
+
+
+def _bind_socket(path: str, root: str) -> bool:
+    """Bind the socket at ``path`` to the same place under ``root``; False if it is missing or
+    not a socket (a declared path never exposes a file or a directory)."""
+    if _through_link(root, path):
+        return False
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return False  # not there now (the service is not running): the plugin finds nothing
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return False
+        # Through the descriptor: the inode just checked is the one bound, whatever the path
+        # names by now. Read-write: connecting to a socket is a write.
+        _bind(f"/proc/self/fd/{fd}", root + path, MS_NOSUID | MS_NODEV)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _bind_host_network_counters(root: str) -> bool:
+    """Bind, read-only, the network device counters of Forecourt's (the parent's) network
+    namespace at HOST_NET_DEV under ``root``; False if that failed.
+
+    The file is bound, not a directory: nothing else of that namespace (its sockets, routes,
+    connections) is visible, and the worker stays in its own namespace with no route out.
+    """
+    target = root + HOST_NET_DEV
+    try:
+        _bind(f"/proc/{os.getppid()}/net/dev", target, MS_RDONLY | MS_NOSUID | MS_NODEV)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(target)  # an empty file would read as a host without interfaces
+        return False
+    return True
+
+
+def _through_link(root: str, path: str) -> bool:
+    """Whether a directory on the way to ``path`` under ``root`` is a symbolic link (one made
+    by :func:`_expose` would lead out of the new root while it is being built)."""
+    current = root
+    for part in path.strip("/").split("/"):
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            return True
+    return False
 
 
 def _expose(path: str, root: str) -> bool:

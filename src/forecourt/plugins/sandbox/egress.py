@@ -7,7 +7,9 @@ A request goes out only if:
 
 - its URL is http(s), well formed, without credentials (``ssrf.validate_url_syntax``);
 - its host and port are declared: ``api.example.com`` (the scheme's default port) or
-  ``api.example.com:8443`` / ``127.0.0.1:9000`` / ``[::1]:9000`` (that port);
+  ``api.example.com:8443`` / ``127.0.0.1:9000`` / ``[::1]:9000`` (that port); a leading
+  ``*.`` (``*.example.com``, ``*.example.com:8443``) covers every subdomain, at any depth,
+  but neither the domain itself nor an IP address;
 - every address the host resolves to passes Forecourt's SSRF guard with the installation's
   ``allow_private`` policy, checked at connection time (no DNS rebinding window).
 
@@ -20,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,21 +48,31 @@ DROPPED_HEADERS = frozenset(
 )  # fmt: skip
 
 
+WILDCARD = "*."
+_NAME = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")  # a host name as requested, normalised
+
+
 class Refused(Exception):
     """The request is not allowed out."""
 
 
 @dataclass(frozen=True)
 class HostRule:
-    """One declared host: a name or IP literal, and a port (``None``: the scheme's default)."""
+    """One declared host: a name, ``*.domain`` or an IP literal, and a port (``None``: the
+    scheme's default)."""
 
     host: str
     port: int | None
 
     def matches(self, host: str, port: int, scheme: str) -> bool:
-        """Whether a request to ``scheme://host:port`` is covered by this rule."""
+        """Whether a request to ``scheme://host:port`` (``host`` normalised) is covered."""
         expected = self.port if self.port is not None else ssrf.DEFAULT_PORTS[scheme]
-        return host == self.host and port == expected
+        if port != expected:
+            return False
+        if not self.host.startswith(WILDCARD):
+            return host == self.host
+        suffix = self.host[len(WILDCARD) - 1 :]  # ".example.com"
+        return len(host) > len(suffix) and host.endswith(suffix) and _is_name(host)
 
 
 def parse_hosts(entries: Iterable[str]) -> tuple[HostRule, ...]:
@@ -72,7 +86,11 @@ def parse_hosts(entries: Iterable[str]) -> tuple[HostRule, ...]:
             raise ValueError(f"network host {entry!r} is not host or host:port") from None
         if not parts.hostname or parts.path or parts.query or "@" in parts.netloc:
             raise ValueError(f"network host {entry!r} is not host or host:port")
-        rules.append(HostRule(_normal(parts.hostname), port))
+        host = _normal(parts.hostname)
+        domain = host.removeprefix(WILDCARD)
+        if "*" in domain or (domain != host and not (_is_name(domain) and "." in domain)):
+            raise ValueError(f"network host {entry!r}: only a leading *. before a domain")
+        rules.append(HostRule(host, port))
     return tuple(rules)
 
 
@@ -93,8 +111,10 @@ def check_declared(url: str, rules: tuple[HostRule, ...]) -> None:
 class Egress:
     """The proxy of one pool: an HTTP session behind the SSRF guard, and a socket per worker."""
 
-    def __init__(self, allow_private: str) -> None:
+    def __init__(self, allow_private: str, resolver: ssrf.Resolver | None = None) -> None:
+        """``resolver`` answers DNS lookups (the system's by default)."""
         self._policy = ssrf.AllowPolicy.from_setting(allow_private)
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
     async def serve(
@@ -141,7 +161,7 @@ class Egress:
     ) -> dict[str, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=ssrf.guarded_connector(self._policy),
+                connector=ssrf.guarded_connector(self._policy, self._resolver),
                 trust_env=False,  # a proxy would connect instead of us, past the guard
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
@@ -206,6 +226,15 @@ def _parse(request: Any) -> tuple[str, str, dict[str, str], bytes | None, float]
 
 def _normal(host: str) -> str:
     return host.lower().rstrip(".")
+
+
+def _is_name(host: str) -> bool:
+    """Whether ``host`` is a DNS name (not an IP address, nor a pattern)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _NAME.fullmatch(host) is not None
+    return False
 
 
 def _unsafe_reason(exc: BaseException) -> str:

@@ -8,8 +8,9 @@ Each worker gets a directory of its own under ``work_root``::
         egress.sock            the egress proxy's socket, when the plugin declared hosts
 
 Inside the worker only the paths of :func:`read_only_paths` exist, read-only, at the same
-places as outside, plus ``tmp/`` and the socket. The worker is started with a clean
-environment (no ``FORECOURT_`` variable, no secret) and Python's isolated mode.
+places as outside, plus ``tmp/``, the egress socket and the Unix sockets the plugin declared.
+The worker is started with a clean environment (no ``FORECOURT_`` variable, no secret) and
+Python's isolated mode.
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ def setup_message(
         "memory_mib": limits.memory_mib,
         "file_mib": limits.file_mib,
         "open_files": limits.open_files,
+        "host_metrics": spec.host_metrics,
+        "unix_sockets": list(spec.unix_sockets),
     }
     return {
         "type": "setup",

@@ -1,7 +1,8 @@
 """The sandbox's value objects: what one call may use, what one worker runs, how the pool runs.
 
 - :class:`Limits`: per-call wall clock and the kernel resource limits of a worker.
-- :class:`WorkerSpec`: one plugin version: its files, entry point, dependencies and hosts.
+- :class:`WorkerSpec`: one plugin version: its files, entry point, dependencies, hosts, and
+  what of the host it may see (host-wide statistics, declared Unix sockets).
 - :class:`SandboxConfig`: the installation's choices: sandbox user, pool sizes, what
   protections are required, the egress proxy's SSRF policy.
 
@@ -10,12 +11,14 @@ All are frozen and checked on construction (``ValueError`` naming the field).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 NOBODY = 65534  # uid and gid of the unprivileged "nobody" user
+MAX_SOCKET_PATH_BYTES = 107  # sun_path holds 108 bytes, the last one a NUL
 MIN_MEMORY_MIB = 64  # below this the Python interpreter cannot start
 PROTECTION_NAMES = (
     "user",
@@ -64,6 +67,8 @@ class WorkerSpec:
     site_dirs: tuple[Path, ...] = ()  # the plugin's installed dependencies, read-only
     network_hosts: tuple[str, ...] = ()  # "host" or "host:port", reachable via egress only
     limits: Limits = field(default_factory=Limits)
+    host_metrics: bool = False  # a procfs with the host-wide statistics files
+    unix_sockets: tuple[str, ...] = ()  # absolute paths of sockets bound in at the same place
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -75,6 +80,24 @@ class WorkerSpec:
             raise ValueError(f"entry_point {self.entry_point!r} is not valid for {self.runtime}")
         object.__setattr__(self, "site_dirs", tuple(Path(p) for p in self.site_dirs))
         object.__setattr__(self, "network_hosts", tuple(self.network_hosts))
+        object.__setattr__(self, "unix_sockets", tuple(self.unix_sockets))
+        for path in self.unix_sockets:
+            problem = socket_path_problem(path)
+            if problem:
+                raise ValueError(f"unix socket {path!r} {problem}")
+
+
+def socket_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot name a Unix socket a plugin declares, or None."""
+    if not path.startswith("/") or path == "/":
+        return "must be an absolute path to a socket"
+    if os.path.normpath(path) != path or path.startswith("//"):
+        return "must be a normalised path: no '.', '..', '//' or trailing '/'"
+    if any(ord(char) < 32 or ord(char) == 127 for char in path):
+        return "must not contain control characters"
+    if len(path.encode()) > MAX_SOCKET_PATH_BYTES:
+        return f"is over the {MAX_SOCKET_PATH_BYTES} bytes a socket path can have"
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from forecourt.errors import SandboxUnavailable
@@ -27,7 +29,7 @@ from forecourt.plugins.sandbox.egress import Egress, parse_hosts
 from forecourt.plugins.sandbox.limits import SandboxConfig, WorkerSpec
 from forecourt.plugins.sandbox.process import Worker, WorkerFailed
 from forecourt.plugins.sandbox.result import CallResult, refused
-from forecourt.webhooks.ssrf import AllowPolicy
+from forecourt.webhooks.ssrf import AllowPolicy, Resolver
 
 START_TIMEOUT_S = 15.0  # for a new worker to be confined and ready
 EXTRA_IDLE_S = 30.0  # idle workers beyond warm_workers are stopped after this long
@@ -55,12 +57,13 @@ class _Key:
 class WorkerPool:
     """Sandboxed workers for every plugin version in use; see the module docstring."""
 
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(self, config: SandboxConfig, *, resolver: Resolver | None = None) -> None:
+        """``resolver`` answers the egress proxy's DNS lookups (the system's by default)."""
         AllowPolicy.from_setting(config.allow_private)  # a bad policy fails here, not later
         self.config = config
         self._report: SandboxReport | None = None
         self._keys: dict[str, _Key] = {}
-        self._egress = Egress(config.allow_private)
+        self._egress = Egress(config.allow_private, resolver)
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._drained = asyncio.Event()
@@ -159,6 +162,11 @@ class WorkerPool:
             parse_hosts(spec.network_hosts)
         except ValueError as exc:
             return str(exc)
+        for path in spec.unix_sockets:
+            if Path(os.path.realpath(path)).is_relative_to(
+                work_root
+            ):  # other workers' egress sockets
+                return f"the unix socket {path} is inside the sandbox's work_root"
         return None
 
     def _key(self, spec: WorkerSpec) -> _Key:

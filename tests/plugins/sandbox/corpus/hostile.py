@@ -298,3 +298,31 @@ def dependency(name):
     import importlib
 
     return importlib.import_module(name).VALUE
+
+
+def read_text(path):
+    """The text of a file, or the error reading it."""
+
+    def read():
+        with open(path) as file:
+            return file.read()
+
+    return _errno_of(read)
+
+
+def unix_get(request):
+    """GET ``request["path"]`` over HTTP/1.0 from the Unix socket at ``request["socket"]``."""
+    import socket
+
+    def get():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(request["socket"])
+            sock.sendall(f"GET {request['path']} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+        return {"status_line": head.split(b"\r\n")[0].decode(), "body": body.decode()}
+
+    return _errno_of(get)
