@@ -21,7 +21,6 @@ IntegrityError (the unique constraints) at its flush or commit.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import json
 import logging
@@ -66,7 +65,7 @@ _hook_tasks: set[asyncio.Task[Any]] = set()
 _EVENTS = cast(Table, Event.__table__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Draft:
     """A validated event, not stored yet; ``event()`` builds a fresh row for each attempt."""
 
@@ -199,7 +198,9 @@ def prepare(
             size_bytes=size,
             max_event_bytes=max_event_bytes,
         )
-    return dataclasses.replace(draft, size_bytes=size, body=body)
+    draft.size_bytes = size
+    draft.body = body
+    return draft
 
 
 @dataclass(slots=True)
