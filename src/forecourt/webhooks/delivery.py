@@ -65,6 +65,7 @@ LAST_ERROR_CHARS = 500
 WORKER_ID_CHARS = 64
 CLAIM_BACKOFF_MAX_S = 5.0  # longest pause between claims while the database is unreachable
 RECORD_STOP_GRACE_S = 5.0  # how long ``stop`` waits for attempts still being recorded
+SECRET_CACHE_SIZE = 10_000  # endpoints whose decrypted signing secrets are kept
 
 ATTEMPTS = registered(
     lambda: Counter(
@@ -143,6 +144,7 @@ class DeliveryWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._endpoint_slots: dict[str, _Slot] = {}
         self._rate_windows: dict[int, tuple[Window, ...]] = {}
+        self._secret_cache: dict[tuple[str, str, str | None, bool], list[str]] = {}
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stopping = False
@@ -381,7 +383,7 @@ class DeliveryWorker:
                 claim.id,
                 int(time.time()),
                 claim.body,
-                signing_secrets(self._box, endpoint, started_at),
+                self._secrets(endpoint, started_at),
                 custom=endpoint.headers,
             )
         except Exception as exc:
@@ -439,6 +441,22 @@ class DeliveryWorker:
             await self.queue.requeue([claim], next_attempt_at=due_at)
         finally:
             self._held.pop(claim.id, None)
+
+    def _secrets(self, endpoint: Endpoint, now: datetime) -> list[str]:
+        """The endpoint's signing secrets, decrypted once per version of the endpoint row."""
+        expires = endpoint.previous_secret_expires_at
+        key = (
+            endpoint.id,
+            endpoint.secret_encrypted,
+            endpoint.previous_secret_encrypted,
+            expires is not None and expires > now,
+        )
+        found = self._secret_cache.get(key)
+        if found is None:
+            if len(self._secret_cache) >= SECRET_CACHE_SIZE:
+                self._secret_cache.clear()
+            found = self._secret_cache[key] = signing_secrets(self._box, endpoint, now)
+        return found
 
     async def _rate_limited(self, endpoint: Endpoint) -> float | None:
         """Seconds to wait when the endpoint's deliveries-per-second limit is reached."""

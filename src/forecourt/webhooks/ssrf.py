@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import re
 import socket
@@ -41,6 +42,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+URL_CACHE_SIZE = 4096  # URLs whose parsed host and port are remembered
 MAX_URL_LENGTH = 2048  # characters
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -277,8 +279,10 @@ def guarded_connector(
     )
 
 
+@functools.lru_cache(maxsize=URL_CACHE_SIZE)
 def _split_url(url: str) -> tuple[str, int]:
-    """The host and port of a URL that has the shape of a webhook target."""
+    """The host and port of a URL that has the shape of a webhook target (remembered: every
+    delivery attempt checks its endpoint's URL again)."""
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeTarget(f"the URL is longer than {MAX_URL_LENGTH} characters")
     # urlsplit silently drops some of these, and parsers disagree on backslashes; a URL
