@@ -3,6 +3,7 @@ start, and development folders reloaded when edited."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,11 @@ async def test_builtins_are_installed_on_first_start(harness_factory: Any) -> No
     measured = {metric["name"] for metric in result["metrics"]}
     assert {"system.cpu.percent", "system.memory.used_bytes", "system.load.1m"} <= measured
     assert "system.network.bytes_received" in measured
+    # Unconfigured, the disk figures are those of the filesystem Forecourt's Python is on.
+    [disk] = [m for m in result["metrics"] if m["name"] == "system.disk.total_bytes"]
+    stdlib = os.path.dirname(os.__file__)
+    assert disk["labels"] == {"path": stdlib}
+    assert disk["value"] == os.statvfs(stdlib).f_blocks * os.statvfs(stdlib).f_frsize
     assert builtins["forecourt.system-info"]["permissions"]["host_metrics"] is True
     docker = builtins["forecourt.docker-monitor"]["permissions"]
     assert docker["unix_sockets"] == ["/var/run/docker.sock"]

@@ -5,7 +5,8 @@ has a network namespace of its own, so /proc/net/dev there lists only its loopba
 the sandbox binds the host's counters, in the same format, at :data:`HOST_NET_DEV`. Its
 filesystem is its own too: ``/`` is a small tmpfs and the host's paths exist only where they
 are bound in (the Python library, say). A disk path on the sandbox's own root is not the
-host's, so it is logged as not measured rather than reported.
+host's, so it is logged as not measured rather than reported. Without configured paths, the
+filesystem Forecourt's Python is installed on is reported (labelled with that path).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import psutil
 
 import forecourt_plugin
 
-DEFAULT_DISK_PATHS = ["/"]
+DEFAULT_DISK_PATHS = [os.path.dirname(os.__file__)]  # the standard library: every sandbox shows it
 DEFAULT_CPU_SAMPLE_S = 0.5
 HOST_PROC = "/run/forecourt/host"  # the sandbox's HOST_NETWORK_DIR: net/dev only
 HOST_NET_DEV = HOST_PROC + "/net/dev"
@@ -48,7 +49,7 @@ def collect(payload: dict[str, Any]) -> dict[str, Any]:
     add("system.swap.used_bytes", swap.used)
     add("system.swap.percent", swap.percent)
     own_root = _sandbox_root_device()
-    for path in config.get("disk_paths", DEFAULT_DISK_PATHS):
+    for path in config.get("disk_paths") or DEFAULT_DISK_PATHS:
         try:
             if own_root is not None and os.stat(path).st_dev == own_root:
                 raise OSError(f"{path} is on the sandbox's own root, not the host's filesystem")
