@@ -363,14 +363,6 @@ class EventService:
         return row
 
 
-def events_service(
-    fc: Forecourt, session: AsyncSession, on_published: OnPublished | None = None
-) -> EventService:
-    """An EventService on ``session`` configured from ``fc.settings``; ``on_published`` is
-    called after each commit that stored events (e.g. to wake the delivery workers)."""
-    return EventService(session, EventConfig.from_settings(fc.settings, on_published))
-
-
 # -- retention -----------------------------------------------------------------------------
 
 

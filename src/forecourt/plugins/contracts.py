@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -226,13 +227,7 @@ def validate_output(
     return problems
 
 
-_VALIDATORS: dict[tuple[str, str], Draft202012Validator] = {}
-
-
+@functools.cache
 def _validator(kind: str, direction: Literal["input", "output"]) -> Draft202012Validator:
-    key = (kind, direction)
-    if key not in _VALIDATORS:
-        info = TYPES[kind]
-        schema = info.input_schema if direction == "input" else info.output_schema
-        _VALIDATORS[key] = Draft202012Validator(schema)
-    return _VALIDATORS[key]
+    info = TYPES[kind]
+    return Draft202012Validator(info.input_schema if direction == "input" else info.output_schema)

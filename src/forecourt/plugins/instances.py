@@ -24,12 +24,11 @@ from forecourt.pagination import next_cursor, paginate
 from forecourt.plugins.configuration import Box, mask, merge_update, seal, unseal, validate_config
 from forecourt.plugins.contracts import validate_input
 from forecourt.plugins.manifest import semver_key
-from forecourt.plugins.models import NOT_IN_USE, Plugin, PluginInstance
+from forecourt.plugins.models import EVENT_PLUGIN_TYPES, NOT_IN_USE, Plugin, PluginInstance
 from forecourt.plugins.runner import PluginRunner, Run
 from forecourt.plugins.schemas import InstanceCreate, InstanceUpdate
 from forecourt.principal import Principal
 
-EVENT_PLUGIN_TYPES = ("hook", "alert")
 TYPE_PATTERN = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
 
 

@@ -31,7 +31,11 @@ from forecourt.plugins.configuration import (
     unique,
 )
 from forecourt.plugins.dependencies import dependency_problems
-from forecourt.plugins.sandbox.limits import socket_path_problem
+from forecourt.plugins.sandbox.limits import (
+    PYTHON_ENTRY_RE,
+    WASM_ENTRY_RE,
+    socket_path_problem,
+)
 
 MANIFEST_TOML = "forecourt-plugin.toml"
 MANIFEST_JSON = "forecourt-plugin.json"
@@ -51,8 +55,6 @@ SEMVER_RE = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-PYTHON_ENTRY_RE = re.compile(rf"^({_IDENT}(?:\.{_IDENT})*):({_IDENT})$")
-WASM_ENTRY_RE = re.compile(rf"^((?:[A-Za-z0-9_.-]+/)*[A-Za-z0-9_.-]+\.wasm):({_IDENT})$")
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 HOSTNAME_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$", re.IGNORECASE)
 MAX_PORT = 65535

@@ -37,6 +37,9 @@ NOT_IN_USE = "not in use yet"
 QUEUE_WAITING_SQL = "lease_owner IS NULL"
 QUEUE_LEASED_SQL = "lease_owner IS NOT NULL"
 
+# Plugin types that run when events they subscribe to are published.
+EVENT_PLUGIN_TYPES = ("hook", "alert")
+
 
 class Plugin(Base):
     """One installed version of a plugin (several versions of one id live side by side)."""

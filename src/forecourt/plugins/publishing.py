@@ -14,14 +14,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forecourt.errors import InvalidInput, PayloadTooLarge
 from forecourt.events import catalog
-from forecourt.events.outbox import publish_in
+from forecourt.events.outbox import OnPublished, publish_in
 from forecourt.plugins.models import Plugin, PluginExecution, PluginInstance
 from forecourt.plugins.routing import source
 from forecourt.plugins.sandbox import CallResult
@@ -29,8 +28,6 @@ from forecourt.settings import Settings
 
 MAX_FOLLOW_UPS = 100  # per run
 MAX_ERROR_CHARS = 500  # of the error message carried in plugin.failed
-
-OnPublished = Callable[[int], object]
 
 
 async def follow_ups(

@@ -34,7 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forecourt.db.base import utcnow
 from forecourt.ids import new_id
-from forecourt.plugins.models import Plugin, PluginInstance, PluginQueueItem
+from forecourt.plugins.models import EVENT_PLUGIN_TYPES, Plugin, PluginInstance, PluginQueueItem
+from forecourt.webhooks.fanout import type_matches
 
 if TYPE_CHECKING:
     from forecourt.plugins.runner import PluginRunner
@@ -44,7 +45,6 @@ log = logging.getLogger("forecourt.plugins")
 DEPTH_KEY = "forecourt.plugins.depth"  # session.info: plugin runs behind the events stored
 WAKE_KEY = "forecourt.plugins.wake"  # session.info: called after a commit that queued rows
 MAX_DEPTH = 2  # hops from an outside event: at most three plugin runs in a chain
-EVENT_TYPES = ("hook", "alert")
 LEASE_MARGIN_S = 60.0  # a lease outlasts the longest run by this much
 RETRY_FACTOR = 4
 TRANSIENT = frozenset({"timeout", "killed"})
@@ -55,15 +55,6 @@ _QUEUE = cast(Table, PluginQueueItem.__table__)
 def source(tenant_id: str, instance_id: str) -> str:
     """The CloudEvents ``source`` of the events an instance publishes."""
     return f"/forecourt/{tenant_id}/plugin-instances/{instance_id}"
-
-
-def matches(patterns: Sequence[str], event_type: str) -> bool:
-    """``*`` takes every type, ``a.*`` takes ``a.b`` and ``a.b.c``, others match exactly."""
-    return any(
-        pattern in ("*", event_type)
-        or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
-        for pattern in patterns
-    )
 
 
 async def enqueue(session: AsyncSession, events: Sequence[Mapping[str, Any]]) -> int:
@@ -84,7 +75,7 @@ async def enqueue(session: AsyncSession, events: Sequence[Mapping[str, Any]]) ->
             .join(Plugin, Plugin.id == PluginInstance.plugin_version_id)
             .where(
                 PluginInstance.tenant_id.in_(tenants),
-                PluginInstance.plugin_type.in_(EVENT_TYPES),
+                PluginInstance.plugin_type.in_(EVENT_PLUGIN_TYPES),
                 PluginInstance.enabled.is_(True),
                 Plugin.enabled.is_(True),
             )
@@ -109,8 +100,9 @@ async def enqueue(session: AsyncSession, events: Sequence[Mapping[str, Any]]) ->
         for instance_id, tenant_id, wanted, subscribed in instances
         if event["tenant_id"] == tenant_id
         and event["source"] != source(tenant_id, instance_id)
-        and matches(subscribed, event["type"])
-        and (not wanted or matches(wanted, event["type"]))
+        and bool(subscribed)
+        and type_matches(subscribed, event["type"])
+        and type_matches(wanted, event["type"])
     ]
     if not rows:
         return 0

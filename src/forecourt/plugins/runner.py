@@ -18,7 +18,6 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from forecourt.crypto import DecryptionFailed, SecretBox
 from forecourt.db.base import utcnow
 from forecourt.errors import ForecourtError, SandboxUnavailable
+from forecourt.events.outbox import OnPublished
 from forecourt.ids import new_id
 from forecourt.plugins import publishing
 from forecourt.plugins.configuration import unseal
@@ -46,8 +46,6 @@ CONFIG_PURPOSE = "plugin-config"
 MAX_LOG_CHARS = 20_000
 MAX_MESSAGE_CHARS = 4096
 CLOSE_DEADLINE_S = 10.0
-
-OnPublished = Callable[[int], object]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from forecourt.audit import service as audit
 from forecourt.db.base import utcnow
 from forecourt.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
-from forecourt.events.outbox import publish_in
+from forecourt.events.outbox import OnPublished, publish_in
 from forecourt.ids import new_id
 from forecourt.plugins import executions as records
 from forecourt.plugins import instances as instance_rules
@@ -38,7 +38,7 @@ from forecourt.plugins.models import (
 )
 from forecourt.plugins.package import PluginPackage, read_package
 from forecourt.plugins.policy import check_package
-from forecourt.plugins.runner import OnPublished, PluginRunner
+from forecourt.plugins.runner import PluginRunner
 from forecourt.plugins.schemas import PluginUpdate
 from forecourt.plugins.store import zip_files
 from forecourt.principal import Principal

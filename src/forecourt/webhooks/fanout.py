@@ -81,21 +81,8 @@ def enqueue(
     now: datetime | None = None,
 ) -> list[Delivery]:
     """A pending delivery, due now, per endpoint; added to ``session``, not committed."""
-    now = now or utcnow()
-    deliveries = [
-        Delivery(
-            id=new_id("dlv"),
-            tenant_id=tenant_id,
-            endpoint_id=endpoint.id,
-            event_id=event_id,
-            event_type=event_type,
-            status=PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        for endpoint in endpoints
-    ]
+    ids = [endpoint.id for endpoint in endpoints]
+    rows = delivery_rows(tenant_id, event_id, event_type, ids, now or utcnow())
+    deliveries = [Delivery(**row) for row in rows]
     session.add_all(deliveries)
     return deliveries

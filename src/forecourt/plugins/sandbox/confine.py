@@ -65,15 +65,6 @@ HOST_NET_DEV = HOST_NETWORK_DIR + "/net/dev"
 MIB = 1024 * 1024
 HOSTNAME = "sandbox"
 
-PROTECTIONS = (
-    "network_namespace",
-    "mount_namespace",
-    "rlimits",
-    "user",
-    "no_new_privs",
-    "landlock",
-    "seccomp",
-)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

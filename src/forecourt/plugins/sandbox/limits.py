@@ -29,8 +29,10 @@ PROTECTION_NAMES = (
     "landlock",
     "seccomp",
 )
-_PYTHON_ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
-_WASM_ENTRY = re.compile(r"^([\w.-]+/)*[\w.-]+\.wasm:[A-Za-z_]\w*$")
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+# Entry points: ``module.path:function`` (python) and ``dir/file.wasm:export`` (wasm).
+PYTHON_ENTRY_RE = re.compile(rf"^({_IDENT}(?:\.{_IDENT})*):({_IDENT})$")
+WASM_ENTRY_RE = re.compile(rf"^((?:[A-Za-z0-9_.-]+/)*[A-Za-z0-9_.-]+\.wasm):({_IDENT})$")
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class WorkerSpec:
             raise ValueError("key must not be empty")
         if self.runtime not in ("python", "wasm"):
             raise ValueError("runtime must be 'python' or 'wasm'")
-        pattern = _PYTHON_ENTRY if self.runtime == "python" else _WASM_ENTRY
+        pattern = PYTHON_ENTRY_RE if self.runtime == "python" else WASM_ENTRY_RE
         if not pattern.fullmatch(self.entry_point) or ".." in self.entry_point.split("/"):
             raise ValueError(f"entry_point {self.entry_point!r} is not valid for {self.runtime}")
         object.__setattr__(self, "site_dirs", tuple(Path(p) for p in self.site_dirs))
