@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -13,8 +13,8 @@ from forecourt.db.base import utcnow
 from forecourt.errors import InvalidInput
 from forecourt.pagination import next_cursor, paginate
 from forecourt.plugins.models import PluginExecution
+from forecourt.stats import STATS_WINDOWS, percentile
 
-STATS_WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
 STATUSES = ("ok", "error", "timeout", "killed", "refused")
 
 
@@ -78,11 +78,3 @@ def window_stats(rows: Sequence[tuple[str, float, datetime]]) -> dict[str, Any]:
         "last_success_at": max(ok) if ok else None,
         "last_failure_at": max(bad) if bad else None,
     }
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile of already sorted values."""
-    if not sorted_values:
-        return None
-    rank = max(1, -(-int(q * 1000) * len(sorted_values) // 1000))
-    return float(sorted_values[min(rank, len(sorted_values)) - 1])

@@ -19,6 +19,7 @@ from forecourt.errors import Conflict, InvalidInput, NotFound
 from forecourt.ids import new_id
 from forecourt.pagination import next_cursor, paginate
 from forecourt.principal import Principal
+from forecourt.stats import STATS_WINDOWS, percentile
 from forecourt.webhooks import signing, ssrf
 from forecourt.webhooks.models import (
     DELIVERING,
@@ -35,7 +36,6 @@ from forecourt.webhooks.schemas import EndpointCreate, EndpointUpdate, RetryPoli
 SECRET_PURPOSE = "webhook-secret"
 TYPE_PATTERN = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
-STATS_WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,19 +427,11 @@ def _window_stats(rows: list[tuple[int | None, int, datetime]]) -> dict[str, Any
         "succeeded": len(ok),
         "failed": len(bad),
         "success_rate": (len(ok) / len(rows)) if rows else None,
-        "p50_ms": _percentile(durations, 0.50),
-        "p95_ms": _percentile(durations, 0.95),
+        "p50_ms": percentile(durations, 0.50),
+        "p95_ms": percentile(durations, 0.95),
         "last_success_at": max(ok) if ok else None,
         "last_failure_at": max(bad) if bad else None,
     }
-
-
-def _percentile(sorted_values: list[int], q: float) -> float | None:
-    """Nearest-rank percentile."""
-    if not sorted_values:
-        return None
-    rank = max(1, -(-int(q * 1000) * len(sorted_values) // 1000))
-    return float(sorted_values[min(rank, len(sorted_values)) - 1])
 
 
 def endpoint_fields(endpoint: Endpoint) -> dict[str, Any]:
