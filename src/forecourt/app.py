@@ -56,18 +56,20 @@ def create_app(
     )
     app.state.forecourt = fc
     problems.install(app)
+    # Routes are matched in this order, one router after the other: the hot path (publishing)
+    # first, then what workers and dashboards poll, then the rest.
     for router in (
+        *event_routers,
+        webhooks_router,
+        deliveries_router,
         health_router,
         keys_router,
         users_router,
         auth_router,
         audit_router,
-        *event_routers,
+        plugin_routes.plugins,
+        plugin_routes.instances,
     ):
-        app.include_router(router)
-    for router in (webhooks_router, deliveries_router):
-        app.include_router(router)
-    for router in (plugin_routes.plugins, plugin_routes.instances):
         app.include_router(router)
 
     # Outermost last: request id -> body limit -> access (auth + rate limit) -> routes.

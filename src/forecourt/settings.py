@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     delivery_poll_interval_s: float = Field(default=0.5, gt=0)
     delivery_shutdown_grace_s: float = Field(default=10.0, ge=0)
     endpoint_concurrency: int = Field(default=16, gt=0)
+    # Processes that make the HTTP exchanges of a worker's deliveries; unset: one per core
+    # beyond the first (at most 4); 0: the worker's own process.
+    delivery_sender_processes: int | None = Field(default=None, ge=0, le=64)
     endpoint_disable_after_s: int = Field(default=5 * 86_400, gt=0)
     endpoint_disable_min_failures: int = Field(default=10, gt=0)
     secret_rotation_overlap_s: int = Field(default=86_400, ge=0)

@@ -572,6 +572,33 @@ async def test_per_endpoint_concurrency_is_bounded(
     assert receiver.max_in_flight == 3
 
 
+async def test_attempts_waiting_for_their_commit_hold_no_connection(
+    forecourt: MakeForecourt, workers: MakeWorker, receiver: Receiver
+) -> None:
+    """With two exchanges at once, four deliveries are all sent while the first two attempts
+    still wait to be recorded; the fifth waits for a recorded one."""
+    fc = await forecourt(delivery_concurrency=2, delivery_batch_size=2)
+    endpoint = await add_endpoint(fc, receiver.url())
+    worker = workers(fc)
+    release = asyncio.Event()
+
+    async def slow_record(batch: Any) -> None:
+        await release.wait()
+        await worker.queue.record(batch)
+
+    worker._recorder._write = slow_record
+    ids = await publish(fc, endpoint, count=5)
+    await worker.start()
+
+    await receiver.wait_for(lambda: len(receiver.completed) == 4, what="4 deliveries sent")
+    await asyncio.sleep(0.3)
+    assert len(receiver.completed) == 4
+    assert worker.in_flight == 4
+    release.set()
+    assert await settle(fc, ids) == dict.fromkeys(ids, SUCCEEDED)
+    assert len(receiver.completed) == 5
+
+
 async def test_wake_delivers_without_waiting_for_the_poll(
     forecourt: MakeForecourt, workers: MakeWorker, receiver: Receiver
 ) -> None:

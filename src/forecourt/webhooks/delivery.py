@@ -37,7 +37,7 @@ from forecourt.errors import NotFound
 from forecourt.ids import new_id
 from forecourt.prometheus import registered
 from forecourt.ratelimit.windows import Window
-from forecourt.webhooks import signing
+from forecourt.webhooks import sender_pool, signing
 from forecourt.webhooks.models import FAILED, RETRYING, SUCCEEDED, Attempt, Endpoint
 from forecourt.webhooks.queue import Claim, DeliveryQueue, EndpointDisabledHook, Finished
 from forecourt.webhooks.recorder import Recorder, brief
@@ -50,7 +50,7 @@ from forecourt.webhooks.schedule import (
     classify,
     next_attempt_delay,
 )
-from forecourt.webhooks.sender import Sender, SendResult
+from forecourt.webhooks.sender import SendResult, WebhookSender
 from forecourt.webhooks.service import signing_secrets
 
 if TYPE_CHECKING:
@@ -66,6 +66,9 @@ WORKER_ID_CHARS = 64
 CLAIM_BACKOFF_MAX_S = 5.0  # longest pause between claims while the database is unreachable
 RECORD_STOP_GRACE_S = 5.0  # how long ``stop`` waits for attempts still being recorded
 SECRET_CACHE_SIZE = 10_000  # endpoints whose decrypted signing secrets are kept
+# Finished attempts waiting for their group commit may hold this many times
+# ``delivery_concurrency`` deliveries, counting those being sent.
+RECORD_BACKLOG_FACTOR = 2
 
 ATTEMPTS = registered(
     lambda: Counter(
@@ -106,7 +109,8 @@ class DeliveryWorker:
     "test endpoint" API). ``wake`` cuts the idle wait short, for a publisher that has just
     committed new deliveries.
 
-    ``sender`` defaults to one built from the settings and is then closed by ``stop``.
+    ``sender`` defaults to the one the settings ask for (sender processes, see
+    ``sender_pool``) and is then closed by ``stop``.
     ``on_endpoint_disabled`` is awaited in the transaction that disables an endpoint.
     ``rng`` draws the jitter of retry delays.
     """
@@ -116,7 +120,7 @@ class DeliveryWorker:
         fc: Forecourt,
         *,
         worker_id: str | None = None,
-        sender: Sender | None = None,
+        sender: WebhookSender | None = None,
         on_endpoint_disabled: EndpointDisabledHook | None = None,
         rng: Rng = random.random,
     ) -> None:
@@ -134,12 +138,15 @@ class DeliveryWorker:
         )
         self._recorder = Recorder(self.queue.record, give_up_s=settings.delivery_lease_s)
         self._owns_sender = sender is None
-        self._sender = sender if sender is not None else Sender.from_settings(settings)
+        self._sender = sender if sender is not None else sender_pool.from_settings(settings)
         self._rng = rng
         self._box = fc.webhook_config.box
         self._concurrency = settings.delivery_concurrency
         # Deliveries whose lease this worker holds: claimed and not yet recorded or released.
         self._held: dict[str, Claim] = {}
+        # Of those, the ones whose HTTP exchange has not ended yet (the rest wait for their
+        # attempt to be recorded, and need no connection meanwhile).
+        self._exchanging: set[str] = set()
         self._reserved = 0  # slots promised to a publisher's hand-off, not adopted yet
         self._tasks: set[asyncio.Task[None]] = set()
         self._endpoint_slots: dict[str, _Slot] = {}
@@ -187,8 +194,7 @@ class DeliveryWorker:
         this worker; how many. None while the worker is not running."""
         if not self.running or self._stopping:
             return 0
-        free = self._concurrency - len(self._tasks) - self._reserved
-        count = max(0, min(wanted, free))
+        count = max(0, min(wanted, self._capacity()))
         self._reserved += count
         return count
 
@@ -248,7 +254,7 @@ class DeliveryWorker:
         batch = min(self.settings.delivery_batch_size, self._concurrency)
         backlog = False  # the last claim found more due deliveries than it took
         while not self._stopping:
-            capacity = self._concurrency - len(self._tasks) - self._reserved
+            capacity = self._capacity()
             # Behind a backlog, wait until half a batch of slots is free: one claim of many
             # rows costs the database about what one claim of a single row does.
             if capacity <= 0 or (backlog and capacity < batch // 2):
@@ -277,7 +283,20 @@ class DeliveryWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
+    def _capacity(self) -> int:
+        """Deliveries the worker can take on now: up to ``delivery_concurrency`` exchanges at
+        once, and as many again finished and waiting to be recorded."""
+        exchanges = self._concurrency - len(self._exchanging)
+        tasks = RECORD_BACKLOG_FACTOR * self._concurrency - len(self._tasks)
+        return min(exchanges, tasks) - self._reserved
+
+    def _exchanged(self, claim: Claim) -> None:
+        if claim.id in self._exchanging:
+            self._exchanging.discard(claim.id)
+            self._slot_free.set()
+
     def _spawn(self, claim: Claim) -> None:
+        self._exchanging.add(claim.id)
         task = asyncio.create_task(self.process(claim), name=f"deliver-{claim.id}")
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -333,6 +352,8 @@ class DeliveryWorker:
             with contextlib.suppress(Exception):
                 await self.queue.requeue([claim])
             self._held.pop(claim.id, None)
+        finally:
+            self._exchanged(claim)
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -351,6 +372,7 @@ class DeliveryWorker:
             slot.users -= 1
             if slot.users == 0:
                 del self._endpoint_slots[endpoint.id]
+            self._exchanged(claim)
         if sent is None:
             return None
         result, started_at = sent

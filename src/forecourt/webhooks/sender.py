@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
@@ -62,6 +62,17 @@ class SendResult:
     error_class: str | None = None
     error_message: str | None = None
     retry_after_s: float | None = None
+
+
+class WebhookSender(Protocol):
+    """What the delivery worker sends through: a ``Sender`` in its own process, or a
+    ``SenderPool`` of sender processes."""
+
+    async def send(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
+    ) -> SendResult: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Sender:

@@ -1,0 +1,162 @@
+"""A sender process: makes the HTTP exchanges of webhook deliveries for the worker that
+started it, on a core of its own.
+
+Run as ``python -m forecourt.webhooks.sender_process CONFIG`` by ``SenderPool``; it talks
+over its stdin and stdout and nothing else. The signing, the queue and the recording stay with
+the worker: this process gets a URL, headers and a signed body, POSTs them through the same
+``Sender`` as the worker would (the SSRF guard included) and answers with the ``SendResult``.
+
+Frames, in both directions: one line of JSON, then (requests only) the body's bytes::
+
+    request  [seq, url, headers, timeout_s, body_length] \\n <body>
+    result   [seq, status_code, duration_ms, excerpt, error_class, error_message, retry_after_s]
+
+The first line written is ``["ready"]``. When stdin closes (the worker closed the pool, or
+died) the process stops at once, whatever is in flight: the worker either has its answers
+already or makes those attempts again, as at-least-once delivery allows. It dies with its
+parent (``PR_SET_PDEATHSIG``) and ignores the terminal's SIGINT and SIGTERM, which are the
+parent's to act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from forecourt.webhooks import ssrf
+from forecourt.webhooks.sender import Sender, SendResult
+
+READY = b'["ready"]\n'
+MAX_HEADER_LINE_BYTES = 1 << 20  # the JSON line of a request: URL and headers
+PR_SET_PDEATHSIG = 1
+
+
+def encode_request(
+    seq: int, url: str, headers: dict[str, str], timeout_s: float, body: bytes
+) -> bytes:
+    return orjson.dumps([seq, url, headers, timeout_s, len(body)]) + b"\n" + body
+
+
+def encode_result(seq: int, result: SendResult) -> bytes:
+    return (
+        orjson.dumps(
+            [
+                seq,
+                result.status_code,
+                result.duration_ms,
+                result.response_excerpt,
+                result.error_class,
+                result.error_message,
+                result.retry_after_s,
+            ]
+        )
+        + b"\n"
+    )
+
+
+def decode_result(line: bytes) -> tuple[int, SendResult]:
+    seq, status, duration_ms, excerpt, error_class, error_message, retry_after_s = orjson.loads(
+        line
+    )
+    return seq, SendResult(status, duration_ms, excerpt, error_class, error_message, retry_after_s)
+
+
+class FrameWriter:
+    """Frames for a pipe, written together once per turn of the event loop (one system call
+    for all the frames of that turn)."""
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self._transport = transport
+        self._pending: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, frame: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(frame)
+
+    def _flush(self) -> None:
+        frames, self._pending = self._pending, []
+        if not self._transport.is_closing():
+            self._transport.write(b"".join(frames))
+
+
+async def serve(config: dict[str, Any]) -> None:
+    """Answer requests from stdin until it closes."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_HEADER_LINE_BYTES)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0)
+    )
+    transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(1, "wb", buffering=0))
+    output = FrameWriter(transport)
+    sender = Sender(
+        ssrf.AllowPolicy.from_setting(config["allow_private"]),
+        concurrency=config["concurrency"],
+        limit_per_host=config["limit_per_host"],
+    )
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def exchange(
+        seq: int, url: str, headers: dict[str, str], timeout_s: float, body: bytes
+    ) -> None:
+        output.write(encode_result(seq, await sender.send(url, body, headers, timeout_s)))
+
+    transport.write(READY)
+    try:
+        while True:
+            try:
+                line = await reader.readline()
+                if not line:
+                    break
+                seq, url, headers, timeout_s, length = orjson.loads(line)
+                body = await reader.readexactly(length)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            task = asyncio.create_task(exchange(seq, url, headers, timeout_s, body))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    finally:
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await sender.aclose()
+        transport.close()
+
+
+def _die_with_parent(parent: int) -> None:
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    with contextlib.suppress(AttributeError):
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    config = orjson.loads(args[0])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(int(config["parent"]))
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(config))
+    else:
+        uvloop.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()
