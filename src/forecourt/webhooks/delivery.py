@@ -26,6 +26,7 @@ import random
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,7 @@ SECRET_CACHE_SIZE = 10_000  # endpoints whose decrypted signing secrets are kept
 # Finished attempts waiting for their group commit may hold this many times
 # ``delivery_concurrency`` deliveries, counting those being sent.
 RECORD_BACKLOG_FACTOR = 2
+BACKLOG_BATCHES = 2  # the local backlog of handed-off deliveries, in claim batches
 
 ATTEMPTS = registered(
     lambda: Counter(
@@ -147,7 +149,11 @@ class DeliveryWorker:
         # Of those, the ones whose HTTP exchange has not ended yet (the rest wait for their
         # attempt to be recorded, and need no connection meanwhile).
         self._exchanging: set[str] = set()
-        self._reserved = 0  # slots promised to a publisher's hand-off, not adopted yet
+        self._reserved = 0  # places promised to a publisher's hand-off, not adopted yet
+        # Handed-off deliveries that found no free slot: leased to this worker (the heartbeat
+        # extends them), started in order as slots free up, handed back by ``stop``.
+        self._backlog: deque[Claim] = deque()
+        self._backlog_max = BACKLOG_BATCHES * settings.delivery_batch_size
         self._tasks: set[asyncio.Task[None]] = set()
         self._endpoint_slots: dict[str, _Slot] = {}
         self._rate_windows: dict[int, tuple[Window, ...]] = {}
@@ -190,11 +196,13 @@ class DeliveryWorker:
         return self.queue.lease
 
     def reserve(self, wanted: int) -> int:
-        """Promise up to ``wanted`` free slots to deliveries about to be inserted leased to
-        this worker; how many. None while the worker is not running."""
+        """Promise up to ``wanted`` places to deliveries about to be inserted leased to this
+        worker: free slots, then room in the local backlog; how many. None while the worker is
+        not running."""
         if not self.running or self._stopping:
             return 0
-        count = max(0, min(wanted, self._capacity()))
+        room = self._free() + self._backlog_max - len(self._backlog) - self._reserved
+        count = max(0, min(wanted, room))
         self._reserved += count
         return count
 
@@ -208,8 +216,12 @@ class DeliveryWorker:
         self._reserved = max(0, self._reserved - len(claims))
         for claim in claims:
             self._held[claim.id] = claim
-            if not self._stopping:  # else ``stop`` hands it back (or its lease runs out)
+            if self._stopping:  # ``stop`` hands it back (or its lease runs out)
+                continue
+            if self._free() > 0:
                 self._spawn(claim)
+            else:
+                self._backlog.append(claim)
 
     async def stop(self, deadline_s: float | None = None) -> None:
         """Stop claiming; wait up to ``deadline_s`` (default: the shutdown grace setting) for
@@ -228,6 +240,7 @@ class DeliveryWorker:
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
+        self._backlog.clear()  # still held: handed back below
         # Attempts already made are written even if their task was cancelled.
         await self._recorder.drained(RECORD_STOP_GRACE_S)
         if self._held:
@@ -254,6 +267,7 @@ class DeliveryWorker:
         batch = min(self.settings.delivery_batch_size, self._concurrency)
         backlog = False  # the last claim found more due deliveries than it took
         while not self._stopping:
+            self._start_backlog()
             capacity = self._capacity()
             # Behind a backlog, wait until half a batch of slots is free: one claim of many
             # rows costs the database about what one claim of a single row does.
@@ -283,17 +297,26 @@ class DeliveryWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
-    def _capacity(self) -> int:
-        """Deliveries the worker can take on now: up to ``delivery_concurrency`` exchanges at
-        once, and as many again finished and waiting to be recorded."""
+    def _free(self) -> int:
+        """Deliveries that can start now: up to ``delivery_concurrency`` exchanges at once,
+        and as many again finished and waiting to be recorded."""
         exchanges = self._concurrency - len(self._exchanging)
         tasks = RECORD_BACKLOG_FACTOR * self._concurrency - len(self._tasks)
-        return min(exchanges, tasks) - self._reserved
+        return min(exchanges, tasks)
+
+    def _capacity(self) -> int:
+        """How many due deliveries to claim from the queue now."""
+        return self._free() - self._reserved - len(self._backlog)
 
     def _exchanged(self, claim: Claim) -> None:
         if claim.id in self._exchanging:
             self._exchanging.discard(claim.id)
+            self._start_backlog()
             self._slot_free.set()
+
+    def _start_backlog(self) -> None:
+        while self._backlog and not self._stopping and self._free() > 0:
+            self._spawn(self._backlog.popleft())
 
     def _spawn(self, claim: Claim) -> None:
         self._exchanging.add(claim.id)
@@ -303,6 +326,7 @@ class DeliveryWorker:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._start_backlog()
         self._slot_free.set()
 
     async def claim(self, limit: int) -> list[Claim]:
