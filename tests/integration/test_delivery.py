@@ -865,11 +865,9 @@ async def test_a_running_worker_delivers_what_it_is_handed_without_claiming(
 async def test_hand_offs_beyond_the_free_slots_wait_in_the_local_backlog(
     forecourt: MakeForecourt, workers: MakeWorker, receiver: Receiver
 ) -> None:
-    """Two slots and a backlog of two batches of two: six handed-off deliveries are all
-    leased to the worker and delivered in turn without a claim; a seventh stays queued."""
-    fc = await forecourt(
-        delivery_poll_interval_s=60.0, delivery_concurrency=2, delivery_batch_size=2
-    )
+    """Two slots and a backlog of four times two: ten handed-off deliveries are all leased to
+    the worker and delivered in turn without a claim; an eleventh stays queued."""
+    fc = await forecourt(delivery_poll_interval_s=60.0, delivery_concurrency=2)
     receiver.reply("/hook", Reply(delay_s=0.2))
     await add_endpoint(fc, receiver.url())
     worker = workers(fc, worker_id="local-worker")
@@ -877,11 +875,11 @@ async def test_hand_offs_beyond_the_free_slots_wait_in_the_local_backlog(
     await asyncio.sleep(0.1)  # the first (empty) claim is behind it; the next is a minute away
     fc.event_writer.handoff = worker
 
-    ids = await _publish_through_api(fc, 7)
+    ids = await _publish_through_api(fc, 11)
 
     leased = {i: (await delivery(fc, i)).lease_owner for i in ids}
-    assert list(leased.values()).count("local-worker") == 6
-    await receiver.wait_for(lambda: len(receiver.completed) == 6, timeout_s=5.0, what="6 sent")
+    assert list(leased.values()).count("local-worker") == 10
+    await receiver.wait_for(lambda: len(receiver.completed) == 10, timeout_s=5.0, what="sent")
     assert receiver.max_in_flight == 2
     queued = [i for i, owner in leased.items() if owner is None]
     assert (await delivery(fc, queued[0])).status == PENDING

@@ -70,7 +70,9 @@ SECRET_CACHE_SIZE = 10_000  # endpoints whose decrypted signing secrets are kept
 # Finished attempts waiting for their group commit may hold this many times
 # ``delivery_concurrency`` deliveries, counting those being sent.
 RECORD_BACKLOG_FACTOR = 2
-BACKLOG_BATCHES = 2  # the local backlog of handed-off deliveries, in claim batches
+# The local backlog of handed-off deliveries, in ``delivery_concurrency``s: room for a fan-out
+# to a thousand endpoints with the default settings, which then needs no claim at all.
+BACKLOG_FACTOR = 4
 
 ATTEMPTS = registered(
     lambda: Counter(
@@ -153,7 +155,7 @@ class DeliveryWorker:
         # Handed-off deliveries that found no free slot: leased to this worker (the heartbeat
         # extends them), started in order as slots free up, handed back by ``stop``.
         self._backlog: deque[Claim] = deque()
-        self._backlog_max = BACKLOG_BATCHES * settings.delivery_batch_size
+        self._backlog_max = BACKLOG_FACTOR * self._concurrency
         self._tasks: set[asyncio.Task[None]] = set()
         self._endpoint_slots: dict[str, _Slot] = {}
         self._rate_windows: dict[int, tuple[Window, ...]] = {}
