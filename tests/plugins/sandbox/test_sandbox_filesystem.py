@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 from sandbox_support import CORPUS, sandbox
@@ -59,13 +61,31 @@ async def test_host_secrets_are_unreachable(tmp_path: Path) -> None:
     assert listing["errno"] == errno.EACCES  # Landlock: not even / may be listed
 
 
+def _shared_copy() -> Path:
+    """The corpus copied to a new folder that every user can reach."""
+    package = Path(tempfile.mkdtemp(prefix="forecourt-corpus-"))
+    package.chmod(0o755)
+    shutil.copy(CORPUS / "hostile.py", package / "hostile.py")
+    (package / "hostile.py").chmod(0o644)
+    return package
+
+
 async def test_landlock_alone_keeps_the_data_dir_out(tmp_path: Path) -> None:
-    """Without the mount namespace the host's files are all there; Landlock still denies them."""
+    """Without the mount namespace the host's files are all there; Landlock still denies them.
+
+    The package is a copy in a folder every user can reach: without the mount namespace the
+    plugin's uid sees the host's permissions, and a checkout may sit under a private folder.
+    """
     database = _data_dir(tmp_path)
-    async with sandbox(disabled=("mount_namespace",)) as box:
-        seen = await box.output("read_file", str(database))
-        assert seen == {"error": "PermissionError", "errno": errno.EACCES}
-        assert (await box.output("read_file", str(CORPUS / "hostile.py")))["ok"] > 0
+    package = _shared_copy()
+    try:
+        async with sandbox(disabled=("mount_namespace",)) as box:
+            seen = await box.output("read_file", str(database), package_dir=package)
+            assert seen == {"error": "PermissionError", "errno": errno.EACCES}
+            hostile = str(package / "hostile.py")
+            assert (await box.output("read_file", hostile, package_dir=package))["ok"] > 0
+    finally:
+        shutil.rmtree(package, ignore_errors=True)
 
 
 async def test_declared_dependencies_are_importable_and_read_only(tmp_path: Path) -> None:
