@@ -52,6 +52,17 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def json_option(option: str, text: str) -> Any:
+    """The value of a JSON option; a clear error when it is not JSON."""
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{option}: not valid JSON ({exc.msg} at position {exc.pos})")
+        raise
+
+
 def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -349,11 +360,7 @@ def events_publish(
     from forecourt.events.envelope import envelope
     from forecourt.events.schemas import EventPublish
 
-    try:
-        payload = json.loads(data)
-    except json.JSONDecodeError as exc:
-        fail(f"--data: not valid JSON ({exc.msg} at position {exc.pos})")
-        raise
+    payload = json_option("--data", data)
     settings = load_settings()
     try:
         body = EventPublish.model_validate(
@@ -543,11 +550,7 @@ def plugins_run(
 
     from forecourt.plugins.schemas import ExecutionOut
 
-    try:
-        payload = json.loads(input)
-    except json.JSONDecodeError as exc:
-        fail(f"--input: not valid JSON ({exc.msg} at position {exc.pos})")
-        raise
+    payload = json_option("--input", input)
     settings = load_settings()
 
     async def go(fc: Any) -> dict[str, Any]:

@@ -23,12 +23,18 @@ def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> str:
+def decode_key(cursor: str) -> str:
+    """The key (any string) that ``encode_cursor`` encoded; InvalidInput otherwise."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        value = base64.urlsafe_b64decode(padded.encode()).decode()
+        return base64.urlsafe_b64decode(padded.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidInput("The cursor is not one this API returned.", field="cursor") from None
+
+
+def decode_cursor(cursor: str) -> str:
+    """The id that ``encode_cursor`` encoded; InvalidInput for anything else."""
+    value = decode_key(cursor)
     if not value or "_" not in value:
         raise InvalidInput("The cursor is not one this API returned.", field="cursor")
     return value

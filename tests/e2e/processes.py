@@ -1,7 +1,7 @@
 """Running Forecourt the way an operator does, for the end-to-end tests.
 
 ``Node`` is one long-running ``forecourt serve`` or ``forecourt worker`` process, its output
-in a file so it can never block on a pipe. ``cli`` runs one short ``forecourt`` command.
+in a file so it can never block on a pipe (short commands: ``commands.run``).
 ``ThreadedReceiver`` is the loopback receiver of ``receivers.py`` on an event loop of its own
 thread, so a test can drive the synchronous SDK while webhooks arrive. ``wait_until`` is the
 one way to wait: poll with a deadline.
@@ -10,10 +10,8 @@ one way to wait: poll with a deadline.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,42 +22,16 @@ from typing import Literal, TypeVar
 import httpx
 import pytest
 
+from commands import FORECOURT
 from conftest import free_port
 from receivers import Received, Receiver, ReplyFor
 
-FORECOURT = Path(sys.executable).parent / "forecourt"
-COMMAND_TIMEOUT_S = 60.0
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
 POLL_INTERVAL_S = 0.05
 WORKER_BANNER = "forecourt worker"  # "forecourt worker <id> started" on stderr when ready
 
 T = TypeVar("T")
-
-
-def clean_env(data_dir: Path, **settings: str) -> dict[str, str]:
-    """The caller's environment without any FORECOURT_ setting, plus a data folder and
-    ``settings`` (``database_url="…"`` becomes ``FORECOURT_DATABASE_URL``)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FORECOURT_")}
-    env["FORECOURT_DATA_DIR"] = str(data_dir)
-    env.update({f"FORECOURT_{name.upper()}": value for name, value in settings.items()})
-    return env
-
-
-def cli(
-    env: dict[str, str], cwd: Path, *args: str, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    """Run ``forecourt ARGS`` to completion (cwd: the test's folder, so no .env is read)."""
-    return subprocess.run(
-        [str(FORECOURT), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=COMMAND_TIMEOUT_S,
-        check=False,
-    )
 
 
 def wait_until(

@@ -6,60 +6,16 @@ their own, empty, so they see what a first deployment sees.
 
 from __future__ import annotations
 
-import os
 import re
 import stat
-import subprocess
-import sys
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-FORECOURT = Path(sys.executable).parent / "forecourt"
-COMMAND_TIMEOUT_S = 60
+from commands import Cli, assert_clean_error, clean_env
+
 KEY_RE = re.compile(r"^fck_live_[0-9A-Za-z]{36}$")
-
-
-@dataclass
-class Cli:
-    """Runs ``forecourt`` with this test's environment."""
-
-    env: dict[str, str]
-    cwd: Path
-
-    @property
-    def data_dir(self) -> Path:
-        return Path(self.env["FORECOURT_DATA_DIR"])
-
-    def __call__(
-        self, *args: str, stdin: str | None = None, **env: str
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(FORECOURT), *args],
-            input=stdin if stdin is not None else "",
-            capture_output=True,
-            text=True,
-            env={**self.env, **env},
-            cwd=self.cwd,
-            timeout=COMMAND_TIMEOUT_S,
-            check=False,
-        )
-
-    def ok(
-        self, *args: str, stdin: str | None = None, **env: str
-    ) -> subprocess.CompletedProcess[str]:
-        result = self(*args, stdin=stdin, **env)
-        assert result.returncode == 0, result.stderr
-        return result
-
-
-def clean_env(data_dir: Path) -> dict[str, str]:
-    """The caller's environment without any FORECOURT_ setting, plus a data folder."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FORECOURT_")}
-    env["FORECOURT_DATA_DIR"] = str(data_dir)
-    return env
 
 
 @pytest.fixture
@@ -72,17 +28,6 @@ def cli(tmp_path: Path) -> Cli:
 def booted(cli: Cli) -> None:
     """A first command has run: the owner key exists, so stderr later holds only errors."""
     cli.ok("keys", "list")
-
-
-def assert_clean_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
-    """A usage error: the exit code, one ``error:`` line on stderr, nothing on stdout."""
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def key_rows(listing: str) -> dict[str, list[str]]:

@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 import standardwebhooks
-from processes import Node, ThreadedReceiver, clean_env, cli, wait_until
+from processes import Node, ThreadedReceiver, wait_until
 
+from commands import clean_env
+from commands import run as cli
 from conftest import free_port
 from forecourt.client import Client, verify_webhook
 from receivers import Received, Reply

@@ -21,8 +21,10 @@ from typing import Any
 
 import pytest
 import standardwebhooks
-from processes import Node, ThreadedReceiver, clean_env, cli, terminate_all, wait_until
+from processes import Node, ThreadedReceiver, terminate_all, wait_until
 
+from commands import clean_env
+from commands import run as cli
 from conftest import REDIS_URL, RUN_ID
 from forecourt.client import Client, WebhookVerificationError, verify_webhook
 from receivers import Received, Reply

@@ -45,6 +45,8 @@ async def test_posts_and_answers_like_the_sender_in_process() -> None:
 
 async def test_many_requests_share_the_processes_and_each_gets_its_own_answer() -> None:
     async with Receiver() as rx:
+        for i in range(300):
+            rx.reply(f"/n/{i}", Reply(200 + i % 3, f"answer {i}".encode()))
         pool = SenderPool("127.0.0.0/8", processes=2)
         try:
             results = await asyncio.gather(
@@ -52,7 +54,8 @@ async def test_many_requests_share_the_processes_and_each_gets_its_own_answer() 
             )
         finally:
             await pool.aclose()
-    assert all(r.status_code == 200 for r in results)
+    answers = [(r.status_code, r.response_excerpt) for r in results]
+    assert answers == [(200 + i % 3, f"answer {i}") for i in range(300)]
     assert sorted(int(r.body) for r in rx.received) == list(range(300))
     assert {r.path for r in rx.received} == {f"/n/{i}" for i in range(300)}
 

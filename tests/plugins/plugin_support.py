@@ -28,6 +28,16 @@ SETTINGS: dict[str, Any] = {
     "plugin_event_retry_base_s": 0.05,
 }
 
+# The smallest valid package: a transformation that returns its input.
+MANIFEST = b"""
+id = "com.example.upper"
+name = "Upper"
+version = "1.0.0"
+type = "transformation"
+entry_point = "plugin:run"
+"""
+CODE = b"def run(payload):\n    return payload\n"
+
 UPPER = """
 import forecourt_plugin
 

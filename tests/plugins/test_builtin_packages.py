@@ -11,19 +11,16 @@ import importlib.util
 import io
 import json
 import re
-import socketserver
 import sys
-import tempfile
-import threading
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import unix_http
 from forecourt.plugins.builtin import BUILTIN_DIR, builtin_package_dirs
 from forecourt.plugins.configuration import validate_config
 from forecourt.plugins.contracts import validate_output
@@ -198,34 +195,8 @@ ENGINE = {
 def engine() -> Iterator[tuple[str, dict[str, Any]]]:
     """A fake Docker engine answering on a unix socket; its routes can be changed."""
     routes: dict[str, Any] = dict(ENGINE)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path not in routes:
-                self.send_error(500)
-                return
-            body = json.dumps(routes[self.path]).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    folder = Path(tempfile.mkdtemp(prefix="fc-docker-"))  # short: unix socket paths are limited
-    path = str(folder / "docker.sock")
-    server = socketserver.ThreadingUnixStreamServer(path, Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with unix_http.serve(routes) as path:
         yield path, routes
-    finally:
-        server.shutdown()
-        server.server_close()
-        Path(path).unlink(missing_ok=True)
-        folder.rmdir()
 
 
 def by_name(metrics: list[dict[str, Any]]) -> dict[tuple[str, str], float]:

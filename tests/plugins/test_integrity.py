@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from plugin_support import CODE, MANIFEST
 
 from forecourt.errors import UntrustedPackage
 from forecourt.plugins.integrity import (
@@ -27,14 +28,6 @@ from forecourt.plugins.integrity import (
 )
 from forecourt.plugins.package import SIGNATURE_FILE, read_package
 
-MANIFEST = b"""
-id = "com.example.upper"
-name = "Upper"
-version = "1.0.0"
-type = "transformation"
-entry_point = "plugin:run"
-"""
-CODE = b"def run(payload):\n    return payload\n"
 PRIVATE, PUBLIC = generate_publisher_key()
 OTHER_PRIVATE, OTHER_PUBLIC = generate_publisher_key()
 

@@ -15,18 +15,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from plugin_support import CODE, MANIFEST
 
 from forecourt.errors import InvalidPackage, PayloadTooLarge
 from forecourt.plugins.package import SIGNATURE_FILE, path_problem, read_package, tree_digest
 
-MANIFEST = b"""
-id = "com.example.upper"
-name = "Upper"
-version = "1.0.0"
-type = "transformation"
-entry_point = "plugin:run"
-"""
-CODE = b"def run(payload):\n    return payload\n"
 GOOD = {"forecourt-plugin.toml": MANIFEST, "plugin.py": CODE}
 
 

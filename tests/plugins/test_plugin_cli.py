@@ -4,58 +4,22 @@ runs them, on the embedded SQLite database of a data folder of their own."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from plugin_support import files, write_folder, zip_bytes
 
+from commands import Cli, assert_clean_error, clean_env
 from forecourt import principal
 from forecourt.core import Forecourt
 from forecourt.plugins.schemas import InstanceCreate
 from forecourt.settings import Settings
 from forecourt.tenants import service as tenants
 
-FORECOURT = Path(sys.executable).parent / "forecourt"
-COMMAND_TIMEOUT_S = 60
-
-
-@dataclass
-class Cli:
-    env: dict[str, str]
-    cwd: Path
-
-    @property
-    def data_dir(self) -> Path:
-        return Path(self.env["FORECOURT_DATA_DIR"])
-
-    def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(FORECOURT), *args],
-            input="",
-            capture_output=True,
-            text=True,
-            env={**self.env, **env},
-            cwd=self.cwd,
-            timeout=COMMAND_TIMEOUT_S,
-            check=False,
-        )
-
-    def ok(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        result = self(*args, **env)
-        assert result.returncode == 0, (result.stdout, result.stderr)
-        return result
-
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FORECOURT_")}
-    env["FORECOURT_DATA_DIR"] = str(tmp_path / "data")
-    env["FORECOURT_PLUGIN_ALLOW_UNSIGNED"] = "true"
-    return Cli(env, tmp_path)
+    return Cli(clean_env(tmp_path / "data", plugin_allow_unsigned="true"), tmp_path)
 
 
 @pytest.fixture
@@ -63,14 +27,6 @@ def booted(cli: Cli) -> Cli:
     """A first command has run: the owner key went to stderr then, so later it holds errors only."""
     cli.ok("plugins", "list")
     return cli
-
-
-def one_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr and result.stdout == ""
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith("error: ")
-    return line
 
 
 def rows(listing: str) -> dict[str, list[str]]:
@@ -134,7 +90,7 @@ async def test_install_list_enable_disable_and_run(booted: Cli, tmp_path: Path) 
         "disabled com.example.upper"
     )
     await make_instance(cli.data_dir, "com.example.upper", "shout")
-    refused = one_error(cli("plugins", "run", "shout", "--input", '{"records": []}'))
+    refused = assert_clean_error(cli("plugins", "run", "shout", "--input", '{"records": []}'))
     assert "disabled" in refused
     cli.ok("plugins", "enable", "com.example.upper")
 
@@ -144,27 +100,29 @@ async def test_install_list_enable_disable_and_run(booted: Cli, tmp_path: Path) 
     assert execution["output"] == {"records": [{"w": "CLI"}]}
     assert "upper-casing 1 records" in execution["logs"]
 
-    bad_input = one_error(cli("plugins", "run", "shout", "--input", '{"rows": []}'))
+    bad_input = assert_clean_error(cli("plugins", "run", "shout", "--input", '{"rows": []}'))
     assert "input.records" in bad_input
-    assert "not valid JSON" in one_error(cli("plugins", "run", "shout", "--input", "{"))
-    assert "No plugin instance" in one_error(cli("plugins", "run", "nobody"))
+    assert "not valid JSON" in assert_clean_error(cli("plugins", "run", "shout", "--input", "{"))
+    assert "No plugin instance" in assert_clean_error(cli("plugins", "run", "nobody"))
 
 
 def test_install_refusals_are_one_clear_line(booted: Cli, tmp_path: Path) -> None:
     cli = booted
     package = tmp_path / "upper.zip"
     package.write_bytes(zip_bytes(files()))
-    unsigned = one_error(
+    unsigned = assert_clean_error(
         cli("plugins", "install", str(package), FORECOURT_PLUGIN_ALLOW_UNSIGNED="false")
     )
     assert "unsigned" in unsigned
     broken = tmp_path / "broken.zip"
     broken.write_bytes(zip_bytes(files(version="one", entry_point="nothing:here")))
-    line = one_error(cli("plugins", "install", str(broken)))
+    line = assert_clean_error(cli("plugins", "install", str(broken)))
     assert "version: must be a semantic version" in line and "entry_point:" in line
-    assert "no such file" in one_error(cli("plugins", "install", str(tmp_path / "none.zip")))
+    assert "no such file" in assert_clean_error(
+        cli("plugins", "install", str(tmp_path / "none.zip"))
+    )
     cli.ok("plugins", "install", str(package))
-    assert "already installed" in one_error(cli("plugins", "install", str(package)))
+    assert "already installed" in assert_clean_error(cli("plugins", "install", str(package)))
 
 
 def test_doctor_prints_the_sandbox_report(cli: Cli) -> None:

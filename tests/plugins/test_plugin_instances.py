@@ -5,13 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socketserver
-import tempfile
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +21,7 @@ from plugin_support import (
 )
 from sqlalchemy import select
 
+import unix_http
 from conftest import Harness
 from forecourt.plugins.models import PluginInstance
 
@@ -303,30 +298,8 @@ def collect(payload):
 @pytest.fixture
 def engine_socket() -> Iterator[str]:
     """A Unix socket answering GET /info with {"Images": 4}, as a Docker engine would."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b'{"Images": 4}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    folder = Path(tempfile.mkdtemp(prefix="fc-engine-"))
-    path = str(folder / "engine.sock")
-    server = socketserver.ThreadingUnixStreamServer(path, Handler)
-    os.chmod(path, 0o666)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with unix_http.serve({"/info": {"Images": 4}}, mode=0o666) as path:
         yield path
-    finally:
-        server.shutdown()
-        server.server_close()
-        shutil.rmtree(folder)
 
 
 async def test_a_plugin_reaches_the_unix_sockets_its_manifest_declares(

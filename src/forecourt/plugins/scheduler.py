@@ -41,6 +41,7 @@ from forecourt.plugins.package import IGNORED_DIRS, read_package
 from forecourt.plugins.policy import check_package
 from forecourt.plugins.routing import LEASE_MARGIN_S
 from forecourt.plugins.runner import PluginRunner, limits
+from forecourt.plugins.service import package_columns
 from forecourt.plugins.store import zip_files
 
 log = logging.getLogger("forecourt.plugins")
@@ -209,13 +210,7 @@ class Scheduler:
                 update(Plugin)
                 .where(Plugin.id == row.id)
                 .values(
-                    sha256=package.sha256,
-                    size_bytes=package.size,
-                    manifest=manifest.raw,
-                    name=manifest.name,
-                    description=manifest.description,
-                    category=manifest.category,
-                    event_types=list(manifest.permissions.events),
+                    **package_columns(package),
                     status=READY,
                     status_detail=None,
                     updated_at=utcnow(),

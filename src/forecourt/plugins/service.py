@@ -9,8 +9,6 @@ versions installed side by side; they share one enabled switch.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from forecourt.db.base import utcnow
 from forecourt.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from forecourt.events.outbox import OnPublished, publish_in
 from forecourt.ids import new_id
+from forecourt.pagination import decode_key, encode_cursor
 from forecourt.plugins import executions as records
 from forecourt.plugins import instances as instance_rules
 from forecourt.plugins.integrity import Trust
@@ -42,6 +41,21 @@ from forecourt.plugins.runner import PluginRunner
 from forecourt.plugins.schemas import PluginUpdate
 from forecourt.plugins.store import zip_files
 from forecourt.principal import Principal
+
+
+def package_columns(package: PluginPackage) -> dict[str, Any]:
+    """The columns of a version's row that come from its package (and change with it when a
+    development folder is edited)."""
+    manifest = package.manifest
+    return {
+        "name": manifest.name,
+        "description": manifest.description,
+        "category": manifest.category,
+        "manifest": manifest.raw,
+        "event_types": list(manifest.permissions.events),
+        "sha256": package.sha256,
+        "size_bytes": package.size,
+    }
 
 
 @dataclass(frozen=True)
@@ -124,15 +138,9 @@ class PluginService:
             id=new_id("plg"),
             plugin_id=manifest.id,
             version=manifest.version,
-            name=manifest.name,
-            description=manifest.description,
             type=manifest.type,
             runtime=manifest.runtime,
-            category=manifest.category,
-            manifest=manifest.raw,
-            event_types=list(manifest.permissions.events),
-            sha256=package.sha256,
-            size_bytes=package.size,
+            **package_columns(package),
             signed=trust.signed,
             publisher="Forecourt" if builtin else trust.publisher,
             builtin=builtin,
@@ -185,7 +193,7 @@ class PluginService:
         if enabled is not None:
             stmt = stmt.where(Plugin.enabled.is_(enabled))
         if cursor:
-            stmt = stmt.where(Plugin.plugin_id > _decode(cursor))
+            stmt = stmt.where(Plugin.plugin_id > decode_key(cursor))
         ids = list(
             (await self.session.scalars(stmt.order_by(Plugin.plugin_id).limit(limit + 1))).all()
         )
@@ -193,7 +201,7 @@ class PluginService:
         ids = ids[:limit]
         rows = (await self.session.scalars(select(Plugin).where(Plugin.plugin_id.in_(ids)))).all()
         found = [Installed(_sorted([r for r in rows if r.plugin_id == pid])) for pid in ids]
-        return found, (_encode(ids[-1]) if more and ids else None)
+        return found, (encode_cursor(ids[-1]) if more and ids else None)
 
     async def get(self, plugin_id: str) -> Installed:
         rows = await self._rows(plugin_id)
@@ -369,14 +377,3 @@ def _archive(source: bytes | Path, package: PluginPackage, dev: bool) -> tuple[b
 
 def _sorted(rows: list[Plugin]) -> list[Plugin]:
     return sorted(rows, key=lambda row: semver_key(row.version))
-
-
-def _encode(plugin_id: str) -> str:
-    return base64.urlsafe_b64encode(plugin_id.encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput("The cursor is not one this API returned.", field="cursor") from None

@@ -269,7 +269,6 @@ class DeliveryWorker:
         batch = min(self.settings.delivery_batch_size, self._concurrency)
         backlog = False  # the last claim found more due deliveries than it took
         while not self._stopping:
-            self._start_backlog()
             capacity = self._capacity()
             # Behind a backlog, wait until half a batch of slots is free: one claim of many
             # rows costs the database about what one claim of a single row does.

@@ -64,6 +64,11 @@ class SendResult:
     retry_after_s: float | None = None
 
 
+def host_limit(settings: Settings) -> int:
+    """Connections to one receiver host: enough for an endpoint's own concurrency."""
+    return max(LIMIT_PER_HOST, settings.endpoint_concurrency)
+
+
 class WebhookSender(Protocol):
     """What the delivery worker sends through: a ``Sender`` in its own process, or a
     ``SenderPool`` of sender processes."""
@@ -103,7 +108,7 @@ class Sender:
         return cls(
             ssrf.AllowPolicy.from_setting(settings.webhook_allow_private),
             concurrency=settings.delivery_concurrency,
-            limit_per_host=max(LIMIT_PER_HOST, settings.endpoint_concurrency),
+            limit_per_host=host_limit(settings),
         )
 
     def _client(self) -> aiohttp.ClientSession:

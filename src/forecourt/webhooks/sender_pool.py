@@ -35,6 +35,7 @@ from forecourt.webhooks.sender import (
     Sender,
     SendResult,
     WebhookSender,
+    host_limit,
 )
 from forecourt.webhooks.sender_process import (
     READY,
@@ -68,14 +69,13 @@ def from_settings(settings: Settings) -> WebhookSender:
     processes = settings.delivery_sender_processes
     if processes is None:
         processes = auto_processes()
-    limit_per_host = max(LIMIT_PER_HOST, settings.endpoint_concurrency)
     if processes == 0:
         return Sender.from_settings(settings)
     return SenderPool(
         settings.webhook_allow_private,
         processes=processes,
         concurrency=settings.delivery_concurrency,
-        limit_per_host=limit_per_host,
+        limit_per_host=host_limit(settings),
     )
 
 

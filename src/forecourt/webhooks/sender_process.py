@@ -46,6 +46,12 @@ def encode_request(
     return orjson.dumps([seq, url, headers, timeout_s, len(body)]) + b"\n" + body
 
 
+def decode_request(line: bytes) -> tuple[int, str, dict[str, str], float, int]:
+    """A request's header line: ``(seq, url, headers, timeout_s, body_length)``."""
+    seq, url, headers, timeout_s, length = orjson.loads(line)
+    return seq, url, headers, timeout_s, length
+
+
 def encode_result(seq: int, result: SendResult) -> bytes:
     return (
         orjson.dumps(
@@ -118,7 +124,7 @@ async def serve(config: dict[str, Any]) -> None:
                 line = await reader.readline()
                 if not line:
                     break
-                seq, url, headers, timeout_s, length = orjson.loads(line)
+                seq, url, headers, timeout_s, length = decode_request(line)
                 body = await reader.readexactly(length)
             except (asyncio.IncompleteReadError, ConnectionError):
                 break

@@ -11,13 +11,10 @@ import errno
 import json
 import os
 import shutil
-import socketserver
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ import psutil
 import pytest
 from sandbox_support import WORK_ROOT, sandbox
 
+import unix_http
 from forecourt.plugins.builtin import BUILTIN_DIR
 from forecourt.plugins.contracts import validate_output
 from forecourt.plugins.package import read_package
@@ -69,33 +67,11 @@ def psutil_site() -> Iterator[Path]:
 
 @pytest.fixture
 def engine() -> Iterator[str]:
-    """A fake Docker engine on a Unix socket that only root and SOCKET_GROUP may use."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps(ENGINE[self.path]).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    folder = Path(tempfile.mkdtemp(prefix="fc-engine-"))  # 0700: the sandbox binds the socket
-    path = str(folder / "docker.sock")
-    server = socketserver.ThreadingUnixStreamServer(path, Handler)
-    os.chown(path, 0, SOCKET_GROUP)
-    os.chmod(path, 0o660)  # as the Docker engine's own: root and the docker group
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    """A fake Docker engine on a Unix socket that only root and SOCKET_GROUP may use (the
+    sandbox binds the socket: its 0700 folder stays out of reach)."""
+    # As the Docker engine's own socket: root and the docker group.
+    with unix_http.serve(ENGINE, mode=0o660, group=SOCKET_GROUP) as path:
         yield path
-    finally:
-        server.shutdown()
-        server.server_close()
-        shutil.rmtree(folder)
 
 
 def _builtin(name: str, **fields: Any) -> WorkerSpec:
