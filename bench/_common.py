@@ -126,6 +126,13 @@ def bench_settings() -> Settings:
     return Settings(rate_limit_tiers={**DEFAULT_TIERS, BENCH_TIER: BENCH_LIMITS})
 
 
+def same_concurrency() -> dict[str, str]:
+    """Server settings under which the worker posts at the bare client's concurrency to one
+    receiver: the bound per endpoint (16 by default, to spare a receiver) and the connections
+    per receiver host both raised to ``delivery_concurrency``."""
+    return {"FORECOURT_ENDPOINT_CONCURRENCY": str(bench_settings().delivery_concurrency)}
+
+
 def exclude_from_access(app: Any, *paths: str) -> None:
     """Take ``paths`` out of the access middleware (no key, no limit) of a built app.
 

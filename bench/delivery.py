@@ -14,8 +14,10 @@ subscribed; the time runs from the first publish until the receiver has all N we
 the database has all N attempts logged as succeeded. The baseline, in the same run, is a bare
 aiohttp client (keep-alive, as many connections as the worker's ``delivery_concurrency``)
 posting N copies of a delivered request (same body, same headers, a webhook-id each) to the
-same receiver: the physical limit of the path on this machine. The figure is the ratio of the
-two rates; the bare client runs before and after Forecourt and its faster run counts.
+same receiver: the physical limit of the path on this machine. The server's bound per endpoint
+is raised to that concurrency too (``same_concurrency``), so both post at the same
+concurrency. The figure is the ratio of the two rates; the bare client runs before and after
+Forecourt and its faster run counts.
 
 Latency: at half the measured throughput, events fall due at a steady rate (open loop) for a
 few seconds and go out as the throughput run sends them, through the batch endpoint: every
@@ -56,6 +58,7 @@ from bench._common import (
     redis_prefix,
     redis_reachable,
     run,
+    same_concurrency,
     server,
     wait_until,
 )
@@ -323,7 +326,7 @@ def report_latency(label: str, run: LatencyRun, *, target: bool) -> None:
 def run_variant(
     label: str, env: dict[str, str], rx_url: str, events: int, latency_s: float
 ) -> None:
-    env = {**env, "FORECOURT_WEBHOOK_ALLOW_PRIVATE": LOOPBACK}
+    env = {**env, **same_concurrency(), "FORECOURT_WEBHOOK_ALLOW_PRIVATE": LOOPBACK}
     with server("bench.delivery", env) as srv:
         try:
             figures = run(measure(srv, rx_url, events, latency_s))

@@ -10,7 +10,8 @@ that runs in a process of its own. One event is published (``POST /api/v1/events
 runs until the receiver has all N webhooks and the database has all N attempts logged as
 succeeded. The baseline, in the same run, is a bare aiohttp client posting the same N
 requests (a delivered body and its headers, a webhook-id each) to the same N paths with as
-many connections as the worker's ``delivery_concurrency``. Bare client and Forecourt
+many connections as the worker's ``delivery_concurrency``, the bound the server gets for one
+receiver host too (``same_concurrency``). Bare client and Forecourt
 alternate R times; the figure is the ratio of their mean times (bare / Forecourt). With
 ``--postgres`` the same runs once more on PostgreSQL with Redis.
 """
@@ -44,6 +45,7 @@ from bench._common import (
     redis_prefix,
     redis_reachable,
     run,
+    same_concurrency,
     server,
     wait_until,
 )
@@ -149,7 +151,7 @@ def report(label: str, f: Figures) -> None:
 
 
 def run_variant(label: str, env: dict[str, str], rx_url: str, endpoints: int, rounds: int) -> None:
-    env = {**env, "FORECOURT_WEBHOOK_ALLOW_PRIVATE": LOOPBACK}
+    env = {**env, **same_concurrency(), "FORECOURT_WEBHOOK_ALLOW_PRIVATE": LOOPBACK}
     with server("bench.fanout", env) as srv:
         try:
             figures = run(measure(srv, rx_url, endpoints, rounds))

@@ -30,10 +30,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, event, insert, select
+from sqlalchemy import Table, event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from forecourt.db import bulk
 from forecourt.db.base import utcnow
 from forecourt.errors import Conflict, InvalidInput, PayloadTooLarge
 from forecourt.events import catalog
@@ -316,7 +317,7 @@ async def write(session: AsyncSession, plans: Sequence[Plan]) -> None:
     # Core inserts: the unit of work would cost more than the database does here.
     events = [row for p in plans for row in p.events]
     if events:
-        await session.execute(insert(_EVENTS), events)
+        await bulk.insert_rows(await session.connection(), _EVENTS, events)
         await routing.enqueue(session, events)
     await fanout.insert_deliveries(session, [row for p in plans for row in p.deliveries])
 

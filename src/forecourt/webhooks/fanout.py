@@ -10,9 +10,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from forecourt.db import bulk
 from forecourt.db.base import utcnow
 from forecourt.ids import new_id
 from forecourt.webhooks.models import PENDING, Delivery, Endpoint
@@ -68,7 +69,7 @@ def delivery_rows(
 async def insert_deliveries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Insert ``rows`` (of ``delivery_rows``) in ``session``'s transaction, one statement."""
     if rows:
-        await session.execute(insert(_DELIVERIES), list(rows))
+        await bulk.insert_rows(await session.connection(), _DELIVERIES, rows)
 
 
 def enqueue(

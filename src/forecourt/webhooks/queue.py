@@ -24,10 +24,11 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, and_, bindparam, func, insert, literal, or_, select, text, update
+from sqlalchemy import Table, and_, func, literal, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from forecourt.db import bulk
 from forecourt.db.base import utcnow
 from forecourt.db.gate import WriteGate
 from forecourt.errors import Conflict, NotFound
@@ -59,25 +60,16 @@ _ATTEMPTS = cast(Table, Attempt.__table__)
 _ENDPOINTS = cast(Table, Endpoint.__table__)
 _EVENTS = cast(Table, Event.__table__)
 
-# One statement, many parameter sets: each delivery's new state, guarded by the lease.
-_SET_STATE = (
-    update(_DELIVERIES)
-    .where(
-        _DELIVERIES.c.id == bindparam("d_id"),
-        _DELIVERIES.c.lease_owner == bindparam("d_owner"),
-    )
-    .values(
-        status=bindparam("d_status"),
-        attempts=_DELIVERIES.c.attempts + 1,
-        next_attempt_at=bindparam("d_next"),
-        last_status_code=bindparam("d_code"),
-        last_error=bindparam("d_error"),
-        lease_owner=None,
-        lease_expires_at=None,
-        updated_at=bindparam("d_now"),
-        finished_at=bindparam("d_finished"),
-    )
+# Each delivery's new state, in one statement for a batch, where the lease is still held.
+_STATE_COLUMNS = (
+    "status",
+    "next_attempt_at",
+    "last_status_code",
+    "last_error",
+    "updated_at",
+    "finished_at",
 )
+_STATE_FIXED = {"attempts": "attempts + 1", "lease_owner": "NULL", "lease_expires_at": "NULL"}
 
 
 @dataclass(slots=True)
@@ -104,17 +96,17 @@ class Finished:
     last_error: str | None
     recorded_at: datetime = field(default_factory=utcnow)
 
-    def state_params(self, worker_id: str) -> dict[str, Any]:
-        return {
-            "d_id": self.claim.id,
-            "d_owner": worker_id,
-            "d_status": self.status,
-            "d_next": self.next_attempt_at,
-            "d_code": self.attempt["status_code"],
-            "d_error": self.last_error,
-            "d_now": self.recorded_at,
-            "d_finished": None if self.status == RETRYING else self.recorded_at,
-        }
+    def state_row(self) -> tuple[Any, ...]:
+        """The delivery's id and new values of ``_STATE_COLUMNS``."""
+        return (
+            self.claim.id,
+            self.status,
+            self.next_attempt_at,
+            self.attempt["status_code"],
+            self.last_error,
+            self.recorded_at,
+            None if self.status == RETRYING else self.recorded_at,
+        )
 
 
 class DeliveryQueue:
@@ -279,9 +271,17 @@ class DeliveryQueue:
 
     async def _write(self, session: AsyncSession, batch: Sequence[Finished]) -> None:
         conn = await session.connection()
-        await conn.execute(insert(_ATTEMPTS), [f.attempt for f in batch])
-        result = await conn.execute(_SET_STATE, [f.state_params(self.worker_id) for f in batch])
-        taken_over = len(batch) - _rowcount(result)
+        await bulk.insert_rows(conn, _ATTEMPTS, [f.attempt for f in batch])
+        updated = await bulk.update_rows(
+            conn,
+            _DELIVERIES,
+            [f.state_row() for f in batch],
+            key="id",
+            columns=_STATE_COLUMNS,
+            fixed=_STATE_FIXED,
+            guard=("lease_owner", self.worker_id),
+        )
+        taken_over = len(batch) - updated
         if 0 < taken_over <= len(batch):
             LOG.info("%d deliveries were taken over by another worker; attempts kept", taken_over)
         now = batch[-1].recorded_at

@@ -1,0 +1,218 @@
+"""Many rows in one statement, without per-row work in SQLAlchemy.
+
+A Core ``insert(table)`` given a list of dicts runs every value of every row through its
+column type's bind processor in Python, and PostgreSQL then executes the statement once per
+row. On the hot paths (events and their deliveries, finished attempts) that costs more than
+the database does. Here the values are converted once, as the column types would convert them:
+
+- PostgreSQL: one statement over ``unnest`` of one array per column, so asyncpg encodes the
+  arrays in C and the server plans and runs a single statement for all rows;
+- SQLite: one ``executemany`` of plain tuples, timestamps in the text form SQLAlchemy stores
+  (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC) and JSON through the engine's serializer.
+
+Both run on the caller's connection, inside its transaction, and raise SQLAlchemy's
+exceptions (``IntegrityError``, ...) as ``Connection.execute`` would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import JSON, Column, Table
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from forecourt.db.base import UTCDateTime
+from forecourt.db.engine import json_serializer
+
+Convert = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    sql: str
+    converters: tuple[Convert | None, ...]  # per parameter, in order
+    columnar: bool  # PostgreSQL: one array per column; SQLite: one tuple per row
+
+
+async def insert_rows(
+    conn: AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert ``rows`` (dicts by column key, all with the same keys) into ``table``.
+
+    Columns missing from the rows are NULL; a column with a Python-side default must be given.
+    """
+    if not rows:
+        return
+    keys = tuple(rows[0])
+    statement = _insert(table, keys, conn.dialect)
+    await _run(conn, statement, [[row[key] for key in keys] for row in rows])
+
+
+async def update_rows(
+    conn: AsyncConnection,
+    table: Table,
+    rows: Sequence[Sequence[Any]],
+    *,
+    key: str,
+    columns: Sequence[str],
+    fixed: Mapping[str, str] | None = None,
+    guard: tuple[str, Any] | None = None,
+) -> int:
+    """Update one row of ``table`` per item of ``rows``; how many rows matched.
+
+    Each item is ``(key value, *values of columns)``. ``fixed`` sets more columns to SQL
+    expressions over the row itself (``{"attempts": "attempts + 1", "lease_owner": "NULL"}``);
+    ``guard`` = ``(column, value)`` updates only rows where that column holds that value.
+    """
+    if not rows:
+        return 0
+    statement = _update(
+        table,
+        key,
+        tuple(columns),
+        tuple(sorted((fixed or {}).items())),
+        guard[0] if guard else None,
+        conn.dialect,
+    )
+    extra = [guard[1]] if guard else []
+    return await _run(conn, statement, [list(row) for row in rows], extra)
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+async def _run(
+    conn: AsyncConnection,
+    statement: _Statement,
+    rows: list[list[Any]],
+    extra: Sequence[Any] = (),
+) -> int:
+    converters = statement.converters
+    width = len(rows[0])
+    for index in range(width):
+        convert = converters[index]
+        if convert is not None:
+            for row in rows:
+                row[index] = convert(row[index])
+    if statement.columnar:
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        result = await conn.exec_driver_sql(statement.sql, (*columns, *extra))
+    else:
+        params = [(*row, *extra) for row in rows] if extra else [tuple(row) for row in rows]
+        result = await conn.exec_driver_sql(statement.sql, params)
+    count = result.rowcount
+    return count if isinstance(count, int) and count >= 0 else 0
+
+
+# -- statements, built once per table, columns and database ----------------------------------
+
+
+@cache
+def _insert(table: Table, keys: tuple[str, ...], dialect: Dialect) -> _Statement:
+    columns = [table.c[key] for key in keys]
+    missing = [
+        c.key for c in table.c if c.key not in keys and c.default is not None and not c.primary_key
+    ]
+    if missing:
+        raise ValueError(f"insert_rows into {table.name} needs the columns {missing}")
+    postgresql = _postgresql(dialect)
+    names = ", ".join(dialect.identifier_preparer.format_column(c) for c in columns)
+    target = dialect.identifier_preparer.format_table(table)
+    if postgresql:
+        arrays = ", ".join(f"${i}::{_pg_type(c, dialect)}[]" for i, c in enumerate(columns, 1))
+        sql = f"INSERT INTO {target} ({names}) SELECT * FROM unnest({arrays})"
+    else:
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {target} ({names}) VALUES ({marks})"
+    converters = tuple(_converter(c, postgresql) for c in columns)
+    return _Statement(sql, converters, columnar=postgresql)
+
+
+@cache
+def _update(
+    table: Table,
+    key: str,
+    keys: tuple[str, ...],
+    fixed: tuple[tuple[str, str], ...],
+    guard: str | None,
+    dialect: Dialect,
+) -> _Statement:
+    postgresql = _postgresql(dialect)
+    quote = dialect.identifier_preparer.format_column
+    target = dialect.identifier_preparer.format_table(table)
+    key_column = table.c[key]
+    columns = [table.c[k] for k in keys]
+    assignments = [f"{quote(table.c[name])} = {expression}" for name, expression in fixed]
+    converters = tuple(_converter(c, postgresql) for c in (key_column, *columns))
+    if postgresql:
+        params = [key_column, *columns]
+        arrays = ", ".join(f"${i}::{_pg_type(c, dialect)}[]" for i, c in enumerate(params, 1))
+        aliases = ", ".join(f"v{i}" for i in range(len(params)))
+        assignments += [f"{quote(c)} = u.v{i}" for i, c in enumerate(columns, 1)]
+        where = f"{target}.{quote(key_column)} = u.v0"
+        if guard is not None:
+            where += f" AND {target}.{quote(table.c[guard])} = ${len(params) + 1}"
+        sql = (
+            f"UPDATE {target} SET {', '.join(assignments)} "
+            f"FROM unnest({arrays}) AS u({aliases}) WHERE {where}"
+        )
+    else:
+        # Numbered parameters: each row binds as (key, *columns, guard).
+        assignments += [f"{quote(c)} = ?{i}" for i, c in enumerate(columns, 2)]
+        where = f"{quote(key_column)} = ?1"
+        if guard is not None:
+            where += f" AND {quote(table.c[guard])} = ?{len(columns) + 2}"
+        sql = f"UPDATE {target} SET {', '.join(assignments)} WHERE {where}"
+        return _Statement(sql, converters, columnar=False)
+    return _Statement(sql, converters, columnar=True)
+
+
+def _postgresql(dialect: Dialect) -> bool:
+    if dialect.name not in ("postgresql", "sqlite"):
+        raise ValueError(f"no bulk statements for {dialect.name!r}")
+    return dialect.name == "postgresql"
+
+
+def _pg_type(column: Column[Any], dialect: Dialect) -> str:
+    return str(column.type.compile(dialect=dialect))
+
+
+def _converter(column: Column[Any], postgresql: bool) -> Convert | None:
+    kind = column.type
+    if isinstance(kind, JSON):
+        return _json_null if kind.none_as_null else _json
+    if isinstance(kind, UTCDateTime):
+        return _utc if postgresql else _sqlite_timestamp
+    return None
+
+
+def _json(value: Any) -> str:
+    return json_serializer(value)
+
+
+def _json_null(value: Any) -> str | None:
+    return None if value is None else json_serializer(value)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value
+
+
+def _sqlite_timestamp(value: datetime | None) -> str | None:
+    """The text SQLAlchemy's SQLite ``DATETIME`` stores for a UTC timestamp."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
