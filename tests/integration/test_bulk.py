@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 from sqlalchemy import Table, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from conftest import Harness
 from forecourt.db import bulk
@@ -151,3 +151,32 @@ async def test_update_rows_sets_values_and_expressions_where_the_guard_holds(
     untouched = found[rows[2]["id"]]
     assert (untouched.subject, untouched.size_bytes) == (None, 10)
     assert untouched.created_at == rows[2]["created_at"]
+
+
+async def test_a_value_too_long_for_its_column_fares_as_in_a_core_insert(
+    harness: Harness,
+) -> None:
+    """PostgreSQL refuses it (never cut short); SQLite keeps it, as it does for Core."""
+    tenant = await tenant_id(harness)
+    outcomes = []
+    for write in (
+        lambda conn, row: bulk.insert_rows(conn, EVENTS, [row]),
+        lambda conn, row: conn.execute(insert(EVENTS), [row]),
+    ):
+        row = event_row(tenant, source="/" + "x" * 600)
+        try:
+            async with harness.fc.engine.begin() as conn:
+                await write(conn, row)
+        except DBAPIError as exc:
+            outcomes.append(type(exc))
+        else:
+            stored_source = await source_of(harness, row["id"])
+            assert stored_source == row["source"]
+            outcomes.append(None)
+    assert outcomes[0] == outcomes[1]
+    assert (outcomes[0] is None) == (harness.fc.settings.is_sqlite)
+
+
+async def source_of(h: Harness, event_id: str) -> str | None:
+    async with h.fc.sessionmaker() as session:
+        return await session.scalar(select(Event.source).where(Event.id == event_id))

@@ -5,13 +5,16 @@ column type's bind processor in Python, and PostgreSQL then executes the stateme
 row. On the hot paths (events and their deliveries, finished attempts) that costs more than
 the database does. Here the values are converted once, as the column types would convert them:
 
-- PostgreSQL: one statement over ``unnest`` of one array per column, so asyncpg encodes the
-  arrays in C and the server plans and runs a single statement for all rows;
+- PostgreSQL: one statement over ``json_array_elements`` of one JSON parameter holding every
+  row (serialized by orjson in C; the server parses it and casts each field to its column's
+  type), so neither SQLAlchemy nor asyncpg encodes values one by one;
 - SQLite: one ``executemany`` of plain tuples, timestamps in the text form SQLAlchemy stores
-  (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC) and JSON through the engine's serializer.
+  (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC).
 
-Both run on the caller's connection, inside its transaction, and raise SQLAlchemy's
-exceptions (``IntegrityError``, ...) as ``Connection.execute`` would.
+JSON columns get the text of the engine's serializer on both, as SQLAlchemy's JSON type
+stores it (``None`` as JSON ``null``). Both run on the caller's connection, inside its
+transaction, and raise SQLAlchemy's exceptions (``IntegrityError``, ...) as
+``Connection.execute`` would.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, Column, Table
+import orjson
+from sqlalchemy import JSON, Column, String, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -31,12 +35,14 @@ from forecourt.db.engine import json_serializer
 
 Convert = Callable[[Any], Any]
 
+_PG_ROWS = "json_array_elements($1::json) AS e"  # each row a JSON array, in column order
+
 
 @dataclass(frozen=True, slots=True)
 class _Statement:
     sql: str
     converters: tuple[Convert | None, ...]  # per parameter, in order
-    columnar: bool  # PostgreSQL: one array per column; SQLite: one tuple per row
+    as_json: bool  # PostgreSQL: all rows as one JSON parameter; SQLite: one tuple per row
 
 
 async def insert_rows(
@@ -99,9 +105,8 @@ async def _run(
         if convert is not None:
             for row in rows:
                 row[index] = convert(row[index])
-    if statement.columnar:
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        result = await conn.exec_driver_sql(statement.sql, (*columns, *extra))
+    if statement.as_json:
+        result = await conn.exec_driver_sql(statement.sql, (orjson.dumps(rows).decode(), *extra))
     else:
         params = [(*row, *extra) for row in rows] if extra else [tuple(row) for row in rows]
         result = await conn.exec_driver_sql(statement.sql, params)
@@ -124,13 +129,13 @@ def _insert(table: Table, keys: tuple[str, ...], dialect: Dialect) -> _Statement
     names = ", ".join(dialect.identifier_preparer.format_column(c) for c in columns)
     target = dialect.identifier_preparer.format_table(table)
     if postgresql:
-        arrays = ", ".join(f"${i}::{_pg_type(c, dialect)}[]" for i, c in enumerate(columns, 1))
-        sql = f"INSERT INTO {target} ({names}) SELECT * FROM unnest({arrays})"
+        fields = ", ".join(_pg_field(c, i, dialect) for i, c in enumerate(columns))
+        sql = f"INSERT INTO {target} ({names}) SELECT {fields} FROM {_PG_ROWS}"
     else:
         marks = ", ".join("?" for _ in columns)
         sql = f"INSERT INTO {target} ({names}) VALUES ({marks})"
     converters = tuple(_converter(c, postgresql) for c in columns)
-    return _Statement(sql, converters, columnar=postgresql)
+    return _Statement(sql, converters, as_json=postgresql)
 
 
 @cache
@@ -150,17 +155,14 @@ def _update(
     assignments = [f"{quote(table.c[name])} = {expression}" for name, expression in fixed]
     converters = tuple(_converter(c, postgresql) for c in (key_column, *columns))
     if postgresql:
-        params = [key_column, *columns]
-        arrays = ", ".join(f"${i}::{_pg_type(c, dialect)}[]" for i, c in enumerate(params, 1))
-        aliases = ", ".join(f"v{i}" for i in range(len(params)))
-        assignments += [f"{quote(c)} = u.v{i}" for i, c in enumerate(columns, 1)]
-        where = f"{target}.{quote(key_column)} = u.v0"
+        fields = [_pg_field(c, i, dialect) for i, c in enumerate((key_column, *columns))]
+        assignments += [
+            f"{quote(c)} = {field}" for c, field in zip(columns, fields[1:], strict=True)
+        ]
+        where = f"{quote(key_column)} = {fields[0]}"
         if guard is not None:
-            where += f" AND {target}.{quote(table.c[guard])} = ${len(params) + 1}"
-        sql = (
-            f"UPDATE {target} SET {', '.join(assignments)} "
-            f"FROM unnest({arrays}) AS u({aliases}) WHERE {where}"
-        )
+            where += f" AND {quote(table.c[guard])} = $2"
+        sql = f"UPDATE {target} SET {', '.join(assignments)} FROM {_PG_ROWS} WHERE {where}"
     else:
         # Numbered parameters: each row binds as (key, *columns, guard).
         assignments += [f"{quote(c)} = ?{i}" for i, c in enumerate(columns, 2)]
@@ -168,8 +170,8 @@ def _update(
         if guard is not None:
             where += f" AND {quote(table.c[guard])} = ?{len(columns) + 2}"
         sql = f"UPDATE {target} SET {', '.join(assignments)} WHERE {where}"
-        return _Statement(sql, converters, columnar=False)
-    return _Statement(sql, converters, columnar=True)
+        return _Statement(sql, converters, as_json=False)
+    return _Statement(sql, converters, as_json=True)
 
 
 def _postgresql(dialect: Dialect) -> bool:
@@ -178,8 +180,13 @@ def _postgresql(dialect: Dialect) -> bool:
     return dialect.name == "postgresql"
 
 
-def _pg_type(column: Column[Any], dialect: Dialect) -> str:
-    return str(column.type.compile(dialect=dialect))
+def _pg_field(column: Column[Any], index: int, dialect: Dialect) -> str:
+    """Field ``index`` of the row ``e`` as the column's type. Text is not cast: a cast to
+    ``VARCHAR(n)`` would cut a long value short where the insert must refuse it."""
+    if isinstance(column.type, String):
+        return f"(e->>{index})"
+    # JSON arrives as its serialized text, and is parsed here.
+    return f"(e->>{index})::{column.type.compile(dialect=dialect)}"
 
 
 def _converter(column: Column[Any], postgresql: bool) -> Convert | None:
@@ -187,7 +194,7 @@ def _converter(column: Column[Any], postgresql: bool) -> Convert | None:
     if isinstance(kind, JSON):
         return _json_null if kind.none_as_null else _json
     if isinstance(kind, UTCDateTime):
-        return _utc if postgresql else _sqlite_timestamp
+        return _utc if postgresql else _sqlite_timestamp  # orjson writes RFC 3339
     return None
 
 
