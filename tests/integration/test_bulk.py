@@ -180,3 +180,29 @@ async def test_a_value_too_long_for_its_column_fares_as_in_a_core_insert(
 async def source_of(h: Harness, event_id: str) -> str | None:
     async with h.fc.sessionmaker() as session:
         return await session.scalar(select(Event.source).where(Event.id == event_id))
+
+
+async def test_update_rows_with_a_condition_leaves_the_rows_it_excludes(
+    harness: Harness,
+) -> None:
+    tenant = await tenant_id(harness)
+    rows = [event_row(tenant, size_bytes=n) for n in (0, 7, 9)]
+    async with harness.fc.engine.begin() as conn:
+        await bulk.insert_rows(conn, EVENTS, rows)
+        updated = await bulk.update_rows(
+            conn,
+            EVENTS,
+            [(row["id"],) for row in rows],
+            key="id",
+            columns=(),
+            fixed={"size_bytes": "0", "subject": "'reset'"},
+            condition="size_bytes != 0 OR subject IS NOT NULL",
+        )
+    assert updated == 2
+    async with harness.fc.sessionmaker() as session:
+        found = {e.id: e for e in await session.scalars(select(Event))}
+    assert [(found[r["id"]].size_bytes, found[r["id"]].subject) for r in rows] == [
+        (0, None),
+        (0, "reset"),
+        (0, "reset"),
+    ]

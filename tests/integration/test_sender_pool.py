@@ -9,6 +9,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 import psutil
@@ -86,6 +87,34 @@ async def test_timeouts_and_closed_connections_are_answered_as_such() -> None:
             await pool.aclose()
     assert slow.error_class == "timeout"
     assert dropped.error_class in {"connection", "response"}
+
+
+async def test_a_process_that_hangs_without_exiting_ends_its_exchanges_as_timeouts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool's own deadline (the request's timeout plus a margin) ends what a stopped
+    child never answers; the child is left alone, and answers again once it runs."""
+    monkeypatch.setattr(sender_pool, "REPLY_MARGIN_S", 0.3)
+    monkeypatch.setattr(sender_pool, "SWEEP_S", 0.1)
+    async with Receiver() as rx:
+        pool = SenderPool("127.0.0.0/8", processes=1)
+        try:
+            await pool.send(rx.url("/hook"), b"{}", HEADERS, 5.0)
+            (child,) = pool.processes
+            os.kill(child, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                hung = await asyncio.wait_for(pool.send(rx.url("/hook"), b"{}", HEADERS, 0.2), 5)
+                waited = time.monotonic() - started
+            finally:
+                os.kill(child, signal.SIGCONT)
+            after = await pool.send(rx.url("/hook"), b"{}", HEADERS, 5.0)
+        finally:
+            await pool.aclose()
+    assert hung.error_class == "timeout"
+    assert hung.error_message == "no complete answer within 0.2 s"
+    assert 0.5 <= waited < 3.0
+    assert after.status_code == 200
 
 
 async def test_a_process_killed_mid_exchange_ends_it_as_internal_and_is_replaced() -> None:

@@ -68,12 +68,14 @@ async def update_rows(
     columns: Sequence[str],
     fixed: Mapping[str, str] | None = None,
     guard: tuple[str, Any] | None = None,
+    condition: str | None = None,
 ) -> int:
     """Update one row of ``table`` per item of ``rows``; how many rows matched.
 
     Each item is ``(key value, *values of columns)``. ``fixed`` sets more columns to SQL
     expressions over the row itself (``{"attempts": "attempts + 1", "lease_owner": "NULL"}``);
-    ``guard`` = ``(column, value)`` updates only rows where that column holds that value.
+    ``guard`` = ``(column, value)`` updates only rows where that column holds that value, and
+    ``condition`` (SQL over the row, no parameters) only rows where it holds.
     """
     if not rows:
         return 0
@@ -83,6 +85,7 @@ async def update_rows(
         tuple(columns),
         tuple(sorted((fixed or {}).items())),
         guard[0] if guard else None,
+        condition,
         conn.dialect,
     )
     extra = [guard[1]] if guard else []
@@ -145,6 +148,7 @@ def _update(
     keys: tuple[str, ...],
     fixed: tuple[tuple[str, str], ...],
     guard: str | None,
+    condition: str | None,
     dialect: Dialect,
 ) -> _Statement:
     postgresql = _postgresql(dialect)
@@ -162,6 +166,8 @@ def _update(
         where = f"{quote(key_column)} = {fields[0]}"
         if guard is not None:
             where += f" AND {quote(table.c[guard])} = $2"
+        if condition is not None:
+            where += f" AND ({condition})"
         sql = f"UPDATE {target} SET {', '.join(assignments)} FROM {_PG_ROWS} WHERE {where}"
     else:
         # Numbered parameters: each row binds as (key, *columns, guard).
@@ -169,6 +175,8 @@ def _update(
         where = f"{quote(key_column)} = ?1"
         if guard is not None:
             where += f" AND {quote(table.c[guard])} = ?{len(columns) + 2}"
+        if condition is not None:
+            where += f" AND ({condition})"
         sql = f"UPDATE {target} SET {', '.join(assignments)} WHERE {where}"
         return _Statement(sql, converters, as_json=False)
     return _Statement(sql, converters, as_json=True)

@@ -287,19 +287,16 @@ class DeliveryQueue:
         now = batch[-1].recorded_at
         failing = {f.claim.endpoint.id for f in batch if not f.outcome.succeeded}
         healthy = {f.claim.endpoint.id for f in batch} - failing
-        for chunk in _chunks(sorted(healthy), IDS_PER_STATEMENT):
-            # Conditional, so a healthy endpoint's row is not written (or locked) per batch.
-            await conn.execute(
-                update(_ENDPOINTS)
-                .where(
-                    _ENDPOINTS.c.id.in_(chunk),
-                    or_(
-                        _ENDPOINTS.c.consecutive_failures != 0,
-                        _ENDPOINTS.c.failing_since.is_not(None),
-                    ),
-                )
-                .values(consecutive_failures=0, failing_since=None)
-            )
+        # Conditional, so a healthy endpoint's row is not written (or locked) per batch.
+        await bulk.update_rows(
+            conn,
+            _ENDPOINTS,
+            [(endpoint_id,) for endpoint_id in sorted(healthy)],
+            key="id",
+            columns=(),
+            fixed={"consecutive_failures": "0", "failing_since": "NULL"},
+            condition="consecutive_failures != 0 OR failing_since IS NOT NULL",
+        )
         for finished in batch:
             if finished.claim.endpoint.id in failing:
                 await self._endpoint_health(session, finished.claim.endpoint.id, finished, now)

@@ -52,6 +52,7 @@ LOG = logging.getLogger("forecourt.webhooks")
 MAX_AUTO_PROCESSES = 4
 SPAWN_TIMEOUT_S = 15.0
 REPLY_MARGIN_S = 5.0  # past a request's own timeout, how long its result may take to come back
+SWEEP_S = 1.0  # how often requests past that deadline are ended (one timer for all of them)
 STOP_GRACE_S = 5.0
 CRASH_WINDOW_S = 60.0
 MAX_CRASHES = 3
@@ -79,6 +80,18 @@ def from_settings(settings: Settings) -> WebhookSender:
     )
 
 
+class _Waiting:
+    """A request sent to a child and not answered yet."""
+
+    __slots__ = ("deadline", "future", "started", "timeout_s")
+
+    def __init__(self, future: asyncio.Future[SendResult], timeout_s: float) -> None:
+        self.future = future
+        self.timeout_s = timeout_s
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout_s + REPLY_MARGIN_S
+
+
 class _Child:
     """One sender process and the requests it has not answered yet."""
 
@@ -87,7 +100,7 @@ class _Child:
         assert process.stdin is not None and process.stdout is not None
         self.stdin = process.stdin
         self.writer = FrameWriter(process.stdin.transport)
-        self.pending: dict[int, asyncio.Future[SendResult]] = {}
+        self.pending: dict[int, _Waiting] = {}
         self.reader: asyncio.Task[None] | None = None
 
     @property
@@ -117,6 +130,7 @@ class SenderPool:
         self._crashes: deque[float] = deque()
         self._local: Sender | None = None  # after too many crashes: send from this process
         self._seq = itertools.count()
+        self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
@@ -135,24 +149,17 @@ class SenderPool:
         """POST ``body`` to ``url`` in a sender process; see ``Sender.send``."""
         if self._closed:
             raise RuntimeError("the sender pool is closed")
-        started = time.perf_counter()
         child = await self._child() if self._local is None else None
         if child is None:
             return await self._fallback().send(url, body, headers, timeout_s)
         seq = next(self._seq)
         future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
-        child.pending[seq] = future
+        child.pending[seq] = _Waiting(future, timeout_s)
         child.writer.write(encode_request(seq, url, dict(headers), timeout_s, body))
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep(), name="webhook-sender-sweep")
         try:
-            async with asyncio.timeout(timeout_s + REPLY_MARGIN_S):
-                return await future
-        except TimeoutError:
-            return SendResult(
-                status_code=None,
-                duration_ms=round((time.perf_counter() - started) * 1000),
-                error_class=ERROR_TIMEOUT,
-                error_message=f"no complete answer within {timeout_s:g} s",
-            )
+            return await future
         finally:
             child.pending.pop(seq, None)
 
@@ -161,6 +168,8 @@ class SenderPool:
         self._closed = True
         for task in self._spawning.values():
             task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         children = [c for c in self._children if c is not None]
         self._children = [None] * len(self._children)
         await asyncio.gather(*(self._stop(child) for child in children))
@@ -237,9 +246,9 @@ class SenderPool:
         try:
             while line := await stdout.readline():
                 seq, result = decode_result(line)
-                future = child.pending.pop(seq, None)
-                if future is not None and not future.done():
-                    future.set_result(result)
+                waiting = child.pending.pop(seq, None)
+                if waiting is not None and not waiting.future.done():
+                    waiting.future.set_result(result)
         except Exception:
             LOG.exception("reading from webhook sender process %d failed", child.process.pid)
         code = await _exit_code(child.process)
@@ -252,12 +261,34 @@ class SenderPool:
                 "the receiver may have had the request"
             ),
         )
-        for future in child.pending.values():
-            if not future.done():
-                future.set_result(lost)
+        for waiting in child.pending.values():
+            if not waiting.future.done():
+                waiting.future.set_result(lost)
         child.pending.clear()
         if not self._closed:
             self._crashed(f"webhook sender process {child.process.pid} exited with code {code}")
+
+    async def _sweep(self) -> None:
+        """End requests whose answer is overdue (a child that hangs without exiting) as
+        timeouts; the child bounds each exchange itself, so this is the last resort."""
+        while any(c is not None and c.pending for c in self._children):
+            await asyncio.sleep(SWEEP_S)
+            now = time.monotonic()
+            for child in self._children:
+                if child is None:
+                    continue
+                for waiting in child.pending.values():
+                    if now >= waiting.deadline and not waiting.future.done():
+                        waiting.future.set_result(
+                            SendResult(
+                                status_code=None,
+                                duration_ms=round((now - waiting.started) * 1000),
+                                error_class=ERROR_TIMEOUT,
+                                error_message=(
+                                    f"no complete answer within {waiting.timeout_s:g} s"
+                                ),
+                            )
+                        )
 
     def _crashed(self, message: str) -> None:
         now = time.monotonic()
