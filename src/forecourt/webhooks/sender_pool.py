@@ -38,7 +38,9 @@ from forecourt.webhooks.sender import (
     host_limit,
 )
 from forecourt.webhooks.sender_process import (
+    READ_CHUNK_BYTES,
     READY,
+    FrameParser,
     FrameWriter,
     decode_result,
     encode_request,
@@ -243,12 +245,14 @@ class SenderPool:
         """Hand each result to its request; when the child exits, end what it had."""
         assert child.process.stdout is not None
         stdout = child.process.stdout
+        parser = FrameParser(bodies=False, max_line=RESULT_LINE_LIMIT_BYTES)
         try:
-            while line := await stdout.readline():
-                seq, result = decode_result(line)
-                waiting = child.pending.pop(seq, None)
-                if waiting is not None and not waiting.future.done():
-                    waiting.future.set_result(result)
+            while chunk := await stdout.read(READ_CHUNK_BYTES):
+                for line, _ in parser.feed(chunk):
+                    seq, result = decode_result(line)
+                    waiting = child.pending.pop(seq, None)
+                    if waiting is not None and not waiting.future.done():
+                        waiting.future.set_result(result)
         except Exception:
             LOG.exception("reading from webhook sender process %d failed", child.process.pid)
         code = await _exit_code(child.process)

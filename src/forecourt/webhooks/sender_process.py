@@ -37,6 +37,7 @@ from forecourt.webhooks.sender import Sender, SendResult
 
 READY = b'["ready"]\n'
 MAX_HEADER_LINE_BYTES = 1 << 20  # the JSON line of a request: URL and headers
+READ_CHUNK_BYTES = 1 << 16
 PR_SET_PDEATHSIG = 1
 
 
@@ -50,6 +51,52 @@ def decode_request(line: bytes) -> tuple[int, str, dict[str, str], float, int]:
     """A request's header line: ``(seq, url, headers, timeout_s, body_length)``."""
     seq, url, headers, timeout_s, length = orjson.loads(line)
     return seq, url, headers, timeout_s, length
+
+
+class FrameParser:
+    """Splits what a pipe delivers, in chunks of any size, into frames: header lines, each
+    followed by its body when ``bodies`` (the body's length is the header's last item).
+
+    Reading a chunk at a time and parsing every frame in it costs one wait on the pipe per
+    chunk instead of two per frame.
+    """
+
+    def __init__(self, *, bodies: bool, max_line: int = MAX_HEADER_LINE_BYTES) -> None:
+        self._bodies = bodies
+        self._max_line = max_line
+        self._buffer = bytearray()
+        self._header: bytes | None = None  # a request's header line, waiting for its body
+        self._length = 0
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        """The frames completed by ``data``, as ``(header line, body)``; ValueError for a
+        header line longer than ``max_line``."""
+        buffer = self._buffer
+        buffer += data
+        frames: list[tuple[bytes, bytes]] = []
+        start = 0
+        while True:
+            if self._header is not None:
+                end = start + self._length
+                if len(buffer) < end:
+                    break
+                frames.append((self._header, bytes(buffer[start:end])))
+                self._header = None
+                start = end
+                continue
+            newline = buffer.find(b"\n", start)
+            if newline < 0:
+                if len(buffer) - start > self._max_line:
+                    raise ValueError("a frame's header line is too long")
+                break
+            line = bytes(buffer[start:newline])
+            start = newline + 1
+            if self._bodies:
+                self._header, self._length = line, int(orjson.loads(line)[-1])
+            else:
+                frames.append((line, b""))
+        del buffer[:start]
+        return frames
 
 
 def encode_result(seq: int, result: SendResult) -> bytes:
@@ -117,20 +164,21 @@ async def serve(config: dict[str, Any]) -> None:
     ) -> None:
         output.write(encode_result(seq, await sender.send(url, body, headers, timeout_s)))
 
+    parser = FrameParser(bodies=True)
     transport.write(READY)
     try:
         while True:
             try:
-                line = await reader.readline()
-                if not line:
-                    break
-                seq, url, headers, timeout_s, length = decode_request(line)
-                body = await reader.readexactly(length)
-            except (asyncio.IncompleteReadError, ConnectionError):
+                chunk = await reader.read(READ_CHUNK_BYTES)
+            except ConnectionError:
                 break
-            task = asyncio.create_task(exchange(seq, url, headers, timeout_s, body))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            if not chunk:
+                break
+            for line, body in parser.feed(chunk):
+                seq, url, headers, timeout_s, _ = decode_request(line)
+                task = asyncio.create_task(exchange(seq, url, headers, timeout_s, body))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
     finally:
         for task in list(tasks):
             task.cancel()

@@ -1,0 +1,82 @@
+"""The frames between the delivery worker and its sender processes survive any chunking of the
+pipe: every request and result comes out whole, in order, once."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from forecourt.webhooks.sender import SendResult
+from forecourt.webhooks.sender_process import (
+    FrameParser,
+    decode_request,
+    decode_result,
+    encode_request,
+    encode_result,
+)
+
+requests = st.lists(
+    st.tuples(
+        st.text(min_size=1, max_size=40),  # URL: any text, newlines included
+        st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=4),
+        st.floats(min_value=0.1, max_value=60),
+        st.binary(max_size=300),  # a body may hold newlines and nothing at all
+    ),
+    max_size=12,
+)
+results = st.lists(
+    st.builds(
+        SendResult,
+        status_code=st.none() | st.integers(100, 599),
+        duration_ms=st.integers(0, 60_000),
+        response_excerpt=st.none() | st.text(max_size=50),
+        error_class=st.none() | st.sampled_from(["timeout", "connection"]),
+        error_message=st.none() | st.text(max_size=50),
+        retry_after_s=st.none() | st.floats(0, 3600),
+    ),
+    max_size=12,
+)
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({min(cut, len(data)) for cut in cuts})
+    edges = [0, *points, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+@given(requests, st.lists(st.integers(0, 5_000), max_size=30))
+def test_requests_come_out_whole_however_the_pipe_cuts_them(
+    sent: list[tuple[str, dict[str, str], float, bytes]], cuts: list[int]
+) -> None:
+    stream = b"".join(
+        encode_request(seq, url, headers, timeout_s, body)
+        for seq, (url, headers, timeout_s, body) in enumerate(sent)
+    )
+    parser = FrameParser(bodies=True)
+    got = []
+    for chunk in chunked(stream, cuts):
+        for line, body in parser.feed(chunk):
+            seq, url, headers, timeout_s, length = decode_request(line)
+            assert length == len(body)
+            got.append((seq, url, headers, timeout_s, body))
+    assert got == [(seq, *request) for seq, request in enumerate(sent)]
+
+
+@given(results, st.lists(st.integers(0, 5_000), max_size=30))
+def test_results_come_out_whole_however_the_pipe_cuts_them(
+    sent: list[SendResult], cuts: list[int]
+) -> None:
+    stream = b"".join(encode_result(seq, result) for seq, result in enumerate(sent))
+    parser = FrameParser(bodies=False)
+    got = [decode_result(line) for chunk in chunked(stream, cuts) for line, _ in parser.feed(chunk)]
+    assert got == list(enumerate(sent))
+
+
+def test_a_header_line_beyond_the_limit_is_refused() -> None:
+    parser = FrameParser(bodies=False, max_line=64)
+    assert parser.feed(b"[1]\n" + b"x" * 40) == [(b"[1]", b"")]
+    with pytest.raises(ValueError, match="too long"):
+        parser.feed(b"y" * 40)
