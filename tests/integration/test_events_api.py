@@ -259,6 +259,25 @@ async def test_unknown_type_is_422_naming_type(harness: Harness) -> None:
     assert await count_events(harness) == 0
 
 
+@pytest.mark.parametrize("field", ["subject", "source", "id"])
+async def test_a_nul_character_in_a_text_attribute_is_422(harness: Harness, field: str) -> None:
+    """PostgreSQL's text cannot hold U+0000: refused up front, the same on every database,
+    alone and in a batch. In data it is plain JSON and kept."""
+    response = await publish(harness, {"type": "dashboard.created", field: "a\u0000b"})
+    assert response.status_code == 422
+    assert problem_field(response) == field
+    batch = await harness.client.post(
+        "/api/v1/events/batch",
+        json={"events": [{"type": "dashboard.created", field: "x\u0000"}]},
+        headers=harness.auth(),
+    )
+    assert batch.status_code == 422
+    assert await count_events(harness) == 0
+    kept = await publish(harness, {"type": "dashboard.created", "data": {"t": "a\u0000b"}})
+    assert kept.status_code == 201
+    assert kept.json()["data"] == {"t": "a\u0000b"}
+
+
 async def test_data_must_match_the_types_schema(harness: Harness) -> None:
     response = await harness.client.post(
         TYPES,

@@ -412,8 +412,12 @@ def _dumps(value: Any) -> bytes:
 
 
 def _check_text(value: str | None, field: str, max_chars: int) -> None:
-    if value is not None and not 1 <= len(value) <= max_chars:
+    if value is None:
+        return
+    if not 1 <= len(value) <= max_chars:
         raise InvalidInput(f"{field} is 1 to {max_chars} characters.", field=field)
+    if "\x00" in value:  # PostgreSQL's text cannot hold it; refused on every database
+        raise InvalidInput(f"{field} cannot contain the NUL character (U+0000).", field=field)
 
 
 def _run_pending(session: Session) -> None:
