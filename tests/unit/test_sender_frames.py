@@ -58,8 +58,8 @@ def test_requests_come_out_whole_however_the_pipe_cuts_them(
     parser = FrameParser(bodies=True)
     got = []
     for chunk in chunked(stream, cuts):
-        for line, body in parser.feed(chunk):
-            seq, url, headers, timeout_s, length = decode_request(line)
+        for header, body in parser.feed(chunk):
+            seq, url, headers, timeout_s, length = decode_request(header)
             assert length == len(body)
             got.append((seq, url, headers, timeout_s, body))
     assert got == [(seq, *request) for seq, request in enumerate(sent)]
@@ -71,12 +71,13 @@ def test_results_come_out_whole_however_the_pipe_cuts_them(
 ) -> None:
     stream = b"".join(encode_result(seq, result) for seq, result in enumerate(sent))
     parser = FrameParser(bodies=False)
-    got = [decode_result(line) for chunk in chunked(stream, cuts) for line, _ in parser.feed(chunk)]
+    frames = [frame for chunk in chunked(stream, cuts) for frame in parser.feed(chunk)]
+    got = [decode_result(header) for header, _ in frames]
     assert got == list(enumerate(sent))
 
 
 def test_a_header_line_beyond_the_limit_is_refused() -> None:
     parser = FrameParser(bodies=False, max_line=64)
-    assert parser.feed(b"[1]\n" + b"x" * 40) == [(b"[1]", b"")]
+    assert parser.feed(b"[1]\n" + b"x" * 40) == [([1], b"")]
     with pytest.raises(ValueError, match="too long"):
         parser.feed(b"y" * 40)

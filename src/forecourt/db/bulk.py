@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -35,6 +35,7 @@ from forecourt.db.engine import json_serializer
 
 Convert = Callable[[Any], Any]
 
+_UTC_TYPE = UTCDateTime()
 _PG_ROWS = "json_array_elements($1::json) AS e"  # each row a JSON array, in column order
 
 
@@ -113,8 +114,7 @@ async def _run(
     else:
         params = [(*row, *extra) for row in rows] if extra else [tuple(row) for row in rows]
         result = await conn.exec_driver_sql(statement.sql, params)
-    count = result.rowcount
-    return count if isinstance(count, int) and count >= 0 else 0
+    return rowcount(result)
 
 
 # -- statements, built once per table, columns and database ----------------------------------
@@ -156,30 +156,24 @@ def _update(
     target = dialect.identifier_preparer.format_table(table)
     key_column = table.c[key]
     columns = [table.c[k] for k in keys]
-    assignments = [f"{quote(table.c[name])} = {expression}" for name, expression in fixed]
-    converters = tuple(_converter(c, postgresql) for c in (key_column, *columns))
+    # Where each row's values come from: fields of the JSON row ``e`` on PostgreSQL,
+    # numbered parameters (key, *columns, guard) on SQLite.
     if postgresql:
-        fields = [_pg_field(c, i, dialect) for i, c in enumerate((key_column, *columns))]
-        assignments += [
-            f"{quote(c)} = {field}" for c, field in zip(columns, fields[1:], strict=True)
-        ]
-        where = f"{quote(key_column)} = {fields[0]}"
-        if guard is not None:
-            where += f" AND {quote(table.c[guard])} = $2"
-        if condition is not None:
-            where += f" AND ({condition})"
-        sql = f"UPDATE {target} SET {', '.join(assignments)} FROM {_PG_ROWS} WHERE {where}"
+        values = [_pg_field(c, i, dialect) for i, c in enumerate((key_column, *columns))]
+        guard_value, source = "$2", f" FROM {_PG_ROWS}"
     else:
-        # Numbered parameters: each row binds as (key, *columns, guard).
-        assignments += [f"{quote(c)} = ?{i}" for i, c in enumerate(columns, 2)]
-        where = f"{quote(key_column)} = ?1"
-        if guard is not None:
-            where += f" AND {quote(table.c[guard])} = ?{len(columns) + 2}"
-        if condition is not None:
-            where += f" AND ({condition})"
-        sql = f"UPDATE {target} SET {', '.join(assignments)} WHERE {where}"
-        return _Statement(sql, converters, as_json=False)
-    return _Statement(sql, converters, as_json=True)
+        values = [f"?{i}" for i in range(1, len(columns) + 2)]
+        guard_value, source = f"?{len(columns) + 2}", ""
+    assignments = [f"{quote(table.c[name])} = {expression}" for name, expression in fixed]
+    assignments += [f"{quote(c)} = {v}" for c, v in zip(columns, values[1:], strict=True)]
+    where = f"{quote(key_column)} = {values[0]}"
+    if guard is not None:
+        where += f" AND {quote(table.c[guard])} = {guard_value}"
+    if condition is not None:
+        where += f" AND ({condition})"
+    sql = f"UPDATE {target} SET {', '.join(assignments)}{source} WHERE {where}"
+    converters = tuple(_converter(c, postgresql) for c in (key_column, *columns))
+    return _Statement(sql, converters, as_json=postgresql)
 
 
 def _postgresql(dialect: Dialect) -> bool:
@@ -200,34 +194,29 @@ def _pg_field(column: Column[Any], index: int, dialect: Dialect) -> str:
 def _converter(column: Column[Any], postgresql: bool) -> Convert | None:
     kind = column.type
     if isinstance(kind, JSON):
-        return _json_null if kind.none_as_null else _json
+        return _json_or_null if kind.none_as_null else json_serializer
     if isinstance(kind, UTCDateTime):
-        return _utc if postgresql else _sqlite_timestamp  # orjson writes RFC 3339
+        # On PostgreSQL orjson writes it as RFC 3339.
+        return _utc if postgresql else _sqlite_timestamp
     return None
 
 
-def _json(value: Any) -> str:
-    return json_serializer(value)
-
-
-def _json_null(value: Any) -> str | None:
+def _json_or_null(value: Any) -> str | None:
     return None if value is None else json_serializer(value)
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to a UTC column")
-    return value
+    """In UTC, as the column type binds it (a naive timestamp is refused)."""
+    return _UTC_TYPE.process_bind_param(value, None)  # type: ignore[arg-type]
 
 
 def _sqlite_timestamp(value: datetime | None) -> str | None:
     """The text SQLAlchemy's SQLite ``DATETIME`` stores for a UTC timestamp."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to a UTC column")
-    if value.utcoffset():
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    value = _utc(value)
+    return None if value is None else value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def rowcount(result: Any) -> int:
+    """Rows a statement matched; 0 where the driver does not say."""
+    count = getattr(result, "rowcount", None)
+    return count if isinstance(count, int) and count >= 0 else 0

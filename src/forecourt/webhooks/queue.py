@@ -250,7 +250,7 @@ class DeliveryQueue:
                     )
                     .values(lease_expires_at=until)
                 )
-                extended += _rowcount(result)
+                extended += bulk.rowcount(result)
         return extended
 
     # -- recording ---------------------------------------------------------------------------
@@ -347,7 +347,7 @@ class DeliveryQueue:
                 updated_at=now,
             )
         )
-        if _rowcount(disabled) == 0:
+        if bulk.rowcount(disabled) == 0:
             return
         LOG.warning("endpoint %s disabled: %s", endpoint_id, reason)
         if self.on_endpoint_disabled is not None:
@@ -370,10 +370,6 @@ class DeliveryQueue:
                 f"({failures} in a row)."
             )
         return None
-
-
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

@@ -248,8 +248,8 @@ class SenderPool:
         parser = FrameParser(bodies=False, max_line=RESULT_LINE_LIMIT_BYTES)
         try:
             while chunk := await stdout.read(READ_CHUNK_BYTES):
-                for line, _ in parser.feed(chunk):
-                    seq, result = decode_result(line)
+                for header, _ in parser.feed(chunk):
+                    seq, result = decode_result(header)
                     waiting = child.pending.pop(seq, None)
                     if waiting is not None and not waiting.future.done():
                         waiting.future.set_result(result)

@@ -47,15 +47,16 @@ def encode_request(
     return orjson.dumps([seq, url, headers, timeout_s, len(body)]) + b"\n" + body
 
 
-def decode_request(line: bytes) -> tuple[int, str, dict[str, str], float, int]:
-    """A request's header line: ``(seq, url, headers, timeout_s, body_length)``."""
-    seq, url, headers, timeout_s, length = orjson.loads(line)
+def decode_request(header: Sequence[Any]) -> tuple[int, str, dict[str, str], float, int]:
+    """A request's parsed header line: ``(seq, url, headers, timeout_s, body_length)``."""
+    seq, url, headers, timeout_s, length = header
     return seq, url, headers, timeout_s, length
 
 
 class FrameParser:
-    """Splits what a pipe delivers, in chunks of any size, into frames: header lines, each
-    followed by its body when ``bodies`` (the body's length is the header's last item).
+    """Splits what a pipe delivers, in chunks of any size, into frames: header lines (parsed,
+    once), each followed by its body when ``bodies`` (the body's length is the header's last
+    item).
 
     Reading a chunk at a time and parsing every frame in it costs one wait on the pipe per
     chunk instead of two per frame.
@@ -65,15 +66,15 @@ class FrameParser:
         self._bodies = bodies
         self._max_line = max_line
         self._buffer = bytearray()
-        self._header: bytes | None = None  # a request's header line, waiting for its body
+        self._header: list[Any] | None = None  # a request's header, waiting for its body
         self._length = 0
 
-    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
-        """The frames completed by ``data``, as ``(header line, body)``; ValueError for a
-        header line longer than ``max_line``."""
+    def feed(self, data: bytes) -> list[tuple[list[Any], bytes]]:
+        """The frames completed by ``data``, as ``(parsed header line, body)``; ValueError for
+        a header line longer than ``max_line``."""
         buffer = self._buffer
         buffer += data
-        frames: list[tuple[bytes, bytes]] = []
+        frames: list[tuple[list[Any], bytes]] = []
         start = 0
         while True:
             if self._header is not None:
@@ -89,12 +90,12 @@ class FrameParser:
                 if len(buffer) - start > self._max_line:
                     raise ValueError("a frame's header line is too long")
                 break
-            line = bytes(buffer[start:newline])
+            header = orjson.loads(buffer[start:newline])
             start = newline + 1
             if self._bodies:
-                self._header, self._length = line, int(orjson.loads(line)[-1])
+                self._header, self._length = header, int(header[-1])
             else:
-                frames.append((line, b""))
+                frames.append((header, b""))
         del buffer[:start]
         return frames
 
@@ -116,10 +117,9 @@ def encode_result(seq: int, result: SendResult) -> bytes:
     )
 
 
-def decode_result(line: bytes) -> tuple[int, SendResult]:
-    seq, status, duration_ms, excerpt, error_class, error_message, retry_after_s = orjson.loads(
-        line
-    )
+def decode_result(header: Sequence[Any]) -> tuple[int, SendResult]:
+    """A result's parsed line: its request's ``seq`` and the ``SendResult``."""
+    seq, status, duration_ms, excerpt, error_class, error_message, retry_after_s = header
     return seq, SendResult(status, duration_ms, excerpt, error_class, error_message, retry_after_s)
 
 
@@ -174,8 +174,8 @@ async def serve(config: dict[str, Any]) -> None:
                 break
             if not chunk:
                 break
-            for line, body in parser.feed(chunk):
-                seq, url, headers, timeout_s, _ = decode_request(line)
+            for header, body in parser.feed(chunk):
+                seq, url, headers, timeout_s, _ = decode_request(header)
                 task = asyncio.create_task(exchange(seq, url, headers, timeout_s, body))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
