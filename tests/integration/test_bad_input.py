@@ -265,6 +265,8 @@ async def test_oversized_body_is_413(harness_factory: Any) -> None:
         ),
         ({"name": "x", "scopes": ["keys:read"], "expires_at": "soon"}, "expires_at"),
         ({"name": "x", "scopes": ["keys:read"], "colour": "red"}, "colour"),
+        ({"name": "a\u0000b", "scopes": ["keys:read"]}, "name"),
+        ({"name": "x", "scopes": ["keys:read"], "description": "\u0000"}, "description"),
         ({"name": "x", "scopes": ["keys:read"], "key": key_format.generate()}, "key"),
     ],
 )
@@ -292,6 +294,7 @@ async def test_invalid_create_is_422_naming_the_field(
         ({"name": "renamed", "tier": "platinum"}, "tier"),
         ({"name": "renamed", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
         ({"name": "renamed", "colour": "red"}, "colour"),
+        ({"name": "re\u0000named"}, "name"),
         ({"name": "renamed", "key_hash": "0" * 64}, "key_hash"),
     ],
 )
@@ -347,6 +350,24 @@ async def test_bad_query_parameters_are_422(harness: Harness) -> None:
     ):
         response = await harness.client.get(KEYS, params=params, headers=harness.auth())
         assert fields(assert_problem(response, 422)) == [field], params
+
+
+async def test_a_nul_character_in_a_query_is_never_a_500(harness: Harness, backend: str) -> None:
+    """PostgreSQL cannot compare its text with U+0000: a 422 there. SQLite can, and nothing
+    matches."""
+    for path, params in (
+        ("/api/v1/events", {"subject": "a\u0000b"}),
+        ("/api/v1/events", {"type": "dashboard.\u0000"}),
+        (AUDIT, {"action": "key.\u0000"}),
+    ):
+        response = await harness.client.get(path, params=params, headers=harness.auth())
+        if backend == "postgres":
+            body = assert_problem(response, 422)
+            assert body["type"] == "urn:forecourt:problem:invalid-input"
+            assert "U+0000" in body["detail"]
+        else:
+            assert response.status_code == 200, response.text
+            assert response.json()["items"] == []
 
 
 async def test_unknown_route_and_wrong_method(harness: Harness) -> None:

@@ -419,7 +419,13 @@ async def test_custom_headers_but_not_the_ones_forecourt_sets(wh: Harness, port:
             headers=wh.auth(),
         )
         assert bad_fields(response) == [f"headers.{name}"], name
-    for name, value in (("Bad Name", "x"), ("X-Split", "a\r\nInjected: 1"), ("X-Long", "v" * 5000)):
+    for name, value in (
+        ("Bad Name", "x"),
+        ("X-Split", "a\r\nInjected: 1"),
+        ("X-Nul", "a\u0000b"),
+        ("X-Bell", "\u0007"),
+        ("X-Long", "v" * 5000),
+    ):
         response = await wh.client.post(
             WEBHOOKS, json={"url": url(port), "headers": {name: value}}, headers=wh.auth()
         )

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -100,6 +101,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+# SQLSTATEs that a request's own text causes: the database cannot hold a character of it.
+_UNSTORABLE_TEXT = {"22021": "U+0000 or another character this database cannot hold"}
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    """A value the database cannot take is the request's fault; anything else is ours."""
+    assert isinstance(exc, DBAPIError)
+    what = _UNSTORABLE_TEXT.get(getattr(exc.orig, "sqlstate", None) or "")
+    if what is None:
+        return await _unhandled(request, exc)
+    return problem(
+        422,
+        "Invalid input",
+        f"A text value of the request contains {what}.",
+        "invalid-input",
+        instance=request.url.path,
+        errors=[{"field": "request", "message": f"contains {what}"}],
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(
@@ -115,4 +136,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ForecourtError, _forecourt_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unhandled)

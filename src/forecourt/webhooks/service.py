@@ -36,6 +36,7 @@ from forecourt.webhooks.schemas import EndpointCreate, EndpointUpdate, RetryPoli
 SECRET_PURPOSE = "webhook-secret"
 TYPE_PATTERN = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # RFC 9110 field values: no CTL but HTAB
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,9 +412,11 @@ def _headers(headers: dict[str, str]) -> dict[str, str]:
             raise InvalidInput("Not a valid header name.", field=f"headers.{name}")
         if name.lower() in signing.RESERVED_HEADERS:
             raise InvalidInput("Forecourt sets this header itself.", field=f"headers.{name}")
-        if "\r" in value or "\n" in value or len(value) > 4096:
+        if len(value) > 4096 or HEADER_CONTROL.search(value):
             raise InvalidInput(
-                "Header values are one line of at most 4096 characters.", field=f"headers.{name}"
+                "Header values are one line of at most 4096 characters, without control"
+                " characters.",
+                field=f"headers.{name}",
             )
     return dict(headers)
 
