@@ -37,7 +37,8 @@ class StrictModel(BaseModel):
             texts = [v for v in value if isinstance(v, str)]
         else:
             return value
-        if texts and cls.model_fields[info.field_name or ""].annotation is not Any:
-            if any(NUL in text for text in texts):
-                raise ValueError("cannot contain the NUL character (U+0000)")
+        if any(NUL in text for text in texts) and (
+            cls.model_fields[info.field_name or ""].annotation is not Any
+        ):
+            raise ValueError("cannot contain the NUL character (U+0000)")
         return value
