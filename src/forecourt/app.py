@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from forecourt import __version__
+from forecourt import __version__, runtime
 from forecourt.audit.routes import router as audit_router
 from forecourt.core import Forecourt
 from forecourt.events.routes import routers as event_routers
@@ -43,9 +43,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await fc.start(run_workers=run_workers)
+        runtime.settle()
         try:
             yield
         finally:
+            runtime.unsettle()
             await fc.stop()
 
     app = FastAPI(

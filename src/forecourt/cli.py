@@ -327,6 +327,7 @@ def worker() -> None:
     settings = load_settings()
 
     async def go() -> None:
+        from forecourt import runtime
         from forecourt.core import Forecourt
 
         fc = Forecourt(settings)
@@ -335,10 +336,12 @@ def worker() -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await fc.start(run_workers=True)
+        runtime.settle()
         typer.echo(f"forecourt worker {fc.worker_id} started", err=True)
         try:
             await stop.wait()
         finally:
+            runtime.unsettle()
             await fc.stop()
         typer.echo("forecourt worker stopped", err=True)
 

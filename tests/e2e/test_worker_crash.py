@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from conftest import RUN_ID, free_port
@@ -374,6 +374,10 @@ async def test_deliveries_survive_a_database_restart(
 
             await cluster.restart()
             assert len(set(receiver.ids())) < len(ids), "the run ended before the restart"
+            # The pool's connections were closed by the server: the next checkout replaces
+            # them, so the first statement after the restart does not fail.
+            async with fc.sessionmaker() as session:
+                assert await session.scalar(select(func.count()).select_from(Delivery)) == 60
 
             await settle(fc, ids, worker_processes)
             assert await worker.terminate() == 0

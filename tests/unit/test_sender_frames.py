@@ -3,6 +3,7 @@ pipe: every request and result comes out whole, in order, once."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -11,7 +12,9 @@ from hypothesis import strategies as st
 
 from forecourt.webhooks.sender import SendResult
 from forecourt.webhooks.sender_process import (
+    FLUSH_FRAMES,
     FrameParser,
+    FrameWriter,
     decode_request,
     decode_result,
     encode_request,
@@ -81,3 +84,39 @@ def test_a_header_line_beyond_the_limit_is_refused() -> None:
     assert parser.feed(b"[1]\n" + b"x" * 40) == [([1], b"")]
     with pytest.raises(ValueError, match="too long"):
         parser.feed(b"y" * 40)
+
+
+class _Pipe:
+    """A write transport that keeps each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_the_writer_sends_a_turns_frames_together_and_a_long_turn_in_parts() -> None:
+    pipe = _Pipe()
+    writer = FrameWriter(pipe)  # type: ignore[arg-type]
+    frames = [f"frame {i}\n".encode() for i in range(2 * FLUSH_FRAMES + 5)]
+    for frame in frames[:3]:
+        writer.write(frame)
+    assert pipe.writes == []  # held until the end of the turn
+    await asyncio.sleep(0)
+    assert pipe.writes == [b"".join(frames[:3])]
+
+    pipe.writes.clear()
+    for frame in frames:
+        writer.write(frame)
+    # The first parts go out at once, without waiting for the turn to end.
+    assert pipe.writes == [
+        b"".join(frames[:FLUSH_FRAMES]),
+        b"".join(frames[FLUSH_FRAMES : 2 * FLUSH_FRAMES]),
+    ]
+    await asyncio.sleep(0)
+    assert b"".join(pipe.writes) == b"".join(frames)
+    assert len(pipe.writes) == 3

@@ -5,9 +5,11 @@ column type's bind processor in Python, and PostgreSQL then executes the stateme
 row. On the hot paths (events and their deliveries, finished attempts) that costs more than
 the database does. Here the values are converted once, as the column types would convert them:
 
-- PostgreSQL: one statement over ``json_array_elements`` of one JSON parameter holding every
-  row (serialized by orjson in C; the server parses it and casts each field to its column's
-  type), so neither SQLAlchemy nor asyncpg encodes values one by one;
+- PostgreSQL: one statement over ``jsonb_array_elements`` of one JSON parameter holding every
+  row (serialized by orjson in C; the server parses it once and casts each field to its
+  column's type), so neither SQLAlchemy nor asyncpg encodes values one by one. ``jsonb``, not
+  ``json``: the server would parse a ``json`` row again for every field taken from it, which
+  made a 1,000-row insert half again as expensive;
 - SQLite: one ``executemany`` of plain tuples, timestamps in the text form SQLAlchemy stores
   (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC).
 
@@ -36,7 +38,7 @@ from forecourt.db.engine import json_serializer
 Convert = Callable[[Any], Any]
 
 _UTC_TYPE = UTCDateTime()
-_PG_ROWS = "json_array_elements($1::json) AS e"  # each row a JSON array, in column order
+_PG_ROWS = "jsonb_array_elements($1::jsonb) AS e"  # each row a JSON array, in column order
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from forecourt.events.models import EVENT_ID_LENGTH, Event
 from forecourt.ids import new_id
 from forecourt.plugins import routing
 from forecourt.webhooks import fanout
-from forecourt.webhooks.models import Endpoint
+from forecourt.webhooks.targets import Target
 
 log = logging.getLogger("forecourt.events")
 
@@ -214,10 +214,10 @@ class Plan:
     deliveries: list[dict[str, Any]]
     # Per delivery row (same order): its endpoint and the body to post, for a worker of this
     # process that takes the delivery over straight away (see ``EventWriter``).
-    targets: list[tuple[Endpoint, bytes]] = field(default_factory=list)
+    targets: list[tuple[Target, bytes]] = field(default_factory=list)
 
 
-EndpointCache = dict[tuple[str, str], list[Endpoint]]
+EndpointCache = dict[tuple[str, str], list[Target]]
 """Matching endpoints by (tenant, type), shared by the plans of one transaction."""
 
 
@@ -298,7 +298,7 @@ async def plan(
         await session.flush()
     endpoints = {} if endpoints is None else endpoints
     deliveries: list[dict[str, Any]] = []
-    targets: list[tuple[Endpoint, bytes]] = []
+    targets: list[tuple[Target, bytes]] = []
     bodies = {draft.id: draft.body for draft in drafts}
     for created, _ in new:
         matching = endpoints.get((tenant_id, created.type))

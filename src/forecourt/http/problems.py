@@ -102,7 +102,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 # SQLSTATEs that a request's own text causes: the database cannot hold a character of it.
-_UNSTORABLE_TEXT = {"22021": "U+0000 or another character this database cannot hold"}
+_UNSTORABLE_TEXT = {
+    "22021": "U+0000 or another character this database cannot hold",
+    "22P05": "U+0000 or another character this database cannot hold",
+}
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:

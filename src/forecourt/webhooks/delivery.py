@@ -39,7 +39,7 @@ from forecourt.ids import new_id
 from forecourt.prometheus import registered
 from forecourt.ratelimit.windows import Window
 from forecourt.webhooks import sender_pool, signing
-from forecourt.webhooks.models import FAILED, RETRYING, SUCCEEDED, Attempt, Endpoint
+from forecourt.webhooks.models import FAILED, RETRYING, SUCCEEDED, Attempt
 from forecourt.webhooks.queue import Claim, DeliveryQueue, EndpointDisabledHook, Finished
 from forecourt.webhooks.recorder import Recorder, brief
 from forecourt.webhooks.schedule import (
@@ -53,6 +53,7 @@ from forecourt.webhooks.schedule import (
 )
 from forecourt.webhooks.sender import SendResult, WebhookSender
 from forecourt.webhooks.service import signing_secrets
+from forecourt.webhooks.targets import Target
 
 if TYPE_CHECKING:
     from forecourt.core import Forecourt
@@ -489,7 +490,7 @@ class DeliveryWorker:
         finally:
             self._held.pop(claim.id, None)
 
-    def _secrets(self, endpoint: Endpoint, now: datetime) -> list[str]:
+    def _secrets(self, endpoint: Target, now: datetime) -> list[str]:
         """The endpoint's signing secrets, decrypted once per version of the endpoint row."""
         expires = endpoint.previous_secret_expires_at
         key = (
@@ -505,7 +506,7 @@ class DeliveryWorker:
             found = self._secret_cache[key] = signing_secrets(self._box, endpoint, now)
         return found
 
-    async def _rate_limited(self, endpoint: Endpoint) -> float | None:
+    async def _rate_limited(self, endpoint: Target) -> float | None:
         """Seconds to wait when the endpoint's deliveries-per-second limit is reached."""
         per_s = endpoint.rate_limit_per_s
         if not per_s:
@@ -543,7 +544,7 @@ class _Slot:
         self.users = 0
 
 
-def _policy(endpoint: Endpoint) -> RetryPolicy:
+def _policy(endpoint: Target) -> RetryPolicy:
     try:
         return RetryPolicy.from_dict(endpoint.retry_policy)
     except (ValueError, TypeError):

@@ -10,13 +10,15 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forecourt.db import bulk
 from forecourt.db.base import utcnow
 from forecourt.ids import new_id
+from forecourt.webhooks import targets
 from forecourt.webhooks.models import PENDING, Delivery, Endpoint
+from forecourt.webhooks.targets import Target
 
 _DELIVERIES = cast(Table, Delivery.__table__)
 
@@ -35,12 +37,10 @@ def type_matches(patterns: Sequence[str], event_type: str) -> bool:
 
 async def matching_endpoints(
     session: AsyncSession, tenant_id: str, event_type: str
-) -> list[Endpoint]:
+) -> list[Target]:
     """The tenant's enabled endpoints whose filter takes ``event_type``."""
-    rows = await session.scalars(
-        select(Endpoint).where(Endpoint.tenant_id == tenant_id, Endpoint.enabled.is_(True))
-    )
-    return [endpoint for endpoint in rows if type_matches(endpoint.event_types, event_type)]
+    enabled = await targets.enabled_of_tenant(await session.connection(), tenant_id)
+    return [target for target in enabled if type_matches(target.event_types, event_type)]
 
 
 def delivery_rows(

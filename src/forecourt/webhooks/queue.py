@@ -34,6 +34,7 @@ from forecourt.db.gate import WriteGate
 from forecourt.errors import Conflict, NotFound
 from forecourt.events.envelope import ENVELOPE_COLUMNS, envelope
 from forecourt.events.models import Event
+from forecourt.webhooks import targets
 from forecourt.webhooks.models import (
     DELIVERING,
     LEASED_SQL,
@@ -45,6 +46,7 @@ from forecourt.webhooks.models import (
     Endpoint,
 )
 from forecourt.webhooks.schedule import Outcome
+from forecourt.webhooks.targets import Target
 
 LOG = logging.getLogger("forecourt.webhooks")
 
@@ -79,7 +81,7 @@ class Claim:
     id: str
     tenant_id: str
     attempts: int  # attempts made before this claim
-    endpoint: Endpoint
+    endpoint: Target
     body: bytes  # the event's envelope as JSON, as it is posted
     once: bool = False  # a single attempt on request: never retried in the background
 
@@ -199,7 +201,8 @@ class DeliveryQueue:
                 rows = (await conn.execute(statement)).all()
             if not rows:
                 return []
-            endpoints = await _endpoints(session, {row.endpoint_id for row in rows})
+            ids = {row.endpoint_id for row in rows}
+            endpoints = await targets.by_id(await session.connection(), ids)
             bodies = await _bodies(session, {row.event_id for row in rows})
         claims: list[Claim] = []
         for row in rows:
@@ -385,14 +388,6 @@ def _split_by_attempts(claims: Sequence[Claim]) -> Iterable[tuple[bool, Sequence
         yield True, chunk
     for chunk in _chunks(tried, IDS_PER_STATEMENT):
         yield False, chunk
-
-
-async def _endpoints(session: AsyncSession, ids: set[str]) -> dict[str, Endpoint]:
-    found: dict[str, Endpoint] = {}
-    for chunk in _chunks(sorted(ids), IDS_PER_STATEMENT):
-        for endpoint in await session.scalars(select(Endpoint).where(Endpoint.id.in_(chunk))):
-            found[endpoint.id] = endpoint
-    return found
 
 
 async def _bodies(session: AsyncSession, ids: set[str]) -> dict[str, bytes]:

@@ -32,12 +32,14 @@ from typing import Any
 
 import orjson
 
+from forecourt import runtime
 from forecourt.webhooks import ssrf
 from forecourt.webhooks.sender import Sender, SendResult
 
 READY = b'["ready"]\n'
 MAX_HEADER_LINE_BYTES = 1 << 20  # the JSON line of a request: URL and headers
 READ_CHUNK_BYTES = 1 << 16
+FLUSH_FRAMES = 32  # frames written at once at the latest, so the other side starts early
 PR_SET_PDEATHSIG = 1
 
 
@@ -125,7 +127,9 @@ def decode_result(header: Sequence[Any]) -> tuple[int, SendResult]:
 
 class FrameWriter:
     """Frames for a pipe, written together once per turn of the event loop (one system call
-    for all the frames of that turn)."""
+    for all the frames of that turn), or every ``FLUSH_FRAMES`` frames: when a turn starts
+    hundreds of deliveries, the other process gets to work on the first of them while the
+    rest are being signed."""
 
     def __init__(self, transport: asyncio.WriteTransport) -> None:
         self._transport = transport
@@ -136,10 +140,12 @@ class FrameWriter:
         if not self._pending:
             self._loop.call_soon(self._flush)
         self._pending.append(frame)
+        if len(self._pending) >= FLUSH_FRAMES:
+            self._flush()
 
     def _flush(self) -> None:
         frames, self._pending = self._pending, []
-        if not self._transport.is_closing():
+        if frames and not self._transport.is_closing():
             self._transport.write(b"".join(frames))
 
 
@@ -165,6 +171,7 @@ async def serve(config: dict[str, Any]) -> None:
         output.write(encode_result(seq, await sender.send(url, body, headers, timeout_s)))
 
     parser = FrameParser(bodies=True)
+    runtime.settle()
     transport.write(READY)
     try:
         while True:

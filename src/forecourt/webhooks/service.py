@@ -32,6 +32,7 @@ from forecourt.webhooks.models import (
     Endpoint,
 )
 from forecourt.webhooks.schemas import EndpointCreate, EndpointUpdate, RetryPolicy, SecretRotate
+from forecourt.webhooks.targets import Target
 
 SECRET_PURPOSE = "webhook-secret"
 TYPE_PATTERN = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
@@ -363,7 +364,7 @@ class EndpointService:
         return given
 
 
-def signing_secrets(box: SecretBox, endpoint: Endpoint, now: datetime) -> list[str]:
+def signing_secrets(box: SecretBox, endpoint: Endpoint | Target, now: datetime) -> list[str]:
     """The current secret, and the previous one while its rotation overlap lasts."""
     keys = [box.decrypt(endpoint.secret_encrypted)]
     expires = endpoint.previous_secret_expires_at

@@ -1,0 +1,128 @@
+"""An endpoint as a delivery needs it, read as a plain row.
+
+Publishing one event to 1,000 endpoints, or claiming 500 deliveries, reads that many
+endpoints. As ORM objects (identity map, instrumented attributes, every JSON column decoded
+for each) they cost more than the rest of the publish. A ``Target`` holds only what matching
+and sending need, and its JSON fields are decoded once per distinct text: most endpoints share
+theirs (``[]``, ``{}``, the default retry policy).
+
+Targets are snapshots: they are read in the transaction that queues or claims the deliveries
+and are never written back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, cast
+
+import orjson
+from sqlalchemy import ColumnElement, Table, Text, select
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from forecourt.webhooks.models import Endpoint
+
+IDS_PER_STATEMENT = 500  # ids in one IN (...) list
+_DECODED_MAX = 4_096  # distinct JSON texts kept decoded
+
+_ENDPOINTS = cast(Table, Endpoint.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What matching an event and sending it to an endpoint read of the endpoint."""
+
+    id: str
+    tenant_id: str
+    url: str
+    event_types: tuple[str, ...]
+    headers: Mapping[str, str]
+    timeout_s: float
+    retry_policy: Mapping[str, Any]
+    rate_limit_per_s: int | None
+    secret_encrypted: str
+    previous_secret_encrypted: str | None
+    previous_secret_expires_at: datetime | None
+    enabled: bool
+
+
+def _columns() -> list[ColumnElement[Any]]:
+    c = _ENDPOINTS.c
+    # JSON as its stored text, decoded here once per distinct text.
+    return [
+        c.id,
+        c.tenant_id,
+        c.url,
+        sql_cast(c.event_types, Text),
+        sql_cast(c.headers, Text),
+        c.timeout_s,
+        sql_cast(c.retry_policy, Text),
+        c.rate_limit_per_s,
+        c.secret_encrypted,
+        c.previous_secret_encrypted,
+        c.previous_secret_expires_at,
+        c.enabled,
+    ]
+
+
+_COLUMNS = _columns()
+_decoded: dict[str, Any] = {}
+
+
+def _frozen(text: str | None, freeze: Any) -> Any:
+    """The JSON ``text`` decoded and made read-only by ``freeze``; shared by equal texts."""
+    key = text or "null"
+    found = _decoded.get(key)
+    if found is None:
+        if len(_decoded) >= _DECODED_MAX:
+            _decoded.clear()
+        found = _decoded[key] = freeze(orjson.loads(key))
+    return found
+
+
+def _types(value: Any) -> tuple[str, ...]:
+    return tuple(value) if isinstance(value, list) else ()
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return MappingProxyType(value if isinstance(value, dict) else {})
+
+
+def _target(row: Any) -> Target:
+    return Target(
+        row[0],
+        row[1],
+        row[2],
+        _frozen(row[3], _types),
+        _frozen(row[4], _mapping),
+        row[5],
+        _frozen(row[6], _mapping),
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+    )
+
+
+async def enabled_of_tenant(conn: AsyncConnection, tenant_id: str) -> list[Target]:
+    """Every enabled endpoint of the tenant."""
+    c = _ENDPOINTS.c
+    statement = select(*_COLUMNS).where(c.tenant_id == tenant_id, c.enabled.is_(True))
+    return [_target(row) for row in await conn.execute(statement)]
+
+
+async def by_id(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Target]:
+    """The endpoints of ``ids`` that exist, by id."""
+    wanted = sorted(set(ids))
+    found: dict[str, Target] = {}
+    for start in range(0, len(wanted), IDS_PER_STATEMENT):
+        chunk = wanted[start : start + IDS_PER_STATEMENT]
+        statement = select(*_COLUMNS).where(_ENDPOINTS.c.id.in_(chunk))
+        for row in await conn.execute(statement):
+            target = _target(row)
+            found[target.id] = target
+    return found
