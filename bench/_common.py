@@ -106,12 +106,12 @@ def percentile(values: Sequence[float], q: float) -> float:
 async def wait_until(
     condition: Callable[[], Awaitable[bool]], timeout_s: float, what: str, poll_s: float = POLL_S
 ) -> float:
-    """Poll ``condition`` until it holds; the ``perf_counter`` time it first held."""
-    deadline = time.perf_counter() + timeout_s
+    """Poll ``condition`` until it holds; the ``monotonic`` time it first held."""
+    deadline = time.monotonic() + timeout_s
     while True:
         if await condition():
-            return time.perf_counter()
-        if time.perf_counter() > deadline:
+            return time.monotonic()
+        if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
         await asyncio.sleep(poll_s)
 
@@ -464,6 +464,12 @@ class ReceiverClient:
         async with self._session.get(self.base_url + RECEIVER_PREFIX + "/arrivals") as response:
             rows = orjson.loads(await response.read())
         return [Arrival(*row) for row in rows]
+
+    async def last_arrival(self, start: float) -> float:
+        """Seconds from ``start`` (``time.monotonic()`` here) to the last request received
+        since the reset: read from the receiver's own clock after the fact, so no polling
+        interval is added to it."""
+        return max(arrival.at for arrival in await self.arrivals()) - start
 
     async def sample(self) -> tuple[dict[str, str], bytes]:
         """The headers and body of the first request received since the last reset."""
