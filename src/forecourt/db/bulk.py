@@ -21,7 +21,7 @@ transaction, and raise SQLAlchemy's exceptions (``IntegrityError``, ...) as
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -36,6 +36,8 @@ from forecourt.db.base import UTCDateTime
 from forecourt.db.engine import json_serializer
 
 Convert = Callable[[Any], Any]
+
+IDS_PER_STATEMENT = 500  # ids in one IN (...) list
 
 _UTC_TYPE = UTCDateTime()
 _PG_ROWS = "jsonb_array_elements($1::jsonb) AS e"  # each row a JSON array, in column order
@@ -216,6 +218,12 @@ def _sqlite_timestamp(value: datetime | None) -> str | None:
     """The text SQLAlchemy's SQLite ``DATETIME`` stores for a UTC timestamp."""
     value = _utc(value)
     return None if value is None else value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def chunks(items: Sequence[str], size: int = IDS_PER_STATEMENT) -> Iterator[Sequence[str]]:
+    """``items`` in slices of at most ``size``: the ids for one ``IN (...)`` list each."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def rowcount(result: Any) -> int:

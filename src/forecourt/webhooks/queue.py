@@ -50,7 +50,6 @@ from forecourt.webhooks.targets import Target
 
 LOG = logging.getLogger("forecourt.webhooks")
 
-IDS_PER_STATEMENT = 500  # ids in one IN (...) list
 DISABLED_REASON_CHARS = 200
 GONE_REASON = "The receiver answered 410 Gone."
 
@@ -244,7 +243,7 @@ class DeliveryQueue:
         until = utcnow() + self.lease
         extended = 0
         async with self.gate, self.sessionmaker() as session, session.begin():
-            for chunk in _chunks(ids, IDS_PER_STATEMENT):
+            for chunk in bulk.chunks(ids):
                 result = await session.execute(
                     update(_DELIVERIES)
                     .where(
@@ -375,18 +374,13 @@ class DeliveryQueue:
         return None
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _split_by_attempts(claims: Sequence[Claim]) -> Iterable[tuple[bool, Sequence[str]]]:
     """Claim ids in chunks, split into never-attempted (pending) and attempted (retrying)."""
     fresh = [c.id for c in claims if c.attempts == 0]
     tried = [c.id for c in claims if c.attempts > 0]
-    for chunk in _chunks(fresh, IDS_PER_STATEMENT):
+    for chunk in bulk.chunks(fresh):
         yield True, chunk
-    for chunk in _chunks(tried, IDS_PER_STATEMENT):
+    for chunk in bulk.chunks(tried):
         yield False, chunk
 
 
@@ -395,7 +389,7 @@ async def _bodies(session: AsyncSession, ids: set[str]) -> dict[str, bytes]:
     conn = await session.connection()
     columns = [_EVENTS.c[name] for name in ENVELOPE_COLUMNS]
     found: dict[str, bytes] = {}
-    for chunk in _chunks(sorted(ids), IDS_PER_STATEMENT):
+    for chunk in bulk.chunks(sorted(ids)):
         for row in await conn.execute(select(*columns).where(_EVENTS.c.id.in_(chunk))):
             found[row.id] = orjson.dumps(envelope(row))
     return found

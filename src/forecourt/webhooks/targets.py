@@ -23,9 +23,9 @@ from sqlalchemy import ColumnElement, Table, Text, select
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from forecourt.db import bulk
 from forecourt.webhooks.models import Endpoint
 
-IDS_PER_STATEMENT = 500  # ids in one IN (...) list
 _DECODED_MAX = 4_096  # distinct JSON texts kept decoded
 
 _ENDPOINTS = cast(Table, Endpoint.__table__)
@@ -117,10 +117,8 @@ async def enabled_of_tenant(conn: AsyncConnection, tenant_id: str) -> list[Targe
 
 async def by_id(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Target]:
     """The endpoints of ``ids`` that exist, by id."""
-    wanted = sorted(set(ids))
     found: dict[str, Target] = {}
-    for start in range(0, len(wanted), IDS_PER_STATEMENT):
-        chunk = wanted[start : start + IDS_PER_STATEMENT]
+    for chunk in bulk.chunks(sorted(set(ids))):
         statement = select(*_COLUMNS).where(_ENDPOINTS.c.id.in_(chunk))
         for row in await conn.execute(statement):
             target = _target(row)
