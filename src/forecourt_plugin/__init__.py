@@ -151,6 +151,10 @@ def fetch(
     """
     if _egress_socket is None:
         raise NotAvailable("this plugin declared no network hosts, so it has no network")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError("timeout is a number of seconds")
+    if not math.isfinite(timeout):
+        raise ValueError("timeout must be a finite number of seconds")
     timeout = min(max(float(timeout), 0.1), MAX_FETCH_TIMEOUT_S)
     payload = body.encode() if isinstance(body, str) else body
     request = {

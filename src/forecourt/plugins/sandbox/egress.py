@@ -23,6 +23,8 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
+import logging
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -40,6 +42,8 @@ from forecourt_plugin._wire import HEADER, decode_length
 MAX_REQUEST_BODY_BYTES = 4 * 1024 * 1024
 MAX_RESPONSE_BODY_BYTES = 8 * 1024 * 1024
 MAX_TIMEOUT_S = 60.0
+MIN_TIMEOUT_S = 0.1
+DEFAULT_TIMEOUT_S = 10.0
 MAX_CONCURRENT_REQUESTS = 4  # per worker
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 DROPPED_HEADERS = frozenset(
@@ -47,6 +51,8 @@ DROPPED_HEADERS = frozenset(
      "trailer", "transfer-encoding", "upgrade", "content-length"}
 )  # fmt: skip
 
+
+LOG = logging.getLogger("forecourt.plugins")
 
 WILDCARD = "*."
 _NAME = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")  # a host name as requested, normalised
@@ -190,8 +196,11 @@ class Egress:
             request = decode(await reader.readexactly(length))
             writer.write(encode(await self.fetch(request, rules)))
             await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError, Exception):
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass  # a worker that sends garbage or hangs up gets nothing
+        except Exception:
+            # Not the worker's doing: it gets nothing either, and the error is kept.
+            LOG.exception("the egress proxy failed on a request")
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):
@@ -217,11 +226,16 @@ def _parse(request: Any) -> tuple[str, str, dict[str, str], bytes | None, float]
     payload = None if body is None else base64.b64decode(str(body), validate=True)
     if payload is not None and len(payload) > MAX_REQUEST_BODY_BYTES:
         raise Refused(f"the request body is over {MAX_REQUEST_BODY_BYTES} bytes")
-    timeout = request.get("timeout", 10.0)
-    timeout_s = (
-        min(max(float(timeout), 0.1), MAX_TIMEOUT_S) if isinstance(timeout, int | float) else 10.0
-    )
-    return method, url, headers, payload, timeout_s
+    return method, url, headers, payload, _timeout(request.get("timeout"))
+
+
+def _timeout(value: Any) -> float:
+    """Seconds for the whole request: the default when absent, clamped into 0.1 to 60."""
+    if value is None:
+        return DEFAULT_TIMEOUT_S
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise Refused("timeout must be a finite number of seconds")
+    return min(max(float(value), MIN_TIMEOUT_S), MAX_TIMEOUT_S)
 
 
 def _normal(host: str) -> str:
