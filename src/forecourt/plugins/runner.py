@@ -134,6 +134,14 @@ class PluginRunner:
         for key in sorted(self._keys.get((plugin_id, version), ())):
             await self._pool.reload(key)
 
+    async def forget(self, plugin_id: str, version: str) -> None:
+        """Stop a removed version's workers for good: calls in flight finish, none restarts."""
+        keys = self._keys.pop((plugin_id, version), set())
+        if self._pool is None:
+            return
+        for key in sorted(keys):
+            await self._pool.retire(key)
+
     async def ensure_files(self, plugin: Plugin) -> None:
         """Unpack the version on this node from its stored package, unless already there."""
         if self.store.current(plugin.plugin_id, plugin.version, plugin.sha256):

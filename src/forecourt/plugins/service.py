@@ -322,7 +322,7 @@ class PluginService:
         await self.session.execute(delete(Plugin).where(Plugin.id.in_(ids)))
         await self.session.commit()
         for row in rows:
-            await self.runner.reload(row.plugin_id, row.version)
+            await self.runner.forget(row.plugin_id, row.version)
             self.runner.store.remove(row.plugin_id, row.version)
         return rows
 

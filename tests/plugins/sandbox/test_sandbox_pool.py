@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -242,3 +243,34 @@ def _running(pid: int) -> bool:
             return file.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_retire_stops_a_keys_workers_for_good() -> None:
+    key = "test.nap@1.0.0"
+    async with sandbox(warm_workers=2) as box:
+        first = await box.output("nap", 0)
+        slow = asyncio.create_task(box.run("nap", 0.5))
+        await asyncio.sleep(0.2)
+        assert box.pool.workers(key) >= 2
+        await box.pool.retire(key)
+        finished = await slow
+        assert finished.status == "ok"  # the call in flight finished on its worker
+        await asyncio.sleep(0.5)  # time enough for a warm start, had one been made
+        assert box.pool.workers(key) == 0
+        assert children() == set(), "a worker of the retired key is still running"
+        # A later call (the version installed again) starts a fresh worker.
+        assert await box.output("nap", 0) != first
+
+
+def children() -> set[int]:
+    """The processes whose parent is this one."""
+    found = set()
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:
+            found.add(int(stat.parent.name))
+    return found

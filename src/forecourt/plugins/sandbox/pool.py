@@ -133,6 +133,21 @@ class WorkerPool:
         await asyncio.gather(*(self._discard(member) for member in idle))
         self._keep_warm(keyed)
 
+    async def retire(self, key: str) -> None:
+        """Stop ``key``'s workers for good (its version is gone): idle ones now, busy ones
+        when their call ends; none is started or kept warm for it any more."""
+        keyed = self._keys.pop(key, None)
+        if keyed is None:
+            return
+        keyed.generation += 1
+        idle, keyed.idle = keyed.idle, []
+        await asyncio.gather(*(self._discard(member) for member in idle))
+
+    def workers(self, key: str) -> int:
+        """Workers running or starting for ``key``: idle, busy and starting."""
+        keyed = self._keys.get(key)
+        return 0 if keyed is None else len(keyed.idle) + len(keyed.busy) + keyed.starting
+
     async def close(self, deadline_s: float = 10.0) -> None:
         """Stop taking calls, let those in flight finish until ``deadline_s``, kill the rest."""
         self._closing = True
@@ -238,7 +253,7 @@ class WorkerPool:
 
     def _keep_warm(self, keyed: _Key) -> None:
         """Start workers in the background until ``warm_workers`` are up for ``keyed``."""
-        if self._closing:
+        if self._closing or self._keys.get(keyed.spec.key) is not keyed:  # closing, retired
             return
         missing = self.config.warm_workers - len(keyed.idle) - len(keyed.busy) - keyed.starting
         for _ in range(max(missing, 0)):
