@@ -216,3 +216,27 @@ async def test_plugins_do_not_trigger_each_other_forever(harness_factory: Any) -
 
 async def _none(count: Any) -> bool:
     return int(await count) == 0
+
+
+async def test_an_instances_event_types_are_names_or_wildcards(
+    harness_factory: Any, receiver: Receiver
+) -> None:
+    h = await start(harness_factory)
+    await install(h, slack_like(receiver))
+    body = {"plugin_id": "com.example.slack", "config": {"webhook_url": receiver.url("/x")}}
+    for patterns, field in (
+        (["alert.*", "Not A Type"], "event_types.1"),
+        (["alert.**"], "event_types.0"),
+        (["alert."], "event_types.0"),
+    ):
+        response = await h.client.post(
+            "/api/v1/plugin-instances",
+            json={**body, "name": "bad", "event_types": patterns},
+            headers=h.auth(),
+        )
+        assert response.status_code == 422, response.text
+        assert [e["field"] for e in response.json()["errors"]] == [field], patterns
+    made = await instance(
+        h, **body, name="good", event_types=["alert.triggered", "alert.*", "alert.*", "*"]
+    )
+    assert made["event_types"] == ["*", "alert.*", "alert.triggered"]  # sorted, no repeats

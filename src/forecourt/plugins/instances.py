@@ -7,7 +7,6 @@ are stored and read back masked. Creating the first instance of a built-in plugi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -28,8 +27,7 @@ from forecourt.plugins.models import EVENT_PLUGIN_TYPES, NOT_IN_USE, Plugin, Plu
 from forecourt.plugins.runner import PluginRunner, Run
 from forecourt.plugins.schemas import InstanceCreate, InstanceUpdate
 from forecourt.principal import Principal
-
-TYPE_PATTERN = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
+from forecourt.webhooks.fanout import checked_patterns
 
 
 def schema_of(plugin: Plugin) -> dict[str, Any]:
@@ -259,10 +257,4 @@ class InstanceService:
 def _event_types(plugin: Plugin, patterns: Sequence[str]) -> list[str]:
     if patterns and plugin.type not in EVENT_PLUGIN_TYPES:
         raise InvalidInput("Only hook and alert instances take event types.", field="event_types")
-    for i, pattern in enumerate(patterns):
-        if not TYPE_PATTERN.match(pattern):
-            raise InvalidInput(
-                "Use event type names such as alert.triggered, or wildcards such as alert.*",
-                field=f"event_types.{i}",
-            )
-    return sorted(set(patterns))
+    return checked_patterns(patterns, "alert.triggered")

@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from forecourt.audit import service as audit
 from forecourt.db.base import utcnow
 from forecourt.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
-from forecourt.events.outbox import OnPublished, publish_in
+from forecourt.events.outbox import OnPublished
+from forecourt.events.service import emit
 from forecourt.ids import new_id
 from forecourt.pagination import decode_key, encode_cursor
 from forecourt.plugins import executions as records
@@ -356,13 +357,13 @@ class PluginService:
         return _sorted(list(rows.all()))
 
     async def _announce(self, actor: Principal, kind: str, plugin: Plugin) -> None:
-        await publish_in(
+        await emit(
             self.session,
-            tenant_id=actor.tenant_id,
-            type=kind,
-            data=summary(plugin),
-            subject=plugin.plugin_id,
-            on_committed=self.on_published,
+            actor.tenant_id,
+            kind,
+            summary(plugin),
+            plugin.plugin_id,
+            hook=self.on_published,
         )
 
 

@@ -6,6 +6,7 @@ deliveries in one transaction, so an accepted event can never miss its deliverie
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -15,12 +16,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forecourt.db import bulk
 from forecourt.db.base import utcnow
+from forecourt.errors import InvalidInput
 from forecourt.ids import new_id
 from forecourt.webhooks import targets
 from forecourt.webhooks.models import PENDING, Delivery, Endpoint
 from forecourt.webhooks.targets import Target
 
 _DELIVERIES = cast(Table, Delivery.__table__)
+
+TYPE_PATTERN = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
+"""An event-type filter: a name (``dashboard.created``), a wildcard (``dashboard.*``) or ``*``."""
 
 
 def type_matches(patterns: Sequence[str], event_type: str) -> bool:
@@ -33,6 +38,19 @@ def type_matches(patterns: Sequence[str], event_type: str) -> bool:
         if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
             return True
     return False
+
+
+def checked_patterns(patterns: Sequence[str], example: str) -> list[str]:
+    """``patterns`` sorted, without repeats; InvalidInput naming the first one that is not a
+    filter (``example`` is a type name to suggest, such as ``dashboard.created``)."""
+    for i, pattern in enumerate(patterns):
+        if not TYPE_PATTERN.match(pattern):
+            wildcard = example.rsplit(".", 1)[0] + ".*"
+            raise InvalidInput(
+                f"Use event type names such as {example}, or wildcards such as {wildcard}",
+                field=f"event_types.{i}",
+            )
+    return sorted(set(patterns))
 
 
 async def matching_endpoints(

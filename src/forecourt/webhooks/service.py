@@ -20,7 +20,7 @@ from forecourt.ids import new_id
 from forecourt.pagination import next_cursor, paginate
 from forecourt.principal import Principal
 from forecourt.stats import STATS_WINDOWS, percentile
-from forecourt.webhooks import signing, ssrf
+from forecourt.webhooks import fanout, signing, ssrf
 from forecourt.webhooks.models import (
     DELIVERING,
     DELIVERY_STATES,
@@ -35,7 +35,6 @@ from forecourt.webhooks.schemas import EndpointCreate, EndpointUpdate, RetryPoli
 from forecourt.webhooks.targets import Target
 
 SECRET_PURPOSE = "webhook-secret"
-TYPE_PATTERN = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # RFC 9110 field values: no CTL but HTAB
 
@@ -396,15 +395,7 @@ def _requeue(delivery: Delivery) -> None:
 
 
 def _patterns(patterns: Sequence[str]) -> list[str]:
-    result = []
-    for i, pattern in enumerate(patterns):
-        if not TYPE_PATTERN.match(pattern):
-            raise InvalidInput(
-                "Use event type names such as dashboard.created, or wildcards such as dashboard.*",
-                field=f"event_types.{i}",
-            )
-        result.append(pattern)
-    return sorted(set(result))
+    return fanout.checked_patterns(patterns, "dashboard.created")
 
 
 def _headers(headers: dict[str, str]) -> dict[str, str]:
