@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import json
 
+import pytest
 from sandbox_support import sandbox
 
 
@@ -53,3 +55,31 @@ async def test_fork_is_stopped_by_seccomp() -> None:
     async with sandbox(disabled=("seccomp",)) as box:
         assert box.pool.report["seccomp"].available is False
         assert await box.output("fork_loop", 3) == {"forked": 3, "errors": []}
+
+
+def test_the_filter_counts_the_rules_it_holds() -> None:
+    """In a process of its own (the filter is for good): every denied call this architecture
+    has gets a rule, plus the four with conditions or their own answer."""
+    import subprocess
+    import sys
+
+    from forecourt.plugins.sandbox import seccomp
+
+    if not seccomp.library_available():
+        pytest.fail("libseccomp is not available on this machine")
+    program = (
+        "import ctypes, json\n"
+        "from forecourt.plugins.sandbox import seccomp\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS\n"
+        "lib = seccomp._load()\n"
+        "resolve = lib.seccomp_syscall_resolve_name\n"
+        "known = [n for n in seccomp.DENIED if resolve(n.encode()) != -1]\n"
+        "print(json.dumps([seccomp.install(), len(known), seccomp.active()]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=True
+    )
+    installed, known, active = json.loads(done.stdout)
+    assert active
+    assert installed == known + 4

@@ -287,10 +287,10 @@ def _landlock(plan: Plan, done: Outcome) -> str:
 
 
 def _seccomp(plan: Plan, done: Outcome) -> str:
-    seccomp.install()
+    rules = seccomp.install()
     if not seccomp.active():
         raise OSError("the filter is not active")
-    return f"filter of {len(seccomp.DENIED) + 4} system call rules"
+    return f"filter of {rules} system call rules"
 
 
 def _bind_socket(path: str, root: str) -> bool:

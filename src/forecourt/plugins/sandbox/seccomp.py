@@ -72,8 +72,9 @@ def library_available() -> bool:
     return True
 
 
-def install() -> None:
-    """Load the filter into this process (and its future threads) for good.
+def install() -> int:
+    """Load the filter into this process (and its future threads) for good; how many rules
+    it holds (a system call this architecture lacks needs none).
 
     The caller must have set no_new_privs. Raises :class:`SeccompError`.
     """
@@ -83,17 +84,19 @@ def install() -> None:
         raise SeccompError(errno.ENOMEM, "seccomp_init failed")
     try:
         deny = ACT_ERRNO | errno.EPERM
-        for name in DENIED:
-            _rule(lib, ctx, deny, name)
-        _rule(lib, ctx, deny, "clone", _ArgCmp(0, CMP_MASKED_EQ, CLONE_THREAD, 0))
-        _rule(lib, ctx, ACT_ERRNO | errno.ENOSYS, "clone3")
-        _rule(lib, ctx, ACT_ERRNO | errno.EAFNOSUPPORT, "socket", _ArgCmp(0, CMP_NE, AF_UNIX, 0))
-        _rule(lib, ctx, deny, "prlimit64", _ArgCmp(2, CMP_NE, 0, 0))
+        added = sum(_rule(lib, ctx, deny, name) for name in DENIED)
+        added += _rule(lib, ctx, deny, "clone", _ArgCmp(0, CMP_MASKED_EQ, CLONE_THREAD, 0))
+        added += _rule(lib, ctx, ACT_ERRNO | errno.ENOSYS, "clone3")
+        added += _rule(
+            lib, ctx, ACT_ERRNO | errno.EAFNOSUPPORT, "socket", _ArgCmp(0, CMP_NE, AF_UNIX, 0)
+        )
+        added += _rule(lib, ctx, deny, "prlimit64", _ArgCmp(2, CMP_NE, 0, 0))
         status = lib.seccomp_load(ctx)
         if status < 0:
             raise SeccompError(-status, f"seccomp_load: {errno.errorcode.get(-status, status)}")
     finally:
         lib.seccomp_release(ctx)
+    return added
 
 
 def active() -> bool:
@@ -102,14 +105,16 @@ def active() -> bool:
     return bool(libc.prctl(PR_GET_SECCOMP, 0, 0, 0, 0) == SECCOMP_MODE_FILTER)
 
 
-def _rule(lib: ctypes.CDLL, ctx: int, action: int, name: str, *conditions: _ArgCmp) -> None:
+def _rule(lib: ctypes.CDLL, ctx: int, action: int, name: str, *conditions: _ArgCmp) -> bool:
+    """Add one rule; False when ``name`` is not a system call on this architecture."""
     number = int(lib.seccomp_syscall_resolve_name(name.encode()))
-    if number == -1:  # not a system call on this architecture
-        return
+    if number == -1:
+        return False
     array = (_ArgCmp * len(conditions))(*conditions) if conditions else None
     status = int(lib.seccomp_rule_add_array(ctx, action, number, len(conditions), array))
     if status < 0:
         raise SeccompError(-status, f"seccomp_rule_add({name}): {errno.errorcode.get(-status)}")
+    return True
 
 
 @functools.cache
