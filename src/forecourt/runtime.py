@@ -18,15 +18,22 @@ import gc
 
 YOUNG_THRESHOLD = 20_000  # allocations between young-generation collections (CPython: 700)
 
+_before: list[tuple[int, int, int]] = []  # the thresholds ``settle`` replaced
+
 
 def settle() -> None:
     """Call once the process has started: freeze what exists, widen the young generation."""
     gc.collect()
     gc.freeze()
-    _, older, oldest = gc.get_threshold()
+    young, older, oldest = gc.get_threshold()
+    if not _before:
+        _before.append((young, older, oldest))
     gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
 
 
 def unsettle() -> None:
-    """Call when stopping: the frozen objects are collectable again."""
+    """Call when stopping: the frozen objects are collectable again, the thresholds as they
+    were before ``settle``."""
     gc.unfreeze()
+    if _before:
+        gc.set_threshold(*_before.pop())

@@ -31,3 +31,4 @@ def test_settle_freezes_what_exists_and_widens_the_young_generation(restored: No
     runtime.unsettle()
     assert gc.get_freeze_count() == 0
     assert any(o is survivor for o in gc.get_objects())
+    assert gc.get_threshold() == before
