@@ -1,10 +1,10 @@
 """The server process's garbage collector, tuned for a long-running, allocation-heavy loop.
 
 CPython's collector walks every tracked object of a generation when it collects it. A started
-server holds hundreds of thousands of them that live as long as the process (modules, the
-app, ORM mappers, caches); walking them in every full collection paused a busy server for
-80 to 120 ms, several times a minute. ``settle()`` moves what startup built out of the
-collector's view (``gc.freeze``) and lets more objects be born between young-generation
+server holds about 166,000 of them that live as long as the process (modules, the app, ORM
+mappers, caches); walking them in every full collection paused a busy server for 80 to
+120 ms, three times in one fan-out benchmark run. ``settle()`` moves what startup built out
+of the collector's view (``gc.freeze``) and lets more objects be born between young-generation
 collections, so the short-lived ones of a request or a delivery die before a collection has
 to look at them, instead of being promoted into the older generations.
 

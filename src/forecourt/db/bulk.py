@@ -8,8 +8,8 @@ the database does. Here the values are converted once, as the column types would
 - PostgreSQL: one statement over ``jsonb_array_elements`` of one JSON parameter holding every
   row (serialized by orjson in C; the server parses it once and casts each field to its
   column's type), so neither SQLAlchemy nor asyncpg encodes values one by one. ``jsonb``, not
-  ``json``: the server would parse a ``json`` row again for every field taken from it, which
-  made a 1,000-row insert half again as expensive;
+  ``json``: the server would parse a ``json`` row again for every field taken from it (1,000
+  delivery rows took 25 ms of server time that way, 14 ms as ``jsonb``, key checks aside);
 - SQLite: one ``executemany`` of plain tuples, timestamps in the text form SQLAlchemy stores
   (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC).
 

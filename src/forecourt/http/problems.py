@@ -101,19 +101,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-# SQLSTATEs that a request's own text causes: the database cannot hold a character of it.
-_UNSTORABLE_TEXT = {
-    "22021": "U+0000 or another character this database cannot hold",
-    "22P05": "U+0000 or another character this database cannot hold",
-}
+# SQLSTATEs that a request's own text causes: the database cannot hold a character of it
+# (character_not_in_repertoire, untranslatable_character).
+_UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
     """A value the database cannot take is the request's fault; anything else is ours."""
     assert isinstance(exc, DBAPIError)
-    what = _UNSTORABLE_TEXT.get(getattr(exc.orig, "sqlstate", None) or "")
-    if what is None:
+    if getattr(exc.orig, "sqlstate", None) not in _UNSTORABLE_TEXT:
         return await _unhandled(request, exc)
+    what = "U+0000 or another character this database cannot hold"
     return problem(
         422,
         "Invalid input",

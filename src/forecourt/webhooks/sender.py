@@ -64,6 +64,16 @@ class SendResult:
     retry_after_s: float | None = None
 
 
+def timed_out(timeout_s: float, duration_ms: int) -> SendResult:
+    """An exchange that had no complete answer within ``timeout_s``."""
+    return SendResult(
+        status_code=None,
+        duration_ms=duration_ms,
+        error_class=ERROR_TIMEOUT,
+        error_message=f"no complete answer within {timeout_s:g} s",
+    )
+
+
 def host_limit(settings: Settings) -> int:
     """Connections to one receiver host: enough for an endpoint's own concurrency."""
     return max(LIMIT_PER_HOST, settings.endpoint_concurrency)
@@ -154,7 +164,7 @@ class Sender:
             async with asyncio.timeout(timeout_s):
                 return await self._post(url, body, headers, started)
         except TimeoutError:
-            return failed(ERROR_TIMEOUT, f"no complete answer within {timeout_s:g} s")
+            return timed_out(timeout_s, _ms_since(started))
         except Exception as exc:
             return failed(_error_class(exc), _describe(exc))
 

@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING
 import orjson
 
 from forecourt.webhooks import ssrf
-from forecourt.webhooks.schedule import ERROR_INTERNAL, ERROR_TIMEOUT
+from forecourt.webhooks.schedule import ERROR_INTERNAL
 from forecourt.webhooks.sender import (
     LIMIT_PER_HOST,
     Sender,
     SendResult,
     WebhookSender,
     host_limit,
+    timed_out,
 )
 from forecourt.webhooks.sender_process import (
     READ_CHUNK_BYTES,
@@ -283,16 +284,8 @@ class SenderPool:
                     continue
                 for waiting in child.pending.values():
                     if now >= waiting.deadline and not waiting.future.done():
-                        waiting.future.set_result(
-                            SendResult(
-                                status_code=None,
-                                duration_ms=round((now - waiting.started) * 1000),
-                                error_class=ERROR_TIMEOUT,
-                                error_message=(
-                                    f"no complete answer within {waiting.timeout_s:g} s"
-                                ),
-                            )
-                        )
+                        duration_ms = round((now - waiting.started) * 1000)
+                        waiting.future.set_result(timed_out(waiting.timeout_s, duration_ms))
 
     def _crashed(self, message: str) -> None:
         now = time.monotonic()

@@ -135,15 +135,21 @@ class FrameWriter:
         self._transport = transport
         self._pending: list[bytes] = []
         self._loop = asyncio.get_running_loop()
+        self._scheduled = False  # a flush at the end of this turn is due
 
     def write(self, frame: bytes) -> None:
-        if not self._pending:
-            self._loop.call_soon(self._flush)
         self._pending.append(frame)
         if len(self._pending) >= FLUSH_FRAMES:
-            self._flush()
+            self._write_pending()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        self._scheduled = False
+        self._write_pending()
+
+    def _write_pending(self) -> None:
         frames, self._pending = self._pending, []
         if frames and not self._transport.is_closing():
             self._transport.write(b"".join(frames))

@@ -2,7 +2,7 @@
 
 An attempt's tenant and endpoint are those of its delivery, whose own keys keep them and
 whose deletion (with its endpoint's, or its tenant's) removes the attempt: checking them
-again for every attempt row cost the database more than the rest of its insert. No query
+again cost the database about 5 us per key for every attempt row. No query
 reads deliveries by tenant and time without their endpoint, so that index only cost every
 write of a delivery.
 
