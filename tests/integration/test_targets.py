@@ -129,3 +129,10 @@ async def test_matching_takes_the_filters_and_only_this_tenant(wh: Harness) -> N
     async with wh.fc.sessionmaker() as session:
         matched = await fanout.matching_endpoints(session, tenant, "dashboard.created")
     assert {t.id for t in matched} == {every, dashboards}
+
+
+def test_an_equal_text_of_another_kind_is_decoded_for_its_own_kind() -> None:
+    """``null`` as a filter is no filter (a tuple); as headers or a policy, an empty mapping."""
+    assert targets._frozen("null", targets._types) == ()
+    assert dict(targets._frozen("null", targets._mapping)) == {}
+    assert targets._frozen(None, targets._types) == ()
