@@ -18,9 +18,31 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the database up to ``revision``."""
-    async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+    """Bring the database up to ``revision``.
+
+    SQLite alters a table by rebuilding it (copy, drop, rename). Dropping a table that other
+    tables reference with ON DELETE CASCADE would delete their rows too, so on SQLite the
+    migrations run with foreign keys off (a pragma that only takes effect outside a
+    transaction), as SQLite's own procedure for altering tables prescribes, and the
+    references are checked before the commit.
+    """
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+        return
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        await conn.commit()
+        try:
+            await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+            broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+            if broken:
+                await conn.rollback()
+                raise RuntimeError(f"Migration left broken references: {broken[:5]}")
+            await conn.commit()
+        finally:
+            await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            await conn.commit()
 
 
 async def check(engine: AsyncEngine) -> None:

@@ -19,7 +19,7 @@ class Event(Base):
 
     __tablename__ = "events"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "ce_id"),
+        UniqueConstraint("tenant_id", "source", "ce_id"),
         UniqueConstraint("tenant_id", "idempotency_key"),
         Index(None, "tenant_id", "type"),
         Index(None, "tenant_id", "created_at"),

@@ -26,10 +26,12 @@ from forecourt.users.models import User, UserSession
 from forecourt.users.schemas import UserCreate, UserUpdate
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
-    "owner": scope_rules.ALL_SCOPES,
-    "admin": scope_rules.ALL_SCOPES,
+    "owner": scope_rules.TENANT_SCOPES,
+    "admin": scope_rules.TENANT_SCOPES,
     "member": frozenset(
-        s for s in scope_rules.ALL_SCOPES if s not in {"admin", "users:write", "keys:write"}
+        s
+        for s in scope_rules.TENANT_SCOPES
+        if s not in {"admin", "users:write", "keys:write", scope_rules.WEBHOOK_SECRETS}
     ),
     "viewer": scope_rules.READ_SCOPES - {"users:read"},
 }
