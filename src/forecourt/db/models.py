@@ -7,11 +7,14 @@ from forecourt.db.base import Base
 from forecourt.events.models import Event, EventType
 from forecourt.keys.models import ApiKey, ApiKeyUsage
 from forecourt.plugins.models import (
+    HostApproval,
     Plugin,
     PluginArchive,
     PluginExecution,
+    PluginGrant,
     PluginInstance,
     PluginQueueItem,
+    PluginTenantState,
 )
 from forecourt.tenants.models import Tenant
 from forecourt.users.models import User, UserSession
@@ -28,11 +31,14 @@ __all__ = [
     "Endpoint",
     "Event",
     "EventType",
+    "HostApproval",
     "Plugin",
     "PluginArchive",
     "PluginExecution",
+    "PluginGrant",
     "PluginInstance",
     "PluginQueueItem",
+    "PluginTenantState",
     "Tenant",
     "User",
     "UserSession",

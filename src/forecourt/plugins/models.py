@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -30,8 +31,13 @@ STATUS_LENGTH = 16
 # folder stopped being one (``invalid``: the last good files keep running; see status_detail).
 READY = "ready"
 INVALID = "invalid"
-# Why a plugin is disabled: a built-in waits for its first instance, or an admin said so.
+# Why a plugin is disabled for a tenant: a built-in waits for the tenant's first instance, or
+# the tenant's admin said so.
 NOT_IN_USE = "not in use yet"
+
+# Manifest permissions that reach the host itself: a tenant uses them only once the operator
+# approved them for that tenant.
+HOST_PERMISSIONS = ("host_metrics", "unix_sockets")
 
 # The queue's two ways of being due, as literal SQL (see webhooks.models for why literal).
 QUEUE_WAITING_SQL = "lease_owner IS NULL"
@@ -65,6 +71,9 @@ class Plugin(Base):
     builtin: Mapped[bool] = mapped_column(default=False)
     enabled: Mapped[bool] = mapped_column(default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    # Which tenants may use it: every one, or those of plugin_grants (the same on every
+    # version of one plugin id, like ``enabled``).
+    available_to_all: Mapped[bool] = mapped_column(default=True, server_default=true())
     status: Mapped[str] = mapped_column(String(STATUS_LENGTH), default=READY)
     status_detail: Mapped[str | None] = mapped_column(Text)
     # Relative to DATA_DIR, the same on every node; a development folder, absolute.
@@ -72,6 +81,45 @@ class Plugin(Base):
     source_dir: Mapped[str | None] = mapped_column(Text)
     installed_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PluginGrant(Base):
+    """A tenant a plugin is available to, when it is not available to every tenant."""
+
+    __tablename__ = "plugin_grants"
+
+    plugin_id: Mapped[str] = mapped_column(String(PLUGIN_ID_LENGTH), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PluginTenantState(Base):
+    """A tenant's own switch for an installed plugin (no row: enabled, except a built-in,
+    which waits for the tenant's first instance)."""
+
+    __tablename__ = "plugin_tenant_states"
+
+    tenant_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    plugin_id: Mapped[str] = mapped_column(String(PLUGIN_ID_LENGTH), primary_key=True)
+    enabled: Mapped[bool]
+    disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class HostApproval(Base):
+    """The operator's approval of a host-exposing permission (HOST_PERMISSIONS) for a tenant."""
+
+    __tablename__ = "host_approvals"
+
+    tenant_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    permission: Mapped[str] = mapped_column(String(32), primary_key=True)
+    approved_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class PluginArchive(Base):

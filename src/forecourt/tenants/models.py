@@ -19,3 +19,5 @@ class Tenant(Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set while the tenant is suspended: none of its keys or sessions is accepted.
+    suspended_at: Mapped[datetime | None]
