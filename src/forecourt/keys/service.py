@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from forecourt import power
 from forecourt import scopes as scope_rules
 from forecourt.audit import service as audit
 from forecourt.broadcast import Broadcast
@@ -72,6 +73,12 @@ class KeyService:
         tier = self.config.policy.check_tier(data.tier or self.config.policy.default_tier)
         limits = validate_limits(data.rate_limits)
         expires_at = _future(data.expires_at)
+        power.check_child_key(
+            await self.actor_power(actor),
+            tier_limits=self._tier_limits(tier),
+            limits=power.effective_limits(self._tier_limits(tier), limits),
+            expires_at=expires_at,
+        )
         raw = key_format.generate(data.environment or self.config.environment)
         now = utcnow()
         key = ApiKey(
@@ -114,28 +121,63 @@ class KeyService:
             raise NotFound(f"No key {key_id!r}.")
         return key
 
-    async def update(self, actor: Principal, key_id: str, data: KeyUpdate) -> ApiKey:
+    async def get_covered(self, actor: Principal, key_id: str) -> ApiKey:
+        """The key, if the caller holds every scope it grants; Forbidden (saying nothing of
+        what it holds) otherwise."""
         key = await self.get(actor, key_id)
+        power.check_may_act_on_key(actor.scopes, key.scopes)
+        return key
+
+    async def actor_power(self, actor: Principal) -> power.Power:
+        """The caller's power; for a key, its tier, limits and expiry come from its own row."""
+        if actor.actor_type != "key" or actor.actor_id is None:
+            return power.Power(frozenset(actor.scopes))
+        own = await self.session.scalar(
+            select(ApiKey).where(ApiKey.id == actor.actor_id, ApiKey.tenant_id == actor.tenant_id)
+        )
+        if own is None:
+            raise Forbidden(power.KEY_REFUSED)
+        found = self._power(own)
+        # The narrower of what the request was authenticated with and what the row holds now.
+        return replace(found, scopes=found.scopes & frozenset(actor.scopes))
+
+    def _power(self, key: ApiKey) -> power.Power:
+        return power.key_power(
+            key.scopes, self._tier_limits(key.tier), key.rate_limits, key.expires_at
+        )
+
+    def _tier_limits(self, tier: str) -> dict[str, int]:
+        policy = self.config.policy
+        return policy.tiers.get(tier, policy.tiers[policy.default_tier])
+
+    async def update(self, actor: Principal, key_id: str, data: KeyUpdate) -> ApiKey:
+        key = await self.get_covered(actor, key_id)
         if key.revoked_at is not None:
             raise InvalidInput("A revoked key cannot be changed.", field="id")
         before = summary(key)
         fields = data.model_fields_set
-        if "name" in fields:
-            if data.name is None:
-                raise InvalidInput("The name cannot be null.", field="name")
+        if "name" in fields and data.name is None:
+            raise InvalidInput("The name cannot be null.", field="name")
+        if "scopes" in fields and data.scopes is None:
+            raise InvalidInput("Scopes cannot be null.", field="scopes")
+        # Everything is checked before anything changes: a refusal leaves the row as it was.
+        scopes = self._grantable(actor, data.scopes) if data.scopes is not None else key.scopes
+        tier = key.tier
+        if "tier" in fields:
+            tier = self.config.policy.check_tier(data.tier or self.config.policy.default_tier)
+        limits = key.rate_limits
+        if "rate_limits" in fields:
+            limits = validate_limits(data.rate_limits or {})
+        expires_at = _future(data.expires_at) if "expires_at" in fields else key.expires_at
+        await self._check_handed_out(actor, key, fields, tier, limits, expires_at)
+        if data.name is not None:
             key.name = data.name
         if "description" in fields:
             key.description = data.description or ""
-        if "scopes" in fields:
-            if data.scopes is None:
-                raise InvalidInput("Scopes cannot be null.", field="scopes")
-            key.scopes = self._grantable(actor, data.scopes)
-        if "tier" in fields:
-            key.tier = self.config.policy.check_tier(data.tier or self.config.policy.default_tier)
-        if "rate_limits" in fields:
-            key.rate_limits = validate_limits(data.rate_limits or {})
-        if "expires_at" in fields:
-            key.expires_at = _future(data.expires_at)
+        key.scopes = scopes
+        key.tier = tier
+        key.rate_limits = limits
+        key.expires_at = expires_at
         key.updated_at = utcnow()
         audit.record(
             self.session, actor, "key.updated", "key", key.id, before=before, after=summary(key)
@@ -146,7 +188,7 @@ class KeyService:
 
     async def rotate(self, actor: Principal, key_id: str, data: KeyRotate) -> tuple[ApiKey, str]:
         """A new secret; the current one keeps working for the grace period, then stops."""
-        key = await self.get(actor, key_id)
+        key = await self.get_covered(actor, key_id)
         if status(key) != "active":
             raise InvalidInput(
                 f"Only active keys can be rotated; this one is {status(key)}.", field="id"
@@ -176,27 +218,47 @@ class KeyService:
         return key, raw
 
     async def revoke(self, actor: Principal, key_id: str) -> ApiKey:
-        key = await self.get(actor, key_id)
+        key = await self.get_covered(actor, key_id)
         if key.revoked_at is None:
-            before = summary(key)
-            key.revoked_at = utcnow()
-            key.updated_at = key.revoked_at
-            audit.record(
-                self.session,
-                actor,
-                "key.revoked",
-                "key",
-                key.id,
-                before=before,
-                after=summary(key),
-            )
-            await self._emit(actor, "key.revoked", key)
+            await self._revoke(actor, key)
             await self.session.commit()
         await self._invalidate(key.id)
         return key
 
+    async def created_by(self, actor: Principal, user_id: str) -> list[ApiKey]:
+        """The keys of the caller's tenant that ``user_id`` created, oldest first."""
+        rows = await self.session.scalars(
+            select(ApiKey)
+            .where(ApiKey.tenant_id == actor.tenant_id, ApiKey.created_by == user_id)
+            .order_by(ApiKey.created_at, ApiKey.id)
+        )
+        return list(rows.all())
+
+    async def revoke_in_transaction(self, actor: Principal, keys: list[ApiKey]) -> list[str]:
+        """Revoke ``keys`` in the caller's transaction (the caller commits, then calls
+        ``invalidate`` with the returned ids so every node forgets them)."""
+        revoked = []
+        for key in keys:
+            if key.revoked_at is None:
+                await self._revoke(actor, key)
+                revoked.append(key.id)
+        return revoked
+
+    async def invalidate(self, key_ids: list[str]) -> None:
+        for key_id in key_ids:
+            await self._invalidate(key_id)
+
+    async def _revoke(self, actor: Principal, key: ApiKey) -> None:
+        before = summary(key)
+        key.revoked_at = utcnow()
+        key.updated_at = key.revoked_at
+        audit.record(
+            self.session, actor, "key.revoked", "key", key.id, before=before, after=summary(key)
+        )
+        await self._emit(actor, "key.revoked", key)
+
     async def usage(self, actor: Principal, key_id: str) -> dict[str, Any]:
-        key = await self.get(actor, key_id)
+        key = await self.get_covered(actor, key_id)
         now = utcnow()
         rows = (
             await self.session.scalars(
@@ -211,10 +273,35 @@ class KeyService:
 
     def _grantable(self, actor: Principal, requested: list[str]) -> list[str]:
         scopes = scope_rules.validate(requested)
-        for scope in scopes:
-            if scope not in actor.scopes:
-                raise Forbidden(f"You cannot grant {scope!r}: your credentials do not hold it.")
+        power.check_grant(actor.scopes, scopes)
         return scopes
+
+    async def _check_handed_out(
+        self,
+        actor: Principal,
+        key: ApiKey,
+        fields: set[str],
+        tier: str,
+        limits: dict[str, int],
+        expires_at: datetime | None,
+    ) -> None:
+        """Forbidden if the new tier, limits or expiry exceed what the caller may hand out:
+        its own power for another key, the key's current values for itself."""
+        tier_changed = "tier" in fields
+        limits_changed = tier_changed or "rate_limits" in fields
+        expiry_changed = "expires_at" in fields
+        if not (limits_changed or expiry_changed):
+            return
+        new_tier_limits = self._tier_limits(tier)
+        own = actor.actor_type == "key" and actor.actor_id == key.id
+        check = power.check_self_update if own else power.check_child_key
+        check(
+            self._power(key) if own else await self.actor_power(actor),
+            tier_limits=new_tier_limits if tier_changed else None,
+            limits=power.effective_limits(new_tier_limits, limits) if limits_changed else None,
+            expires_at=expires_at,
+            check_expiry=expiry_changed,
+        )
 
     async def _emit(self, actor: Principal, event_type: str, key: ApiKey) -> None:
         """Forecourt's own event about the key, in the same transaction as the change."""
