@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     cookie_secure: bool = True
     session_ttl_s: int = Field(default=7 * 86_400, gt=0)
+    # Users: when a user is disabled or deleted, revoke the API keys that user created.
+    revoke_keys_of_removed_users: bool = True
     usage_flush_interval_s: float = Field(default=5.0, gt=0)
 
     # Events
@@ -67,8 +69,6 @@ class Settings(BaseSettings):
     # Webhook delivery
     delivery_concurrency: int = Field(default=256, gt=0, le=4096)
     delivery_batch_size: int = Field(default=200, gt=0, le=10_000)
-    # Users: when a user is disabled or deleted, revoke the API keys that user created.
-    revoke_keys_of_removed_users: bool = True
     delivery_lease_s: float = Field(default=60.0, gt=0)
     delivery_poll_interval_s: float = Field(default=0.5, gt=0)
     delivery_shutdown_grace_s: float = Field(default=10.0, ge=0)
