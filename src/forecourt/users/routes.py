@@ -6,12 +6,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
+from forecourt.http import client_ip
 from forecourt.http.deps import DbSession, ForecourtDep, current_principal, require
 from forecourt.http.middleware.access import SESSION_COOKIE
+from forecourt.keys.models import ApiKey
 from forecourt.principal import Principal
 from forecourt.users.models import User
-from forecourt.users.schemas import Login, SessionOut, UserCreate, UserOut, UserUpdate
-from forecourt.users.service import UserService
+from forecourt.users.schemas import (
+    Login,
+    SessionOut,
+    SessionsEnded,
+    UserChanged,
+    UserCreate,
+    UserKey,
+    UserOut,
+    UserUpdate,
+)
+from forecourt.users.service import UserService, key_summary
 
 CSRF_COOKIE = "fc_csrf"
 
@@ -24,6 +35,16 @@ auth = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 def _out(user: User) -> UserOut:
     return UserOut.model_validate(user)
+
+
+def _changed(user: User, keys: list[ApiKey]) -> UserChanged:
+    return UserChanged(**_out(user).model_dump(), keys=[UserKey(**key_summary(k)) for k in keys])
+
+
+def _service(fc: ForecourtDep, session: DbSession) -> UserService:
+    return UserService(
+        session, fc.keys(session), revoke_keys=fc.settings.revoke_keys_of_removed_users
+    )
 
 
 @users.post("", status_code=status.HTTP_201_CREATED, response_model=UserOut)
@@ -41,12 +62,36 @@ async def get_user(user_id: str, actor: UsersRead, session: DbSession) -> UserOu
     return _out(await UserService(session).get(actor, user_id))
 
 
-@users.patch("/{user_id}", response_model=UserOut)
+@users.patch("/{user_id}", response_model=UserChanged)
 async def update_user(
-    user_id: str, body: UserUpdate, actor: UsersWrite, session: DbSession
-) -> UserOut:
-    """Change name, role or password, or disable; a new password ends the user's sessions."""
-    return _out(await UserService(session).update(actor, user_id, body))
+    user_id: str, body: UserUpdate, actor: UsersWrite, fc: ForecourtDep, session: DbSession
+) -> UserChanged:
+    """Change name, role or password, or disable; a new password or disabling ends the
+    user's sessions. Disabling lists the keys the user created and revokes them (unless
+    ``FORECOURT_REVOKE_KEYS_OF_REMOVED_USERS`` is false). Only a user who outranks or equals
+    the target, or a key holding every scope of the target's role, may change it; the last
+    enabled owner can be neither disabled nor demoted (409)."""
+    user, keys = await _service(fc, session).update(actor, user_id, body)
+    return _changed(user, keys)
+
+
+@users.delete("/{user_id}", response_model=UserChanged)
+async def delete_user(
+    user_id: str, actor: UsersWrite, fc: ForecourtDep, session: DbSession
+) -> UserChanged:
+    """Delete the user and end its sessions; the keys it created are listed and revoked
+    (unless ``FORECOURT_REVOKE_KEYS_OF_REMOVED_USERS`` is false). The last enabled owner
+    cannot be deleted (409)."""
+    user, keys = await _service(fc, session).delete(actor, user_id)
+    return _changed(user, keys)
+
+
+@users.delete("/{user_id}/sessions", response_model=SessionsEnded)
+async def end_user_sessions(
+    user_id: str, actor: UsersWrite, fc: ForecourtDep, session: DbSession
+) -> SessionsEnded:
+    """End every sign-in session of the user, on every node."""
+    return SessionsEnded(ended=await _service(fc, session).end_sessions(actor, user_id))
 
 
 @auth.post("/login", response_model=SessionOut)
@@ -54,8 +99,11 @@ async def login(
     body: Login, request: Request, response: Response, fc: ForecourtDep, session: DbSession
 ) -> SessionOut:
     """Sign in; sets an HttpOnly session cookie. Cookie-authenticated writes must send the
-    returned ``csrf_token`` in the ``X-CSRF-Token`` header."""
-    ip = request.client.host if request.client else None
+    returned ``csrf_token`` in the ``X-CSRF-Token`` header.
+
+    Failed attempts are throttled per account and per (account, address): past a few, each
+    must wait longer (429 with ``Retry-After``), then the account locks for a while."""
+    ip = client_ip.of_scope(request.scope)
     user, record, token = await UserService(session).sign_in(
         body.tenant,
         body.email,
@@ -64,6 +112,7 @@ async def login(
         ip,
         request.headers.get("user-agent"),
         getattr(request.state, "request_id", None),
+        throttle=fc.signin_throttle,
     )
     secure = fc.settings.cookie_secure
     max_age = fc.settings.session_ttl_s

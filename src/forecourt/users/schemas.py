@@ -39,6 +39,29 @@ class UserOut(BaseModel):
     disabled_at: datetime | None
 
 
+class UserKey(BaseModel):
+    """A key the user created, as listed when the user is disabled or deleted."""
+
+    id: str
+    name: str
+    prefix: str
+    revoked: bool
+
+
+class UserChanged(UserOut):
+    keys: list[UserKey] = Field(
+        default_factory=list,
+        description=(
+            "When the user is disabled or deleted: the API keys the user created, revoked"
+            " unless FORECOURT_REVOKE_KEYS_OF_REMOVED_USERS is false; empty otherwise."
+        ),
+    )
+
+
+class SessionsEnded(BaseModel):
+    ended: int = Field(description="How many live sign-in sessions were ended.")
+
+
 class Login(StrictModel):
     email: str = Field(min_length=3, max_length=320)
     password: str = Field(min_length=1, max_length=1024)

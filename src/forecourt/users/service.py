@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import hashlib
 import secrets
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from forecourt import power
 from forecourt import scopes as scope_rules
 from forecourt.audit import service as audit
 from forecourt.db.base import utcnow
-from forecourt.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from forecourt.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated
 from forecourt.ids import new_id
 from forecourt.principal import Principal
 from forecourt.tenants import service as tenants
 from forecourt.users.models import User, UserSession
 from forecourt.users.schemas import UserCreate, UserUpdate
+from forecourt.users.throttle import SignInThrottle
+
+if TYPE_CHECKING:
+    from forecourt.keys.models import ApiKey
+    from forecourt.keys.service import KeyService
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "owner": scope_rules.TENANT_SCOPES,
@@ -71,9 +78,30 @@ def summary(user: User) -> dict[str, Any]:
     }
 
 
+def key_summary(key: ApiKey) -> dict[str, Any]:
+    """A key as a removed user's response and audit entry list it."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "revoked": key.revoked_at is not None,
+    }
+
+
 class UserService:
-    def __init__(self, session: AsyncSession) -> None:
+    """``keys``: the key service on the same session, to list (and, with ``revoke_keys``,
+    revoke) the keys of a user who is disabled or deleted."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        keys: KeyService | None = None,
+        *,
+        revoke_keys: bool = True,
+    ) -> None:
         self.session = session
+        self.keys = keys
+        self.revoke_keys = revoke_keys
 
     async def create(self, actor: Principal, data: UserCreate) -> User:
         await self._may_assign(actor, data.role)
@@ -111,27 +139,86 @@ class UserService:
             raise NotFound(f"No user {user_id!r}.")
         return user
 
-    async def update(self, actor: Principal, user_id: str, data: UserUpdate) -> User:
+    async def update(
+        self, actor: Principal, user_id: str, data: UserUpdate
+    ) -> tuple[User, builtins.list[ApiKey]]:
+        """The changed user and, when it is disabled, the keys it created (revoked unless
+        configured otherwise)."""
         user = await self.get(actor, user_id)
+        await self._may_change(actor, user)
+        if data.role is not None and data.role != user.role:
+            await self._may_assign(actor, data.role)
+        demoted = data.role is not None and data.role != "owner"
+        if user.role == "owner" and user.disabled_at is None and (demoted or data.disabled):
+            await self._keep_an_owner(user)
+        password_hash = None
+        if data.password is not None:
+            password_hash = await asyncio.to_thread(hash_password, data.password)
         before = summary(user)
         if data.role is not None:
-            await self._may_assign(actor, data.role)
-            await self._may_assign(actor, user.role)
             user.role = data.role
         if data.name is not None:
             user.name = data.name
-        if data.password is not None:
-            user.password_hash = await asyncio.to_thread(hash_password, data.password)
-        if data.disabled is not None:
+        if password_hash is not None:
+            user.password_hash = password_hash
+        if data.disabled is not None and data.disabled != (user.disabled_at is not None):
             user.disabled_at = utcnow() if data.disabled else None
         user.updated_at = utcnow()
+        ended = 0
         if data.password is not None or data.disabled:
-            await self._end_sessions(user.id)
+            ended = await self._end_sessions(user.id)
+        keys: builtins.list[ApiKey] = []
+        revoked: builtins.list[str] = []
+        if data.disabled:
+            keys, revoked = await self._keys_of_removed(actor, user)
+        after = summary(user)
+        if data.password is not None:
+            after["password_changed"] = True
+        if data.disabled:
+            after["keys"] = [key_summary(k) for k in keys]
         audit.record(
-            self.session, actor, "user.updated", "user", user.id, before=before, after=summary(user)
+            self.session, actor, "user.updated", "user", user.id, before=before, after=after
         )
+        if ended:
+            self._record_sessions_ended(actor, user, ended)
         await self.session.commit()
-        return user
+        await self._forget_keys(revoked)
+        return user, keys
+
+    async def delete(self, actor: Principal, user_id: str) -> tuple[User, builtins.list[ApiKey]]:
+        """Delete the user and its sessions; the keys it created are listed and (unless
+        configured otherwise) revoked."""
+        user = await self.get(actor, user_id)
+        await self._may_change(actor, user)
+        if user.role == "owner" and user.disabled_at is None:
+            await self._keep_an_owner(user)
+        keys, revoked = await self._keys_of_removed(actor, user)
+        ended = await self._end_sessions(user.id)
+        await self.session.execute(delete(UserSession).where(UserSession.user_id == user.id))
+        audit.record(
+            self.session,
+            actor,
+            "user.deleted",
+            "user",
+            user.id,
+            before=summary(user),
+            after={"keys": [key_summary(k) for k in keys]},
+        )
+        if ended:
+            self._record_sessions_ended(actor, user, ended)
+        await self.session.delete(user)
+        await self.session.commit()
+        await self._forget_keys(revoked)
+        return user, keys
+
+    async def end_sessions(self, actor: Principal, user_id: str) -> int:
+        """End every live sign-in session of the user; how many there were."""
+        user = await self.get(actor, user_id)
+        await self._may_change(actor, user)
+        ended = await self._end_sessions(user.id)
+        self._record_sessions_ended(actor, user, ended)
+        await self.session.commit()
+        return ended
 
     async def sign_in(
         self,
@@ -142,12 +229,25 @@ class UserService:
         ip: str | None,
         user_agent: str | None,
         request_id: str | None,
+        throttle: SignInThrottle | None = None,
     ) -> tuple[User, UserSession, str]:
-        """(user, session, cookie token); Unauthenticated with one message for every failure."""
+        """(user, session, cookie token); Unauthenticated with one message for every failure.
+
+        With a ``throttle``, an attempt that must wait is refused first (RateLimited, 429).
+        Every failure is audited in the tenant's log (email and reason, never the password).
+        The password is checked against a dummy hash when the account is unknown, so the time
+        taken does not tell which accounts exist.
+        """
         try:
             tenant = await tenants.get_by_slug(self.session, tenant_slug)
         except NotFound:
             tenant = None
+        if throttle is not None:
+            try:
+                await throttle.attempt(tenant_slug, email, ip)
+            except RateLimited:
+                await self._sign_in_failed(tenant, None, email, "throttled", ip, request_id)
+                raise
         user = None
         if tenant is not None:
             user = await self.session.scalar(
@@ -156,7 +256,17 @@ class UserService:
         stored = user.password_hash if user is not None else await asyncio.to_thread(_dummy_hash)
         ok = await asyncio.to_thread(verify_password, stored, password)
         if user is None or not ok or user.disabled_at is not None:
+            reason = (
+                "unknown_account"
+                if user is None
+                else "wrong_password"
+                if not ok
+                else "disabled_account"
+            )
+            await self._sign_in_failed(tenant, user, email, reason, ip, request_id)
             raise Unauthenticated("Wrong email or password.")
+        if throttle is not None:
+            await throttle.succeeded(tenant_slug, email, ip)
         now = utcnow()
         token = secrets.token_urlsafe(32)
         record = UserSession(
@@ -177,6 +287,32 @@ class UserService:
         await self.session.commit()
         return user, record, token
 
+    async def _sign_in_failed(
+        self,
+        tenant: Any,
+        user: User | None,
+        email: str,
+        reason: str,
+        ip: str | None,
+        request_id: str | None,
+    ) -> None:
+        """Audit a failed sign-in in the tenant's log (none when the tenant is unknown).
+
+        The actor is an unidentified user (no id): whoever tried is not known to be the
+        account's holder."""
+        if tenant is None:
+            return
+        actor = Principal("user", None, tenant.id, frozenset(), ip, request_id)
+        audit.record(
+            self.session,
+            actor,
+            "user.sign_in_failed",
+            "user",
+            user.id if user is not None else None,
+            after={"email": email.strip().lower()[:320], "reason": reason},
+        )
+        await self.session.commit()
+
     async def sign_out(self, actor: Principal, session_id: str) -> None:
         record = await self.session.get(UserSession, session_id)
         if record is not None and record.revoked_at is None:
@@ -196,23 +332,88 @@ class UserService:
             return None
         return user, record
 
-    async def _end_sessions(self, user_id: str) -> None:
+    async def _end_sessions(self, user_id: str) -> int:
+        now = utcnow()
         rows = await self.session.scalars(
             select(UserSession).where(
-                UserSession.user_id == user_id, UserSession.revoked_at.is_(None)
+                UserSession.user_id == user_id,
+                UserSession.revoked_at.is_(None),
+                UserSession.expires_at > now,
             )
         )
+        ended = 0
         for record in rows:
-            record.revoked_at = utcnow()
+            record.revoked_at = now
+            ended += 1
+        return ended
+
+    def _record_sessions_ended(self, actor: Principal, user: User, count: int) -> None:
+        audit.record(
+            self.session, actor, "user.sessions_ended", "user", user.id, after={"count": count}
+        )
+
+    async def _keys_of_removed(
+        self, actor: Principal, user: User
+    ) -> tuple[builtins.list[ApiKey], builtins.list[str]]:
+        """(the keys the user created, the ids of those revoked now)."""
+        if self.keys is None:
+            return [], []
+        keys = await self.keys.created_by(actor, user.id)
+        revoked = await self.keys.revoke_in_transaction(actor, keys) if self.revoke_keys else []
+        return keys, revoked
+
+    async def _forget_keys(self, key_ids: builtins.list[str]) -> None:
+        if self.keys is not None and key_ids:
+            await self.keys.invalidate(key_ids)
+
+    async def _keep_an_owner(self, user: User) -> None:
+        """Conflict unless another enabled owner remains. The tenant's enabled owners are
+        locked (PostgreSQL), so two concurrent removals cannot both pass."""
+        owners = await self.session.scalars(
+            select(User.id)
+            .where(
+                User.tenant_id == user.tenant_id,
+                User.role == "owner",
+                User.disabled_at.is_(None),
+            )
+            .with_for_update()
+        )
+        if not [owner for owner in owners.all() if owner != user.id]:
+            raise Conflict(
+                "This is the tenant's last enabled owner: it cannot be disabled, demoted or"
+                " deleted. Make another user owner first."
+            )
+
+    async def _acting_user(self, actor: Principal) -> User:
+        me = await self.session.get(User, actor.actor_id) if actor.actor_id else None
+        if me is None or me.tenant_id != actor.tenant_id or me.disabled_at is not None:
+            raise Forbidden(power.USER_REFUSED)
+        return me
+
+    async def _may_change(self, actor: Principal, target: User) -> None:
+        """Forbidden unless the caller outranks or equals the target (a user) or holds every
+        scope of the target's role (a key)."""
+        if actor.actor_type == "user":
+            me = await self._acting_user(actor)
+            allowed = power.rank_covers(ROLE_RANK[me.role], ROLE_RANK[target.role])
+        elif actor.actor_type == "key":
+            allowed = power.role_covered(actor.scopes, ROLE_SCOPES[target.role])
+        else:
+            allowed = True
+        if not allowed:
+            raise Forbidden(power.USER_REFUSED)
 
     async def _may_assign(self, actor: Principal, role: str) -> None:
-        """Users hand out roles up to their own; keys need ``admin`` to make owners."""
-        if actor.actor_type == "user" and actor.actor_id is not None:
-            me = await self.session.get(User, actor.actor_id)
-            if me is None or ROLE_RANK[me.role] < ROLE_RANK[role]:
-                raise Forbidden(f"Your role cannot create or change {role}s.")
-        elif role == "owner" and "admin" not in actor.scopes:
-            raise Forbidden("Only an admin key may create or change owners.")
+        """Users hand out roles up to their own; keys, roles whose scopes they all hold."""
+        if actor.actor_type == "user":
+            me = await self._acting_user(actor)
+            allowed = power.rank_covers(ROLE_RANK[me.role], ROLE_RANK[role])
+        elif actor.actor_type == "key":
+            allowed = power.role_covered(actor.scopes, ROLE_SCOPES[role])
+        else:
+            allowed = True
+        if not allowed:
+            raise Forbidden(f"Your credentials cannot assign the {role} role.")
 
 
 def user_principal(
