@@ -20,6 +20,7 @@ from forecourt.http.middleware.request_id import RequestIdMiddleware
 from forecourt.keys.routes import router as keys_router
 from forecourt.plugins import routes as plugin_routes
 from forecourt.settings import Settings
+from forecourt.tenants.routes import router as tenants_router
 from forecourt.users.routes import auth as auth_router
 from forecourt.users.routes import users as users_router
 from forecourt.webhooks.routes import deliveries as deliveries_router
@@ -71,6 +72,7 @@ def create_app(
         audit_router,
         plugin_routes.plugins,
         plugin_routes.instances,
+        tenants_router,
     ):
         app.include_router(router)
 

@@ -11,6 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from forecourt import principal as principals
 from forecourt.keys.schemas import KeyCreate
+from forecourt.plugins.policy import approve_host_permissions
+from forecourt.scopes import SYSTEM_ADMIN
 from forecourt.settings import OWNER_KEY_FILE, write_private
 from forecourt.tenants import service as tenants
 from forecourt.tenants.models import DEFAULT_TENANT_SLUG, Tenant
@@ -41,11 +43,15 @@ async def bootstrap(fc: Forecourt) -> str | None:
             KeyCreate(
                 name=OWNER_KEY_NAME,
                 description="Created on first start.",
-                scopes=["admin"],
+                # The first start's owner is the installation's operator as well.
+                scopes=["admin", SYSTEM_ADMIN],
                 tier=tier,
             ),
             announce=False,
         )
+        # The operator's own tenant may use the permissions that reach the host.
+        await approve_host_permissions(session, tenant.id)
+        await session.commit()
     path = fc.settings.data_dir / OWNER_KEY_FILE
     fc.settings.data_dir.mkdir(parents=True, exist_ok=True)
     write_private(path, raw + "\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
@@ -34,7 +35,9 @@ from forecourt.ratelimit.memory import MemoryLimiter
 from forecourt.ratelimit.policy import Policy
 from forecourt.ratelimit.redis import RedisLimiter
 from forecourt.ratelimit.windows import Limiter
+from forecourt.scopes import SYSTEM_ADMIN
 from forecourt.settings import Settings
+from forecourt.tenants.service import SUSPENSION_CHANNEL, Suspensions, TenantService
 from forecourt.users.service import UserService, user_principal
 from forecourt.webhooks import ssrf
 from forecourt.webhooks.delivery import DeliveryWorker, default_worker_id
@@ -120,6 +123,10 @@ class Forecourt:
         self.broadcast.subscribe(INVALIDATE_CHANNEL, self.key_cache.invalidate)
         self.webhook_config = WebhookConfig(
             box=SecretBox(self.key_config.secret, SECRET_PURPOSE),
+        # Suspended tenants: checked wherever a caller is resolved, kept current by broadcast.
+        self.suspensions = Suspensions()
+        self.broadcast.subscribe(SUSPENSION_CHANNEL, self.suspensions.on_message)
+        self.operator_tenant_id: str | None = None
             policy=ssrf.AllowPolicy.from_setting(s.webhook_allow_private),
             resolver=ssrf.SystemResolver(),
             overlap_s=s.secret_rotation_overlap_s,
@@ -151,11 +158,17 @@ class Forecourt:
         await bootstrap(self)
         from forecourt.plugins.bundled import install_bundled
 
+        await self._load_tenants()
         await install_bundled(self)
         await self.broadcast.start()
         self._tasks.append(asyncio.create_task(self.usage.run(), name="forecourt-usage"))
         from forecourt.events.service import run_retention
 
+        self._tasks.append(
+            asyncio.create_task(
+                self.suspensions.run(self.sessionmaker), name="forecourt-suspensions"
+            )
+        )
         # Built on every node (the test-endpoint API sends through it); started only on
         # nodes that run workers.
         self.worker = DeliveryWorker(
@@ -212,6 +225,21 @@ class Forecourt:
 
     def webhooks(self, session: AsyncSession) -> EndpointService:
         return EndpointService(session, self.webhook_config)
+    def tenants(self, session: AsyncSession) -> TenantService:
+        return TenantService(session, self.keys(session), self.broadcast)
+
+    async def _load_tenants(self) -> None:
+        """The default tenant (the operator's) and the suspended ones."""
+        from sqlalchemy import select
+
+        from forecourt.tenants.models import DEFAULT_TENANT_SLUG, Tenant
+
+        async with self.sessionmaker() as session:
+            self.operator_tenant_id = await session.scalar(
+                select(Tenant.id).where(Tenant.slug == DEFAULT_TENANT_SLUG)
+            )
+        await self.suspensions.reload(self.sessionmaker)
+
 
     def plugins(self, session: AsyncSession) -> PluginService:
         from forecourt.plugins.service import PluginService
@@ -280,7 +308,11 @@ class Forecourt:
         if resolved is None:
             return None
         user, record = resolved
-        return user_principal(user, record, ip, request_id), record.csrf_token
+        principal = user_principal(user, record, ip, request_id)
+        if user.role == "owner" and user.tenant_id == self.operator_tenant_id:
+            # The default tenant's owners are the installation's operators.
+            principal = replace(principal, scopes=principal.scopes | {SYSTEM_ADMIN})
+        return principal, record.csrf_token
 
     async def ready(self) -> dict[str, str]:
         """Reachability of the database and (when configured) Redis."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,6 +64,47 @@ def record(
     )
     session.add(entry)
     return entry
+
+
+# The actor other tenants' logs name for a change the installation's operator made: never the
+# operator's own key or user id, which belong to another tenant.
+OPERATOR = "operator"
+
+
+def record_operator(
+    session: AsyncSession,
+    action: str,
+    target_type: str,
+    target_id: str | None,
+    tenant_ids: Iterable[str],
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    skip: str | None = None,
+) -> int:
+    """Add an entry naming the operator to the log of every tenant in ``tenant_ids`` (but
+    ``skip``, the acting tenant, whose own entry names its key or user); how many."""
+    count = 0
+    for tenant_id in dict.fromkeys(tenant_ids):
+        if tenant_id == skip:
+            continue
+        session.add(
+            AuditEntry(
+                id=new_id("aud"),
+                tenant_id=tenant_id,
+                actor_type=OPERATOR,
+                actor_id=None,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                before=redact(before),
+                after=redact(after),
+                ip=None,
+                request_id=None,
+            )
+        )
+        count += 1
+    return count
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from forecourt.errors import CsrfFailed, Forbidden, Unauthenticated
 from forecourt.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from forecourt.principal import Principal
+from forecourt.tenants.service import TenantSuspended
 
 if TYPE_CHECKING:
     from forecourt.core import Forecourt
@@ -42,6 +43,9 @@ def current_principal(request: Request) -> Principal:
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:
         raise Unauthenticated(headers={"WWW-Authenticate": 'Bearer realm="forecourt"'})
+    fc: Forecourt = request.app.state.forecourt
+    if principal.tenant_id in fc.suspensions:
+        raise TenantSuspended()
     if principal.via_cookie and request.method not in SAFE_METHODS:
         expected: str = getattr(request.state, "csrf_token", "") or ""
         given = request.headers.get(CSRF_HEADER, "")

@@ -2,7 +2,9 @@
 
 A configuration is checked against the version's ``config_schema`` whenever it is set or the
 instance moves to another version; its secrets are sealed with the server key before they
-are stored and read back masked. Creating the first instance of a built-in plugin enables it.
+are stored and read back masked. Creating a tenant's first instance of a built-in plugin
+enables it for that tenant alone. A plugin that reaches the host (``host_metrics``,
+``unix_sockets``) is used only by tenants the operator approved that for (403 otherwise).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,10 +22,17 @@ from forecourt.db.base import utcnow
 from forecourt.errors import Conflict, InvalidInput, NotFound
 from forecourt.ids import new_id
 from forecourt.pagination import next_cursor, paginate
+from forecourt.plugins import policy
 from forecourt.plugins.configuration import Box, mask, merge_update, seal, unseal, validate_config
 from forecourt.plugins.contracts import validate_input
 from forecourt.plugins.manifest import semver_key
-from forecourt.plugins.models import EVENT_PLUGIN_TYPES, NOT_IN_USE, Plugin, PluginInstance
+from forecourt.plugins.models import (
+    EVENT_PLUGIN_TYPES,
+    NOT_IN_USE,
+    Plugin,
+    PluginInstance,
+    PluginTenantState,
+)
 from forecourt.plugins.runner import PluginRunner, Run
 from forecourt.plugins.schemas import InstanceCreate, InstanceUpdate
 from forecourt.principal import Principal
@@ -82,8 +91,13 @@ class InstanceService:
         self.box = runner.box
 
     async def create(self, actor: Principal, data: InstanceCreate) -> tuple[PluginInstance, Plugin]:
-        plugin = await self._version(data.plugin_id, data.version, "plugin_id")
+        plugin = await self._version(actor, data.plugin_id, data.version, "plugin_id")
         validate_config(schema_of(plugin), data.config)
+        await policy.check_host_approved(self.session, actor.tenant_id, plugin)
+        state = await self._state(actor, plugin)
+        first_use = not state.enabled and state.reason == NOT_IN_USE
+        if data.enabled and not state.enabled and not first_use:
+            raise Conflict(f"The plugin {plugin.plugin_id} is disabled ({state.reason}).")
         now = utcnow()
         every = interval_s(plugin)
         instance = PluginInstance(
@@ -105,8 +119,8 @@ class InstanceService:
             updated_at=now,
         )
         self.session.add(instance)
-        if not plugin.enabled and plugin.disabled_reason == NOT_IN_USE:
-            await self._enable_unused(actor, plugin)
+        if first_use:
+            self._enable_unused(actor, plugin)
         audit.record(
             self.session,
             actor,
@@ -154,7 +168,14 @@ class InstanceService:
                 raise InvalidInput(f"{name} cannot be null.", field=name)
         target = plugin
         if data.version is not None and data.version != plugin.version:
-            target = await self._version(plugin.plugin_id, data.version, "version")
+            target = await self._version(actor, plugin.plugin_id, data.version, "version")
+        if data.enabled if data.enabled is not None else instance.enabled:
+            # It runs after this change: it must be allowed to.
+            await policy.check_host_approved(self.session, actor.tenant_id, target)
+            if data.enabled and not instance.enabled:
+                state = await self._state(actor, target)
+                if not state.enabled:
+                    raise Conflict(f"The plugin {target.plugin_id} is disabled ({state.reason}).")
         if data.config is not None or target is not plugin:
             config = None
             if data.config is not None:
@@ -198,8 +219,12 @@ class InstanceService:
     async def execute(self, actor: Principal, ref: str, input: Any) -> Run:
         """Run the instance now on ``input`` (checked against its type's contract: 422)."""
         instance, plugin = await self.get(actor, ref)
-        if not plugin.enabled:
-            raise Conflict(f"The plugin {plugin.plugin_id} is disabled ({plugin.disabled_reason}).")
+        if not await policy.is_available(self.session, actor.tenant_id, plugin):
+            raise Conflict(f"The plugin {plugin.plugin_id} is not available to this tenant.")
+        state = await self._state(actor, plugin)
+        if not state.enabled:
+            raise Conflict(f"The plugin {plugin.plugin_id} is disabled ({state.reason}).")
+        await policy.check_host_approved(self.session, actor.tenant_id, plugin)
         if not instance.enabled:
             raise Conflict(f"The instance {instance.name!r} is disabled.")
         validate_input(plugin.type, input)
@@ -208,9 +233,18 @@ class InstanceService:
 
     # -- internals -------------------------------------------------------------------------
 
-    async def _version(self, plugin_id: str, version: str | None, field: str) -> Plugin:
+    async def _version(
+        self, actor: Principal, plugin_id: str, version: str | None, field: str
+    ) -> Plugin:
+        """The version (default: the newest) of a plugin the tenant may use."""
         rows = list(
-            (await self.session.scalars(select(Plugin).where(Plugin.plugin_id == plugin_id))).all()
+            (
+                await self.session.scalars(
+                    select(Plugin).where(
+                        Plugin.plugin_id == plugin_id, policy.visible_clause(actor.tenant_id)
+                    )
+                )
+            ).all()
         )
         if not rows:
             raise InvalidInput(f"No plugin {plugin_id!r} is installed.", field=field)
@@ -228,15 +262,24 @@ class InstanceService:
         rows = await self.session.scalars(select(Plugin).where(Plugin.id.in_(ids)))
         return {row.id: row for row in rows}
 
-    async def _enable_unused(self, actor: Principal, plugin: Plugin) -> None:
-        """A built-in waiting for its first instance gets enabled by it."""
-        await self.session.execute(
-            update(Plugin)
-            .where(Plugin.plugin_id == plugin.plugin_id, Plugin.disabled_reason == NOT_IN_USE)
-            .values(enabled=True, disabled_reason=None, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
+    async def _state(self, actor: Principal, plugin: Plugin) -> policy.TenantState:
+        # No autoflush: a pending instance with a taken name must fail at the commit (409).
+        with self.session.no_autoflush:
+            own = await self.session.get(PluginTenantState, (actor.tenant_id, plugin.plugin_id))
+        return policy.tenant_state(plugin, own)
+
+    def _enable_unused(self, actor: Principal, plugin: Plugin) -> None:
+        """A built-in waiting for the tenant's first instance gets enabled by it, for this
+        tenant alone."""
+        self.session.add(
+            PluginTenantState(
+                tenant_id=actor.tenant_id,
+                plugin_id=plugin.plugin_id,
+                enabled=True,
+                disabled_reason=None,
+                updated_at=utcnow(),
+            )
         )
-        plugin.enabled, plugin.disabled_reason = True, None
         audit.record(
             self.session,
             actor,

@@ -12,8 +12,11 @@ from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
 from forecourt.plugins.contracts import TYPES
 from forecourt.plugins.instances import masked_config
 from forecourt.plugins.models import Plugin, PluginInstance
+from forecourt.plugins.policy import TenantState
 from forecourt.plugins.runner import Run
 from forecourt.plugins.schemas import (
+    Availability,
+    AvailabilityOut,
     ExecuteRequest,
     ExecutionOut,
     ExecutionResult,
@@ -32,11 +35,14 @@ from forecourt.plugins.schemas import (
 from forecourt.plugins.service import Installed, PluginService
 from forecourt.principal import Principal
 from forecourt.schemas import Page
+from forecourt.scopes import SYSTEM_ADMIN
 
 PluginsRead = Annotated[Principal, Depends(require("plugins:read"))]
 PluginsWrite = Annotated[Principal, Depends(require("plugins:write"))]
 PluginsExecute = Annotated[Principal, Depends(require("plugins:execute"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
+# What spans tenants (packages, their availability, the sandbox): the operator's alone.
+Operator = Annotated[Principal, Depends(require(SYSTEM_ADMIN))]
 UPLOAD_PATH = "/api/v1/plugins"
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 MULTIPART_ALLOWANCE_BYTES = 64 * 1024  # a multipart body's framing around the package
@@ -51,7 +57,8 @@ def trust(row: Plugin) -> str:
     return "signed" if row.signed else "unsigned"
 
 
-def plugin_out(found: Installed) -> dict[str, Any]:
+def plugin_out(found: Installed, state: TenantState) -> dict[str, Any]:
+    """A plugin as the caller's tenant sees it: ``enabled`` is whether it runs there."""
     latest = found.latest
     return {
         "id": latest.plugin_id,
@@ -62,8 +69,9 @@ def plugin_out(found: Installed) -> dict[str, Any]:
         "category": latest.category,
         "latest_version": latest.version,
         "versions": [row.version for row in found.versions],
-        "enabled": latest.enabled,
-        "disabled_reason": latest.disabled_reason,
+        "enabled": state.enabled,
+        "disabled_reason": state.reason,
+        "available_to_all": latest.available_to_all,
         "builtin": latest.builtin,
         "signed": latest.signed,
         "trust": trust(latest),
@@ -90,8 +98,9 @@ def version_out(row: Plugin) -> PluginVersionOut:
 
 
 async def detail(service: PluginService, actor: Principal, found: Installed) -> dict[str, Any]:
+    states = await service.states(actor, [found])
     return {
-        **plugin_out(found),
+        **plugin_out(found, states[found.plugin_id]),
         "manifest": found.latest.manifest,
         "version_details": [version_out(row) for row in found.versions],
         "instances": await service.instance_count(actor, found.plugin_id),
@@ -135,7 +144,7 @@ async def plugin_types(actor: PluginsRead) -> list[PluginTypeOut]:
 
 
 @plugins.get("/sandbox", response_model=SandboxOut)
-async def sandbox(actor: PluginsRead, fc: ForecourtDep) -> SandboxOut:
+async def sandbox(actor: Operator, fc: ForecourtDep) -> SandboxOut:
     """The protections plugin workers get on this host, and the admin's choice when some are
     missing (FORECOURT_PLUGIN_SANDBOX_REQUIRE)."""
     report = await asyncio.to_thread(fc.plugin_runner.report)
@@ -153,13 +162,14 @@ async def sandbox(actor: PluginsRead, fc: ForecourtDep) -> SandboxOut:
 
 @plugins.post("", status_code=status.HTTP_201_CREATED, response_model=PluginDetail)
 async def install_plugin(
-    actor: Admin,
+    actor: Operator,
     fc: ForecourtDep,
     session: DbSession,
     package: Annotated[UploadFile, File(description="The package: a .zip of at most 10 MiB.")],
 ) -> dict[str, Any]:
-    """Install a package (multipart field ``package``). Every manifest problem is reported at
-    once (422); an id and version already installed is 409; over the size cap, 413."""
+    """Install a package, or a new version of one (multipart field ``package``); the
+    operator's alone. Every manifest problem is reported at once (422); an id and version
+    already installed is 409; over the size cap, 413."""
     cap = fc.settings.plugin_max_package_bytes
     chunks: list[bytes] = []
     size = 0
@@ -185,10 +195,14 @@ async def list_plugins(
     enabled: bool | None = None,
     category: str | None = None,
 ) -> Page[PluginOut]:
-    found, cursor = await fc.plugins(session).page(
-        type=type, enabled=enabled, category=category, cursor=page.cursor, limit=page.limit
+    """The plugins available to your tenant; ``enabled``: whether they run for it."""
+    service = fc.plugins(session)
+    found, cursor = await service.page(
+        actor, type=type, enabled=enabled, category=category, cursor=page.cursor, limit=page.limit
     )
-    return Page[PluginOut](items=[PluginOut(**plugin_out(f)) for f in found], next_cursor=cursor)
+    states = await service.states(actor, found)
+    items = [PluginOut(**plugin_out(f, states[f.plugin_id])) for f in found]
+    return Page[PluginOut](items=items, next_cursor=cursor)
 
 
 @plugins.get("/{plugin_id}", response_model=PluginDetail)
@@ -197,14 +211,15 @@ async def get_plugin(
 ) -> dict[str, Any]:
     """The latest manifest, every installed version, status, and your tenant's statistics."""
     service = fc.plugins(session)
-    return await detail(service, actor, await service.get(plugin_id))
+    return await detail(service, actor, await service.get(plugin_id, actor))
 
 
 @plugins.patch("/{plugin_id}", response_model=PluginUpdated)
 async def update_plugin(
     plugin_id: str, body: PluginUpdate, actor: Admin, fc: ForecourtDep, session: DbSession
 ) -> dict[str, Any]:
-    """Enable or disable (every version); move your tenant's instances to a newer version."""
+    """Enable or disable it for your tenant alone (disabling also disables your instances of
+    it); move your tenant's instances to a newer version."""
     service = fc.plugins(session)
     found, upgraded = await service.update(actor, plugin_id, body)
     return {**await detail(service, actor, found), "upgraded_instances": upgraded}
@@ -213,14 +228,45 @@ async def update_plugin(
 @plugins.delete("/{plugin_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def uninstall_plugin(
     plugin_id: str,
-    actor: Admin,
+    actor: Operator,
     fc: ForecourtDep,
     session: DbSession,
     version: Annotated[str | None, Query(description="One version; default: all.")] = None,
     force: Annotated[bool, Query(description="Also delete the instances using it.")] = False,
 ) -> None:
-    """Uninstall; refused (409) while instances use it, unless ``force``."""
+    """Uninstall (the operator's alone); refused (409) while instances of any tenant use it,
+    unless ``force``."""
     await fc.plugins(session).uninstall(actor, plugin_id, version, force=force)
+
+
+async def _availability_out(
+    service: PluginService, plugin_id: str, found: tuple[bool, list[Any]]
+) -> AvailabilityOut:
+    everyone, tenants = found
+    return AvailabilityOut(
+        plugin_id=plugin_id, all_tenants=everyone, tenants=[t.slug for t in tenants]
+    )
+
+
+@plugins.get("/{plugin_id}/availability", response_model=AvailabilityOut)
+async def get_availability(
+    plugin_id: str, actor: Operator, fc: ForecourtDep, session: DbSession
+) -> AvailabilityOut:
+    """The tenants that may use the plugin: all, or those listed (the operator's alone)."""
+    service = fc.plugins(session)
+    return await _availability_out(service, plugin_id, await service.availability(plugin_id))
+
+
+@plugins.put("/{plugin_id}/availability", response_model=AvailabilityOut)
+async def set_availability(
+    plugin_id: str, body: Availability, actor: Operator, fc: ForecourtDep, session: DbSession
+) -> AvailabilityOut:
+    """Make the plugin available to every tenant, or to the tenants listed (ids or slugs);
+    a tenant that loses it has its instances of it disabled. Each tenant affected finds the
+    change in its audit log, made by "operator"."""
+    service = fc.plugins(session)
+    found = await service.set_availability(actor, plugin_id, body.all_tenants, body.tenants)
+    return await _availability_out(service, plugin_id, found)
 
 
 @plugins.get("/{plugin_id}/stats", response_model=PluginStats)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from forecourt.schemas import StrictModel
+from forecourt.schemas import JsonObject, JsonValue, StrictModel
 
 Trust = Literal["builtin", "signed", "unsigned"]
 TRUST_DESCRIPTION = (
@@ -65,8 +65,11 @@ class PluginOut(BaseModel):
     category: str | None
     latest_version: str
     versions: list[str]
-    enabled: bool
+    enabled: bool = Field(description="Whether it runs for your tenant.")
     disabled_reason: str | None
+    available_to_all: bool = Field(
+        description="Available to every tenant, or only to those the operator listed."
+    )
     builtin: bool
     signed: bool = Field(description="Whether the latest version is signed.")
     trust: Trust = Field(description=TRUST_DESCRIPTION)
@@ -103,13 +106,28 @@ class PluginUpdate(StrictModel):
     """Only the fields present change."""
 
     enabled: bool | None = Field(
-        default=None, description="Disabled plugins do not run: calls, events and schedules stop."
+        default=None,
+        description="For your tenant alone. Disabling stops calls, events and schedules, and "
+        "disables your instances of it.",
     )
     upgrade_to: str | None = Field(
         default=None,
         description="An installed version: your tenant's instances on older versions move to "
         "it, each configuration checked against its schema first (all or none).",
     )
+
+
+class Availability(StrictModel):
+    """Every tenant (``all_tenants``), or the tenants listed (ids or slugs)."""
+
+    all_tenants: bool
+    tenants: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class AvailabilityOut(BaseModel):
+    plugin_id: str
+    all_tenants: bool
+    tenants: list[str] = Field(description="Slugs, when not available to all.")
 
 
 class PluginUpdated(PluginDetail):
@@ -121,7 +139,7 @@ class InstanceCreate(StrictModel):
     version: str | None = Field(default=None, description="Default: the newest installed.")
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict)
     event_types: list[str] = Field(
         default_factory=list,
         max_length=100,
@@ -136,7 +154,7 @@ class InstanceUpdate(StrictModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
-    config: dict[str, Any] | None = None
+    config: JsonObject | None = None
     version: str | None = Field(default=None, description="Move to another installed version.")
     event_types: list[str] | None = Field(default=None, max_length=100)
     enabled: bool | None = None
@@ -161,7 +179,7 @@ class InstanceOut(BaseModel):
 
 
 class ExecuteRequest(StrictModel):
-    input: Any = Field(
+    input: JsonValue = Field(
         default_factory=dict, description="What the plugin's type takes; see GET /types."
     )
 
