@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     ip_rate_limit: dict[str, int] = Field(default_factory=lambda: {"minute": 120})
     rate_limit_fail_open: bool = True
 
+    # Sign-in, client addresses
+    # Proxies (comma-separated CIDRs) whose X-Forwarded-For / Forwarded name the client;
+    # empty: the peer's address is the client's, whatever the headers say.
+    trusted_proxies: Annotated[str, NoDecode] = ""
+    # Failed sign-ins from one address to one account before the lockout; each failure past
+    # half of it doubles the wait before the next try. An account (from every address)
+    # locks after five times as many.
+    signin_lockout_failures: int = Field(default=10, ge=2, le=1000)
+    signin_lockout_s: int = Field(default=900, gt=0, le=86_400)
+
     # HTTP
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     cookie_secure: bool = True
@@ -126,6 +136,14 @@ class Settings(BaseSettings):
         for cidr in value.split(","):
             ipaddress.ip_network(cidr.strip(), strict=False)
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        from forecourt.http.client_ip import parse_networks
+
+        parse_networks(value)  # ValueError names the entry
+        return value.strip()
 
     @field_validator("plugin_trusted_keys", mode="before")
     @classmethod

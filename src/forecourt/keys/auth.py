@@ -1,15 +1,31 @@
-"""Key verification on the hot path: format check, HMAC, cache, and only then the database."""
+"""Key verification on the hot path: format check, HMAC, cache, and only then the database.
+
+``recall`` answers from memory alone (a malformed key, a cached key, a hash known to be
+unknown), so the access middleware can apply the per-IP limit before the one step that costs
+a database query, ``load``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forecourt.keys import format as key_format
 from forecourt.keys.cache import CachedKey, KeyCache
 from forecourt.keys.service import lookup
+
+
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """What memory knows of a presented key: ``known`` when no lookup is needed (then
+    ``key`` is the valid key or None); otherwise ``key_hash`` is what to look up."""
+
+    known: bool
+    key: CachedKey | None
+    key_hash: str | None
 
 
 class KeyAuthenticator:
@@ -24,16 +40,26 @@ class KeyAuthenticator:
         self._inflight: dict[str, asyncio.Future[CachedKey | None]] = {}
 
     async def authenticate(self, raw: str) -> CachedKey | None:
-        # Malformed or bad-checksum keys never reach the cache or the database.
+        recalled = self.recall(raw)
+        if recalled.known or recalled.key_hash is None:
+            return recalled.key
+        return await self.load(recalled.key_hash)
+
+    def recall(self, raw: str) -> Recalled:
+        """The answer memory can give without the database."""
+        # Malformed or bad-checksum keys never reach the cache or the database: the format
+        # check (a regex and a CRC) is cheaper than remembering them.
         if not key_format.is_well_formed(raw):
-            return None
+            return Recalled(True, None, None)
         key_hash = key_format.hash_key(raw, self._secret)
         hit, value = self.cache.get(key_hash)
         if not hit:
-            value = await self._load(key_hash)
-        if value is None or not value.valid_at(time.time()):
-            return None
-        return value
+            return Recalled(False, None, key_hash)
+        return Recalled(True, _valid(value), key_hash)
+
+    async def load(self, key_hash: str) -> CachedKey | None:
+        """The valid key behind ``key_hash`` from the database (remembered either way)."""
+        return _valid(await self._load(key_hash))
 
     async def _load(self, key_hash: str) -> CachedKey | None:
         # One database lookup per hash at a time, however many requests miss together.
@@ -54,3 +80,9 @@ class KeyAuthenticator:
             raise
         finally:
             del self._inflight[key_hash]
+
+
+def _valid(value: CachedKey | None) -> CachedKey | None:
+    if value is None or not value.valid_at(time.time()):
+        return None
+    return value

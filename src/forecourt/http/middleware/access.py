@@ -3,24 +3,42 @@ limit, add the rate-limit headers, and count the request in the key's usage.
 
 Scope checks happen later, in the route's dependency; this layer never answers 401/403,
 so public routes (sign-in) work with the same stack. An invalid key is treated as no key.
+
+The per-IP limit comes before any lookup, so a flood of bogus keys or cookies costs no
+database query once the address is over its limit:
+
+- credentials memory can settle (a key in the cache, a malformed key, a key or session token
+  known to be unknown) need no lookup: a valid key goes to its own bucket, anything else is
+  anonymous and charged to the address's bucket;
+- credentials that need a lookup are first checked against the address's bucket without
+  charging it (a peek): an address over its limit gets 429 and no lookup; a lookup that
+  finds nothing charges the address's bucket, a valid key or session its own bucket.
+
+Only anonymous and failed requests count against an address, so one address carrying heavy
+traffic for valid keys (a NAT, a backend) is never throttled by the per-IP limit; it is
+refused only the lookups of new credentials while failures from it exceed the limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
 from http.cookies import SimpleCookie
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from forecourt.errors import RateLimited
+from forecourt.http.client_ip import STATE_KEY as CLIENT_IP_STATE
+from forecourt.http.client_ip import ClientAddress, Network
 from forecourt.http.problems import from_error
 from forecourt.keys.auth import KeyAuthenticator
+from forecourt.keys.cache import MAX_NEGATIVES, NEGATIVE_TTL_S, NegativeCache
 from forecourt.keys.usage import UsageRecorder
 from forecourt.principal import Principal
 from forecourt.ratelimit.headers import rate_limit_header_pairs, rate_limit_headers
 from forecourt.ratelimit.policy import Policy
-from forecourt.ratelimit.windows import Limiter
+from forecourt.ratelimit.windows import Decision, Limiter
 
 SESSION_COOKIE = "fc_session"
 EXCLUDED_PREFIXES = (
@@ -48,6 +66,7 @@ class AccessMiddleware:
         policy: Policy,
         usage: UsageRecorder,
         excluded: tuple[str, ...] = EXCLUDED_PREFIXES,
+        trusted_proxies: Sequence[Network] = (),
     ) -> None:
         self.app = app
         self.authenticator = authenticator
@@ -56,6 +75,9 @@ class AccessMiddleware:
         self.policy = policy
         self.usage = usage
         self.excluded = excluded
+        self.client_address = ClientAddress(trusted_proxies)
+        # Session tokens that resolved to nothing (digests): they never become valid.
+        self.bad_sessions = NegativeCache(NEGATIVE_TTL_S, MAX_NEGATIVES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(self.excluded):
@@ -64,7 +86,9 @@ class AccessMiddleware:
         state = scope.setdefault("state", {})
         request_id = state.get("request_id")
         client = scope.get("client")
-        ip = client[0] if client else None
+        ip = self.client_address.resolve(client[0] if client else None, scope["headers"])
+        state[CLIENT_IP_STATE] = ip
+        ip_bucket = f"ip:{ip}"
 
         bearer = cookie = None
         for name, value in scope["headers"]:
@@ -76,8 +100,14 @@ class AccessMiddleware:
                 cookie = value.decode("latin-1")
 
         principal: Principal | None = None
+        refusal: Decision | None = None
         if bearer is not None:
-            key = await self.authenticator.authenticate(bearer)
+            recalled = self.authenticator.recall(bearer)
+            key = recalled.key
+            if not recalled.known and recalled.key_hash is not None:
+                refusal = await self._refused_before_lookup(ip_bucket)
+                if refusal is None:
+                    key = await self.authenticator.load(recalled.key_hash)
             if key is not None:
                 principal = Principal(
                     "key",
@@ -92,17 +122,25 @@ class AccessMiddleware:
         elif cookie is not None:
             morsel = SimpleCookie(cookie).get(SESSION_COOKIE)
             if morsel is not None and morsel.value:
-                resolved = await self.resolve_session(morsel.value, ip, request_id)
-                if resolved is not None:
-                    principal, state["csrf_token"] = resolved
+                digest = hashlib.sha256(morsel.value.encode()).hexdigest()
+                if not self.bad_sessions.hit(digest):
+                    refusal = await self._refused_before_lookup(ip_bucket)
+                    if refusal is None:
+                        resolved = await self.resolve_session(morsel.value, ip, request_id)
+                        if resolved is None:
+                            self.bad_sessions.add(digest)
+                        else:
+                            principal, state["csrf_token"] = resolved
         state["principal"] = principal
 
-        if principal is None:
-            bucket, windows = f"ip:{ip}", self.policy.ip_windows
+        if refusal is not None:
+            decision = refusal
+        elif principal is None:
+            decision = await self.limiter.hit(ip_bucket, self.policy.ip_windows)
         else:
             bucket = f"{principal.actor_type}:{principal.actor_id}"
             windows = self.policy.for_key(principal.tier, principal.rate_limits)
-        decision = await self.limiter.hit(bucket, windows)
+            decision = await self.limiter.hit(bucket, windows)
 
         if not decision.allowed:
             headers = rate_limit_headers(decision)
@@ -133,3 +171,8 @@ class AccessMiddleware:
         finally:
             if principal is not None and principal.actor_type == "key" and principal.actor_id:
                 self.usage.record(principal.actor_id, principal.tenant_id, status)
+
+    async def _refused_before_lookup(self, ip_bucket: str) -> Decision | None:
+        """The address's refusal when it is over its limit, so no lookup is spent on it."""
+        decision = await self.limiter.peek(ip_bucket, self.policy.ip_windows)
+        return None if decision.allowed else decision
