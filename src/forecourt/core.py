@@ -39,6 +39,7 @@ from forecourt.scopes import SYSTEM_ADMIN
 from forecourt.settings import Settings
 from forecourt.tenants.service import SUSPENSION_CHANNEL, Suspensions, TenantService
 from forecourt.users.service import UserService, user_principal
+from forecourt.users.throttle import SignInThrottle
 from forecourt.webhooks import ssrf
 from forecourt.webhooks.delivery import DeliveryWorker, default_worker_id
 from forecourt.webhooks.service import SECRET_PURPOSE, EndpointService, WebhookConfig
@@ -120,6 +121,7 @@ class Forecourt:
             self.sessionmaker, self.key_config.secret, self.key_cache
         )
         self.usage = UsageRecorder(self.sessionmaker, s.usage_flush_interval_s)
+        self.signin_throttle = SignInThrottle.from_settings(s, self.redis)
         self.broadcast.subscribe(INVALIDATE_CHANNEL, self.key_cache.invalidate)
         self.webhook_config = WebhookConfig(
             box=SecretBox(self.key_config.secret, SECRET_PURPOSE),
