@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, status
 
@@ -11,7 +11,8 @@ from forecourt.errors import InvalidInput
 from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
 from forecourt.principal import Principal
 from forecourt.schemas import Page
-from forecourt.webhooks.models import Delivery
+from forecourt.scopes import WEBHOOK_SECRETS
+from forecourt.webhooks.models import Delivery, Endpoint
 from forecourt.webhooks.probe import send_test
 from forecourt.webhooks.schemas import (
     AttemptOut,
@@ -32,7 +33,7 @@ WebhooksRead = Annotated[Principal, Depends(require("webhooks:read"))]
 WebhooksWrite = Annotated[Principal, Depends(require("webhooks:write"))]
 DeliveriesRead = Annotated[Principal, Depends(require("deliveries:read"))]
 DeliveriesWrite = Annotated[Principal, Depends(require("deliveries:write"))]
-Admin = Annotated[Principal, Depends(require("admin"))]
+WebhookSecrets = Annotated[Principal, Depends(require(WEBHOOK_SECRETS))]
 
 webhooks = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 deliveries = APIRouter(prefix="/api/v1/deliveries", tags=["deliveries"])
@@ -48,14 +49,23 @@ def _delivery(d: Delivery) -> DeliveryOut:
     return DeliveryOut.model_validate(d)
 
 
+def _fields(endpoint: Endpoint, actor: Principal) -> dict[str, Any]:
+    """The endpoint as ``actor`` may see it: masked without ``webhooks:secrets``."""
+    return endpoint_fields(endpoint, reveal=actor.has(WEBHOOK_SECRETS))
+
+
 @webhooks.post("", status_code=status.HTTP_201_CREATED, response_model=EndpointCreated)
 async def create_endpoint(
     body: EndpointCreate, actor: WebhooksWrite, fc: ForecourtDep, session: DbSession
 ) -> EndpointCreated:
     """Subscribe a URL to event types (exact names, wildcards like ``dashboard.*``; none: all).
-    The response carries the signing secret."""
+    The response carries the generated signing secret if the caller holds
+    ``webhooks:secrets``; otherwise ``secret`` is null (someone holding that scope reads it
+    with ``GET /api/v1/webhooks/{id}/secret``). A secret given in the request is never
+    echoed."""
     endpoint, secret = await fc.webhooks(session).create(actor, body)
-    return EndpointCreated(**endpoint_fields(endpoint), secret=secret)
+    shown = secret if actor.has(WEBHOOK_SECRETS) and body.secret is None else None
+    return EndpointCreated(**_fields(endpoint, actor), secret=shown)
 
 
 @webhooks.get("", response_model=Page[EndpointOut])
@@ -64,7 +74,7 @@ async def list_endpoints(
 ) -> Page[EndpointOut]:
     rows, cursor = await fc.webhooks(session).page(actor, page.cursor, page.limit)
     return Page[EndpointOut](
-        items=[EndpointOut(**endpoint_fields(e)) for e in rows], next_cursor=cursor
+        items=[EndpointOut(**_fields(e, actor)) for e in rows], next_cursor=cursor
     )
 
 
@@ -72,7 +82,7 @@ async def list_endpoints(
 async def get_endpoint(
     endpoint_id: str, actor: WebhooksRead, fc: ForecourtDep, session: DbSession
 ) -> EndpointOut:
-    return EndpointOut(**endpoint_fields(await fc.webhooks(session).get(actor, endpoint_id)))
+    return EndpointOut(**_fields(await fc.webhooks(session).get(actor, endpoint_id), actor))
 
 
 @webhooks.patch("/{endpoint_id}", response_model=EndpointOut)
@@ -84,7 +94,7 @@ async def update_endpoint(
     session: DbSession,
 ) -> EndpointOut:
     endpoint = await fc.webhooks(session).update(actor, endpoint_id, body)
-    return EndpointOut(**endpoint_fields(endpoint))
+    return EndpointOut(**_fields(endpoint, actor))
 
 
 @webhooks.delete("/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -102,7 +112,7 @@ async def enable_endpoint(
     """Enable; waiting deliveries resume."""
     endpoint = await fc.webhooks(session).set_enabled(actor, endpoint_id, True)
     fc.wake_workers()
-    return EndpointOut(**endpoint_fields(endpoint))
+    return EndpointOut(**_fields(endpoint, actor))
 
 
 @webhooks.post("/{endpoint_id}/disable", response_model=EndpointOut)
@@ -111,14 +121,14 @@ async def disable_endpoint(
 ) -> EndpointOut:
     """Disable; new events still queue deliveries, which wait until it is enabled."""
     endpoint = await fc.webhooks(session).set_enabled(actor, endpoint_id, False)
-    return EndpointOut(**endpoint_fields(endpoint))
+    return EndpointOut(**_fields(endpoint, actor))
 
 
 @webhooks.get("/{endpoint_id}/secret", response_model=SecretOut)
 async def reveal_secret(
-    endpoint_id: str, actor: Admin, fc: ForecourtDep, session: DbSession
+    endpoint_id: str, actor: WebhookSecrets, fc: ForecourtDep, session: DbSession
 ) -> SecretOut:
-    """The current signing secret (admin only; audited)."""
+    """The current signing secret (needs ``webhooks:secrets``; audited)."""
     endpoint, secret = await fc.webhooks(session).reveal(actor, endpoint_id)
     return SecretOut(secret=secret, previous_secret_expires_at=endpoint.previous_secret_expires_at)
 
@@ -126,16 +136,19 @@ async def reveal_secret(
 @webhooks.post("/{endpoint_id}/secret/rotate", response_model=SecretOut)
 async def rotate_secret(
     endpoint_id: str,
-    actor: WebhooksWrite,
+    actor: WebhookSecrets,
     fc: ForecourtDep,
     session: DbSession,
     body: SecretRotate | None = None,
 ) -> SecretOut:
-    """A new secret. During the overlap (24 h by default) deliveries carry both signatures."""
-    endpoint, secret = await fc.webhooks(session).rotate_secret(
-        actor, endpoint_id, body or SecretRotate()
+    """A new secret (needs ``webhooks:secrets``). During the overlap (24 h by default)
+    deliveries carry both signatures. A secret given in the request is not echoed."""
+    data = body or SecretRotate()
+    endpoint, secret = await fc.webhooks(session).rotate_secret(actor, endpoint_id, data)
+    return SecretOut(
+        secret=secret if data.secret is None else None,
+        previous_secret_expires_at=endpoint.previous_secret_expires_at,
     )
-    return SecretOut(secret=secret, previous_secret_expires_at=endpoint.previous_secret_expires_at)
 
 
 @webhooks.get("/{endpoint_id}/deliveries", response_model=Page[DeliveryOut])

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from forecourt.schemas import StrictModel
+from forecourt.schemas import JsonObject, StrictModel
 
 MAX_TIMEOUT_S = 60.0
 DEFAULT_TIMEOUT_S = 15.0
@@ -33,7 +33,7 @@ class EndpointCreate(StrictModel):
     timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S)
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     rate_limit_per_s: StrictInt | None = Field(default=None, ge=1, le=100_000)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
     secret: str | None = Field(default=None, description="whsec_…; generated when absent.")
     enabled: bool = True
 
@@ -48,7 +48,7 @@ class EndpointUpdate(StrictModel):
     timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
     retry_policy: RetryPolicy | None = None
     rate_limit_per_s: StrictInt | None = Field(default=None, ge=1, le=100_000)
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
     enabled: bool | None = None
 
 
@@ -65,6 +65,9 @@ class SecretRotate(StrictModel):
 
 
 class EndpointOut(BaseModel):
+    """Without ``webhooks:secrets``, header values and the URL's credentials and query string
+    read ``***``."""
+
     id: str
     url: str
     description: str
@@ -82,12 +85,22 @@ class EndpointOut(BaseModel):
     updated_at: datetime
 
 
+SECRET_WITHHELD_NOTE = (
+    "The signing secret (whsec_…), shown here only to a caller holding webhooks:secrets"
+    " (admin implies it) and only when Forecourt generated it. null when the caller does not"
+    " hold that scope (someone who does reads it with GET /api/v1/webhooks/{id}/secret) or"
+    " when the request gave the secret itself (it is never echoed)."
+)
+
+
 class EndpointCreated(EndpointOut):
-    secret: str = Field(description="The signing secret (whsec_…).")
+    secret: str | None = Field(description=SECRET_WITHHELD_NOTE)
 
 
 class SecretOut(BaseModel):
-    secret: str
+    secret: str | None = Field(
+        description="The signing secret (whsec_…); null when the request gave it (never echoed)."
+    )
     previous_secret_expires_at: datetime | None
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,6 +36,7 @@ from forecourt.webhooks.schemas import EndpointCreate, EndpointUpdate, RetryPoli
 from forecourt.webhooks.targets import Target
 
 SECRET_PURPOSE = "webhook-secret"
+MASK = "***"  # stands for a header value, URL credentials or a query string
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # RFC 9110 field values: no CTL but HTAB
 
@@ -50,9 +52,10 @@ class WebhookConfig:
 
 
 def summary(endpoint: Endpoint) -> dict[str, Any]:
-    """What the audit log keeps of an endpoint: never its secrets or header values."""
+    """What the audit log keeps of an endpoint: never its secrets, header values, URL
+    credentials or query string."""
     return {
-        "url": endpoint.url,
+        "url": mask_url(endpoint.url),
         "event_types": list(endpoint.event_types),
         "header_names": sorted(endpoint.headers),
         "timeout_s": endpoint.timeout_s,
@@ -429,14 +432,40 @@ def _window_stats(rows: list[tuple[int | None, int, datetime]]) -> dict[str, Any
     }
 
 
-def endpoint_fields(endpoint: Endpoint) -> dict[str, Any]:
-    """The public fields of an endpoint, for its response body."""
+def mask_url(url: str) -> str:
+    """The URL with its userinfo, query string and fragment replaced by ``***``; scheme, host,
+    port and path stay."""
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return MASK
+    netloc = f"{MASK}@{host}" if "@" in parts.netloc else host
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            parts.path,
+            MASK if parts.query else "",
+            MASK if parts.fragment else "",
+        )
+    )
+
+
+def mask_headers(headers: dict[str, Any]) -> dict[str, str]:
+    """The header names, each value replaced by ``***``."""
+    return dict.fromkeys(headers, MASK)
+
+
+def endpoint_fields(endpoint: Endpoint, *, reveal: bool = False) -> dict[str, Any]:
+    """The public fields of an endpoint, for its response body. Unless ``reveal`` (a caller
+    holding ``webhooks:secrets``), header values and URL credentials and query are masked."""
     return {
         "id": endpoint.id,
-        "url": endpoint.url,
+        "url": endpoint.url if reveal else mask_url(endpoint.url),
         "description": endpoint.description,
         "event_types": list(endpoint.event_types),
-        "headers": dict(endpoint.headers),
+        "headers": dict(endpoint.headers) if reveal else mask_headers(endpoint.headers),
         "timeout_s": endpoint.timeout_s,
         "retry_policy": RetryPolicy.model_validate(endpoint.retry_policy),
         "rate_limit_per_s": endpoint.rate_limit_per_s,
