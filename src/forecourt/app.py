@@ -12,7 +12,7 @@ from forecourt import __version__, runtime
 from forecourt.audit.routes import router as audit_router
 from forecourt.core import Forecourt
 from forecourt.events.routes import routers as event_routers
-from forecourt.http import problems
+from forecourt.http import openapi, problems
 from forecourt.http.health import router as health_router
 from forecourt.http.middleware.access import AccessMiddleware
 from forecourt.http.middleware.body_limit import BodyLimitMiddleware
@@ -59,6 +59,7 @@ def create_app(
     )
     app.state.forecourt = fc
     problems.install(app)
+    openapi.install(app)
     # Routes are matched in this order, one router after the other: the hot path (publishing)
     # first, then what workers and dashboards poll, then the rest.
     for router in (

@@ -267,12 +267,18 @@ class Forecourt:
     async def _endpoint_disabled(self, session: AsyncSession, endpoint: Endpoint) -> None:
         """Publish ``endpoint.disabled`` in the transaction that disables the endpoint."""
         from forecourt.events.service import emit
+        from forecourt.webhooks.service import mask_url
 
         await emit(
             session,
             endpoint.tenant_id,
             "endpoint.disabled",
-            {"endpoint_id": endpoint.id, "url": endpoint.url, "reason": endpoint.disabled_reason},
+            # Events are read without webhooks:secrets: no URL credentials or query here.
+            {
+                "endpoint_id": endpoint.id,
+                "url": mask_url(endpoint.url),
+                "reason": endpoint.disabled_reason,
+            },
             subject=endpoint.id,
             severity="warning",
             hook=self.on_published,

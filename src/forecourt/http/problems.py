@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from forecourt.errors import ForecourtError
 
@@ -96,9 +97,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"Nothing at {request.url.path}."
     slug = title.lower().replace(" ", "-")
-    return problem(
-        exc.status_code, title, detail, slug, instance=request.url.path, headers=exc.headers
-    )
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # The router names only the methods of the first route on this path.
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return problem(exc.status_code, title, detail, slug, instance=request.url.path, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method of every route on the request's path."""
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "GET"}
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(scope)[0] is not Match.NONE:
+            methods |= route_methods
+    return sorted(methods)
 
 
 # SQLSTATEs that a request's own text causes: the database cannot hold a character of it
