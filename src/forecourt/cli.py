@@ -33,11 +33,15 @@ users_app = typer.Typer(help="Manage dashboard users.", no_args_is_help=True)
 events_app = typer.Typer(help="Publish events.", no_args_is_help=True)
 webhooks_app = typer.Typer(help="Inspect and operate webhook endpoints.", no_args_is_help=True)
 plugins_app = typer.Typer(help="Install, list and run plugins.", no_args_is_help=True)
+tenants_app = typer.Typer(
+    help="Manage the installation's tenants (the operator's).", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
 app.add_typer(events_app, name="events")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(plugins_app, name="plugins")
+app.add_typer(tenants_app, name="tenants")
 
 DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
 DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -280,6 +284,95 @@ def keys_revoke(key_id: str, tenant: TenantOpt = "default") -> None:
 
     run(lambda: _with_forecourt(settings, go))
     typer.echo(f"revoked {key_id}")
+
+
+# -- tenants (the operator's, acting as Forecourt itself in the default tenant) ---------------
+
+TenantArg = Annotated[
+    str, typer.Argument(envvar="FORECOURT_TENANT", help="The tenant's slug or id.")
+]
+
+
+async def _operator(session: Any) -> principals.Principal:
+    from forecourt.tenants.models import DEFAULT_TENANT_SLUG
+
+    return await _tenant_principal(session, DEFAULT_TENANT_SLUG)
+
+
+@tenants_app.command("create")
+def tenants_create(
+    slug: Annotated[
+        str, typer.Option(envvar="FORECOURT_TENANT_SLUG", help="Lowercase letters, digits, '-'.")
+    ],
+    name: Annotated[
+        str | None, typer.Option(envvar="FORECOURT_TENANT_NAME", help="Default: the slug.")
+    ] = None,
+) -> None:
+    """Create a tenant and print its first admin key (once)."""
+    from forecourt.tenants.schemas import TenantCreate
+    from forecourt.tenants.service import SLUG_RE
+
+    if not SLUG_RE.match(slug):
+        fail("--slug: lowercase letters, digits and '-', at most 63, e.g. acme-eu")
+    try:
+        data = TenantCreate(slug=slug, name=name or slug)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"--{first['loc'][0]}: {first['msg']}")
+        raise AssertionError from exc
+    settings = load_settings()
+
+    async def go(fc: Any) -> str:
+        async with fc.sessionmaker() as session:
+            actor = await _operator(session)
+            tenant, key, raw = await fc.tenants(session).create(actor, data.slug, data.name)
+            typer.echo(f"created tenant {tenant.id} ({tenant.slug}) and key {key.id}", err=True)
+            return str(raw)
+
+    typer.echo(run(lambda: _with_forecourt(settings, go)))
+
+
+@tenants_app.command("list")
+def tenants_list() -> None:
+    """List tenants: id, slug, status, name."""
+    settings = load_settings()
+
+    async def go(fc: Any) -> list[Any]:
+        async with fc.sessionmaker() as session:
+            actor = await _operator(session)
+            service = fc.tenants(session)
+            return await _every_page(lambda _a, c, n: service.page(c, n), actor)
+
+    for tenant in run(lambda: _with_forecourt(settings, go)):
+        state = "suspended" if tenant.suspended_at else "active"
+        typer.echo(f"{tenant.id}\t{tenant.slug}\t{state}\t{tenant.name}")
+
+
+def _tenant_change(tenant: str, change: str) -> None:
+    settings = load_settings()
+
+    async def go(fc: Any) -> Any:
+        async with fc.sessionmaker() as session:
+            actor = await _operator(session)
+            service = fc.tenants(session)
+            method = service.suspend if change == "suspend" else service.resume
+            return await method(actor, tenant)
+
+    found = run(lambda: _with_forecourt(settings, go))
+    typer.echo(f"{'suspended' if change == 'suspend' else 'resumed'} {found.slug}")
+
+
+@tenants_app.command("suspend")
+def tenants_suspend(tenant: TenantArg) -> None:
+    """Suspend a tenant: none of its keys or sessions is accepted, on any node (at once with
+    Redis; within 30 s otherwise, when each node reloads the suspended tenants)."""
+    _tenant_change(tenant, "suspend")
+
+
+@tenants_app.command("resume")
+def tenants_resume(tenant: TenantArg) -> None:
+    """Resume a suspended tenant."""
+    _tenant_change(tenant, "resume")
 
 
 @users_app.command("create")
