@@ -13,6 +13,7 @@ problems as ``{"field": path, "message": text}`` with paths like ``permissions.n
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -105,14 +106,16 @@ def schema_problems(
     instance: Any,
     prefix: str = "",
     messages: Mapping[tuple[str, str], str] | None = None,
+    limit: int | None = None,
 ) -> list[Problem]:
-    """Every JSON Schema failure of ``instance``, each at the path of the field it concerns.
+    """Every JSON Schema failure of ``instance``, each at the path of the field it concerns
+    (the first ``limit`` failures found, when given).
 
     ``messages`` replaces the default wording of a failure, keyed by (path without indexes,
     keyword), e.g. ``("version", "pattern")``.
     """
     problems: list[Problem] = []
-    for error in validator.iter_errors(instance):
+    for error in itertools.islice(validator.iter_errors(instance), limit):
         path = list(error.absolute_path)
         if error.validator == "required" and isinstance(error.instance, dict):
             problems += [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import signal
 import time
@@ -17,13 +18,20 @@ from typing import Any
 
 from forecourt.plugins.sandbox import layout
 from forecourt.plugins.sandbox.layout import WorkerDirs
-from forecourt.plugins.sandbox.protocol import Channel, FrameError, encode
+from forecourt.plugins.sandbox.protocol import (
+    Channel,
+    FrameError,
+    InvalidFrame,
+    adecode,
+    encode,
+)
 from forecourt.plugins.sandbox.result import CallResult, ProtocolViolation, from_answer, refused
 
 LOG_LIMIT_BYTES = 16 * 1024  # of stdout and stderr kept per call
 EXIT_WAIT_S = 5.0  # for a killed worker's exit to be seen
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 _ids = itertools.count(1)
+logger = logging.getLogger(__name__)
 
 
 class WorkerFailed(Exception):
@@ -109,14 +117,18 @@ class Worker:
         discard = True
         try:
             await self._channel.send_bytes(frame)
-            answer = await asyncio.wait_for(self._channel.receive(), timeout_s)
-            if answer is None:
+            body = await asyncio.wait_for(self._channel.receive_body(), timeout_s)
+            if body is None:
                 raise FrameError("the worker closed its result pipe")
-            result = from_answer(answer, call_id)
+            result = from_answer(await adecode(body), call_id)
+            result.answer_bytes = len(body)
             discard = False
         except TimeoutError:
             detail = f"no answer within {timeout_s:g} s; the worker was killed"
             result = CallResult("timeout", error_class="Timeout", error_message=detail)
+        except InvalidFrame as exc:  # a whole answer, but not JSON the service can take
+            detail = f"the plugin's answer is not JSON that Forecourt accepts: {exc}"
+            result = CallResult("error", error_class="InvalidOutput", error_message=detail)
         except (FrameError, OSError):
             result = CallResult("killed", error_class="WorkerDied")
         except ProtocolViolation as exc:
@@ -124,6 +136,10 @@ class Worker:
         except asyncio.CancelledError:
             self.kill()
             raise
+        except Exception as exc:  # nothing a worker sends may end the call without a result
+            logger.exception("a call to worker %s failed", self.pid)
+            detail = f"the answer could not be read: {type(exc).__name__}: {exc}"
+            result = CallResult("error", error_class="WorkerFailed", error_message=detail)
         result.duration_ms = (time.perf_counter() - started) * 1000
         result.max_rss_kib = self._peak_rss()
         cpu_after = self._cpu_ticks()

@@ -2,6 +2,11 @@
 
 A :class:`Channel` owns the two pipe ends of one worker: it writes call frames without
 blocking the event loop and reads result frames, holding at most one frame in memory.
+
+A frame's body comes from a process that runs plugin code: it is parsed by the service's codec
+(:mod:`forecourt.codec`: nesting depth, 64-bit integers, valid Unicode), and a large one off
+the event loop (:func:`adecode`), so a plugin's answer costs the loop no work in proportion
+to its size.
 """
 
 from __future__ import annotations
@@ -14,11 +19,19 @@ from typing import Any
 
 import orjson
 
+from forecourt import codec
 from forecourt_plugin._wire import HEADER, MAX_FRAME_BYTES, FrameError, decode_length
 
 READ_CHUNK_BYTES = 256 * 1024
+# A result frame wraps the output in one object ({"output": ...}): the output itself may nest
+# as deep as the codec allows anywhere else.
+FRAME_DEPTH_MARGIN = 1
 
-__all__ = ["Channel", "FrameError", "encode"]
+__all__ = ["Channel", "FrameError", "InvalidFrame", "adecode", "decode", "encode"]
+
+
+class InvalidFrame(FrameError):
+    """A whole frame arrived, but its body is not JSON the service accepts."""
 
 
 def encode(message: Any) -> bytes:
@@ -33,15 +46,64 @@ def encode(message: Any) -> bytes:
 
 
 def decode(body: bytes) -> Any:
-    """The JSON value of a frame body; :class:`FrameError` if it is not JSON."""
+    """The JSON value of a frame body; :class:`InvalidFrame` if it is not JSON the codec
+    accepts (too deep, an integer past 64 bits, a lone surrogate, not UTF-8, not JSON).
+
+    What the codec accepts, orjson parses too (valid Unicode, 64-bit integers), so a body
+    that orjson parses, within the depth and without a float that could be an integer orjson
+    did not keep, needs no second look. Anything else is the codec's to parse or refuse,
+    with its message.
+    """
+    limit = codec.max_depth() + FRAME_DEPTH_MARGIN
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
+    else:
+        if _plain(value, limit):
+            return value
     try:
-        return json.loads(body)  # integers beyond 64 bits
-    except ValueError as exc:
-        raise FrameError(f"a frame is not JSON: {exc}") from None
+        return codec.loads(body, field="answer", max_depth=limit, max_bytes=MAX_FRAME_BYTES)
+    except codec.InvalidJson as exc:
+        raise InvalidFrame(exc.detail) from None
+
+
+def _plain(value: Any, limit: int) -> bool:
+    """Whether parsed JSON nests at most ``limit`` containers (as the codec counts: a scalar
+    0, ``{"a": 1}`` 1) and holds no integral float past 64 bits.
+
+    Level by level, keeping only the containers themselves: no object is allocated per
+    value, so walking millions of them starts no garbage collection.
+    """
+    level = [value]
+    depth = 0
+    while level:
+        following: list[Any] = []
+        for current in level:
+            kind = type(current)
+            if kind is dict:
+                children: Any = current.values()
+            elif kind is list:
+                children = current
+            elif kind is float:
+                if current.is_integer() and not codec.MIN_INT <= current <= codec.MAX_INT:
+                    return False
+                continue
+            else:
+                continue
+            if depth >= limit:
+                return False
+            following.extend(children)
+        level = following
+        depth += 1
+    return True
+
+
+async def adecode(body: bytes) -> Any:
+    """:func:`decode`, in the codec's bounded thread pool when the body is large."""
+    if len(body) <= codec.OFFLOAD_BYTES:
+        return decode(body)
+    return await codec.run_in_pool(decode, body)
 
 
 class Channel:
@@ -68,7 +130,13 @@ class Channel:
                 await self._wait(self._write_fd, writing=True)
 
     async def receive(self) -> Any:
-        """Read one frame; ``None`` at a clean end of file, :class:`FrameError` otherwise."""
+        """Read one frame and parse it (off the loop when large); ``None`` at a clean end of
+        file, :class:`FrameError` otherwise (:class:`InvalidFrame`: its body was refused)."""
+        body = await self.receive_body()
+        return None if body is None else await adecode(body)
+
+    async def receive_body(self) -> bytes | None:
+        """Read one frame's body, unparsed; ``None`` at a clean end of file."""
         while True:
             if len(self._buffer) >= HEADER.size:
                 length = decode_length(bytes(self._buffer[: HEADER.size]))
@@ -76,7 +144,7 @@ class Channel:
                 if len(self._buffer) >= end:
                     body = bytes(self._buffer[HEADER.size : end])
                     del self._buffer[:end]
-                    return decode(body)
+                    return body
             try:
                 chunk = os.read(self._read_fd, READ_CHUNK_BYTES)
             except BlockingIOError:

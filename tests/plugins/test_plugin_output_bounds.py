@@ -1,0 +1,254 @@
+"""What a plugin returns cannot stall or break the service.
+
+A plugin's answer is untrusted input of up to 16 MiB. It is parsed by the service's codec
+(depth, 64-bit integers, valid Unicode) and checked against its type's contract off the event
+loop, so the server keeps answering while a large output is handled, and an answer the codec
+refuses fails the run (status ``error``, a clear message, an execution record) instead of
+answering 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+from plugin_support import SETTINGS, execute, executions, files, install, instance, start, zip_bytes
+
+from conftest import free_port
+from forecourt.app import create_app
+from forecourt.plugins.contracts import TYPES, conforms
+from forecourt.plugins.sandbox.protocol import MAX_FRAME_BYTES
+from forecourt.settings import OWNER_KEY_FILE, Settings
+
+SERVER_START_TIMEOUT_S = 20.0
+# A poll that takes this long means the event loop stalled (it answers in milliseconds when
+# free); generous, so a busy machine does not fail the test, tight enough to catch the
+# seconds that validating a large output on the loop used to take.
+POLL_TIMEOUT_S = 1.0
+RUN_TIMEOUT_S = 180.0
+RECORD = '{"i":1000000,"s":"abcdefghijklm"}'  # about the size of each record returned
+RECORDS = (MAX_FRAME_BYTES - 4096) // (len(RECORD) + 1)  # 16 MiB of records, frame included
+
+CODE = '''
+import os
+import sys
+
+
+def big(payload):
+    count = payload["records"][0]["count"]
+    return {"records": [{"i": 1000000 + i % 1000, "s": "abcdefghijklm"} for i in range(count)]}
+
+
+def deep(payload):
+    sys.setrecursionlimit(20000)  # so the worker itself can write it
+    value = []
+    for _ in range(3000):
+        value = [value]
+    return {"records": [{"v": value}]}
+
+
+def surrogate(payload):
+    return {"records": [{"s": "\\ud800"}]}
+
+
+def huge(payload):
+    return {"records": [{"n": 2**64}]}
+
+
+def garbage(payload):
+    """Write a frame of bytes that are not JSON on the result pipe, as plugin code can."""
+    body = b"\\xff\\xfe this is not JSON"
+    os.write(int(sys.argv[4]), len(body).to_bytes(4, "big") + body)
+    return {"records": []}
+
+
+def garbage_deep(payload):
+    """A raw frame nested 3,000 deep, which the worker's own encoder would not write (its
+    depth is refused before its call id is looked at)."""
+    body = b'{"type":"result","id":1,"status":"ok","output":'
+    body += b"[" * 3000 + b"]" * 3000 + b"}"
+    os.write(int(sys.argv[4]), len(body).to_bytes(4, "big") + body)
+    return {"records": []}
+'''
+
+
+# -- the server stays responsive -------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    url: str
+    owner_key: str
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.owner_key}"}
+
+
+@contextlib.contextmanager
+def serve(settings: Settings) -> Iterator[Served]:
+    """The app under uvicorn on loopback, in a thread with its own event loop."""
+    app = create_app(settings)
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    loop = asyncio.new_event_loop()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(server.serve())
+
+    thread = threading.Thread(target=run, name="forecourt-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive():
+            pytest.fail("the uvicorn server stopped before it started serving")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            pytest.fail(f"the uvicorn server did not start in {SERVER_START_TIMEOUT_S} s")
+        time.sleep(0.02)
+    try:
+        owner_key = (settings.data_dir / OWNER_KEY_FILE).read_text().strip()
+        yield Served(f"http://127.0.0.1:{port}", owner_key)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=SERVER_START_TIMEOUT_S)
+        assert not thread.is_alive(), "the uvicorn server did not shut down"
+        loop.close()
+
+
+def test_a_16_mib_output_leaves_healthz_answering(settings_factory: Any) -> None:
+    settings: Settings = settings_factory(**SETTINGS, plugin_max_memory_mib=1024)
+    with serve(settings) as served, httpx.Client(base_url=served.url, timeout=30) as client:
+        package = zip_bytes(
+            files(CODE, entry_point="plugin:big", resources={"memory_mib": 1024, "timeout_s": 120})
+        )
+        response = client.post(
+            "/api/v1/plugins",
+            files={"package": ("plugin.zip", package, "application/zip")},
+            headers=served.auth(),
+        )
+        assert response.status_code == 201, response.text
+        response = client.post(
+            "/api/v1/plugin-instances",
+            json={"plugin_id": "com.example.upper", "name": "big"},
+            headers=served.auth(),
+        )
+        assert response.status_code == 201, response.text
+        instance_id = response.json()["id"]
+
+        answer: dict[str, httpx.Response] = {}
+
+        def run() -> None:
+            with httpx.Client(base_url=served.url, timeout=RUN_TIMEOUT_S) as runner:
+                answer["run"] = runner.post(
+                    f"/api/v1/plugin-instances/{instance_id}/execute",
+                    json={"input": {"records": [{"count": RECORDS}]}},
+                    headers=served.auth(),
+                )
+
+        running = threading.Thread(target=run, name="plugin-run")
+        running.start()
+        polls = stalls = 0
+        with httpx.Client(base_url=served.url, timeout=POLL_TIMEOUT_S) as poller:
+            while running.is_alive():
+                try:
+                    assert poller.get("/healthz").status_code == 200
+                except httpx.TimeoutException:
+                    stalls += 1
+                polls += 1
+                time.sleep(0.01)
+        running.join()
+
+        assert stalls == 0, f"{stalls} of {polls} polls of /healthz took over {POLL_TIMEOUT_S} s"
+        assert polls > 10  # polled all along the run, not once at its end
+        run_answer = answer["run"]
+        assert run_answer.status_code == 200, run_answer.text[:2000]
+        body = run_answer.json()
+        assert body["status"] == "ok", {k: v for k, v in body.items() if k != "output"}
+        assert len(body["output"]["records"]) == RECORDS
+        assert len(run_answer.content) > MAX_FRAME_BYTES - 64 * 1024  # the full 16 MiB
+        listed = client.get(
+            "/api/v1/plugins/com.example.upper/executions", headers=served.auth()
+        ).json()["items"]
+        assert [(e["id"], e["status"]) for e in listed] == [(body["id"], "ok")]
+
+
+# -- answers the codec refuses ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        ("deep", "nested deeper than"),
+        ("surrogate", "lone surrogate"),
+        ("huge", "outside the 64-bit range"),
+        ("garbage", "is not valid JSON"),
+        ("garbage_deep", "nested deeper than"),
+    ],
+)
+async def test_an_answer_the_codec_refuses_fails_the_run_with_a_record(
+    harness_factory: Any, function: str, message: str
+) -> None:
+    h = await start(harness_factory)
+    await install(h, files(CODE, entry_point=f"plugin:{function}"))
+    created = await instance(h)
+    payload: dict[str, Any] = {"records": []}
+    result = await execute(h, created["id"], payload)
+
+    assert result["status"] == "error", result
+    assert result["error_class"] == "InvalidOutput"
+    assert message in result["error_message"]
+    assert "Forecourt accepts" in result["error_message"]
+    assert result["output"] is None
+    records = await executions(h, "com.example.upper")
+    assert [(r["id"], r["status"], r["error_class"]) for r in records] == [
+        (result["id"], "error", "InvalidOutput")
+    ]
+    # The instance keeps working: the next call gets a fresh worker and a clean record.
+    again = await h.client.post(
+        f"/api/v1/plugin-instances/{created['id']}/execute",
+        json={"input": payload},
+        headers=h.auth(),
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "error"
+
+
+# -- the fast contract check agrees with JSON Schema -----------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(
+        st.sampled_from(["records", "spec", "$schema", "metrics", "name", "value", "labels",
+                         "events", "type", "data", "sent", "media_type", "content", "encoding",
+                         "columns", "rows", "x"]),
+        children,
+        max_size=4,
+    ),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(kind=st.sampled_from(sorted(TYPES)), value=JSON)
+def test_the_fast_contract_check_never_passes_what_json_schema_refuses(
+    kind: str, value: Any
+) -> None:
+    schema = TYPES[kind].output_schema
+    if conforms(schema, value):
+        assert list(Draft202012Validator(schema).iter_errors(value)) == []
