@@ -15,15 +15,19 @@ so what one tenant's configuration holds can never be seen by another tenant's c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from forecourt import codec
 from forecourt.crypto import DecryptionFailed, SecretBox
 from forecourt.db.base import utcnow
 from forecourt.errors import ForecourtError, SandboxUnavailable
@@ -46,6 +50,7 @@ CONFIG_PURPOSE = "plugin-config"
 MAX_LOG_CHARS = 20_000
 MAX_MESSAGE_CHARS = 4096
 CLOSE_DEADLINE_S = 10.0
+MAX_PROBLEMS_SHOWN = 20  # of a broken contract, in the run's error message
 
 
 @dataclass(frozen=True)
@@ -184,25 +189,82 @@ class PluginRunner:
         attempt: int = 1,
         depth: int = 0,
     ) -> Run:
-        """Run ``instance`` (pinned to ``plugin``) on ``input``; record and publish the run."""
+        """Run ``instance`` (pinned to ``plugin``) on ``input``; record and publish the run.
+
+        Whatever the plugin returns or raises, and whatever fails in Forecourt on the way,
+        the run ends with an execution record (a failure of Forecourt's own is status
+        ``error``). Only a database that cannot take the record makes this raise.
+        """
         started_at = utcnow()
         started = time.perf_counter()
-        result = await self._call(instance, plugin, input)
-        if result.duration_ms == 0:
+        try:
+            result = await self._call(instance, plugin, input)
+            if result.duration_ms == 0:
+                result.duration_ms = (time.perf_counter() - started) * 1000
+            checked = await checked_output(plugin, result)
+        except asyncio.CancelledError:
+            result = CallResult("error", error_class="Cancelled")
+            result.error_message = "the run was cancelled: Forecourt was stopping"
             result.duration_ms = (time.perf_counter() - started) * 1000
-        notes: list[str] = []
-        output = result.output if result.ok else None
-        metrics = _metrics(plugin, result, notes)
-        if result.ok:
-            problems = validate_output(plugin.type, result.output, metrics=_declared(plugin))
-            if problems:
-                message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-                result = replace(result, status="error", error_class="ContractViolation")
-                result.error_message = f"the output breaks the {plugin.type} contract: {message}"
-                output = None
-            elif plugin.type == "collector":
-                metrics = [*result.output["metrics"], *metrics]
-        execution = PluginExecution(
+            execution = self._execution(instance, plugin, trigger, event_id, attempt, started_at)
+            self._fill(execution, result, [])
+            # Recorded in a task of its own, which the cancellation does not reach.
+            await _shielded(self._record_alone(instance, execution, result.logs))
+            raise
+        except Exception as exc:
+            log.exception("running plugin %s failed inside Forecourt", plugin.plugin_id)
+            message = f"the run failed inside Forecourt: {type(exc).__name__}: {exc}"
+            result = CallResult("error", error_class="InternalError", error_message=message)
+            result.duration_ms = (time.perf_counter() - started) * 1000
+            checked = Checked(result, None, [], [])
+        execution = self._execution(instance, plugin, trigger, event_id, attempt, started_at)
+        self._fill(execution, checked.result, checked.metrics)
+        try:
+            await self._record(
+                instance, plugin, execution, checked.result, checked.output, checked.notes, depth
+            )
+        except Exception as exc:
+            log.exception("recording a run of plugin %s failed", plugin.plugin_id)
+            # The record alone, without its events: the run is known to have happened.
+            failed = self._execution(instance, plugin, trigger, event_id, attempt, started_at)
+            self._fill(failed, checked.result, checked.metrics)
+            failed.status, failed.error_class = "error", "RecordFailed"
+            failed.error_message = _cut(
+                f"the run's outcome could not be recorded: {type(exc).__name__}: {exc}",
+                MAX_MESSAGE_CHARS,
+            )
+            await self._record_alone(instance, failed, checked.result.logs)
+            return Run(failed, None)
+        return Run(execution, checked.output)
+
+    async def record_unrun(
+        self,
+        instance: PluginInstance,
+        plugin: Plugin,
+        *,
+        trigger: str,
+        error_class: str,
+        message: str,
+        event_id: str | None = None,
+        attempt: int = 1,
+    ) -> PluginExecution:
+        """Record a run that was not started (status ``error``), with ``plugin.failed``."""
+        execution = self._execution(instance, plugin, trigger, event_id, attempt, utcnow())
+        result = CallResult("error", error_class=error_class, error_message=message)
+        self._fill(execution, result, [])
+        await self._record(instance, plugin, execution, result, None, [], 0)
+        return execution
+
+    def _execution(
+        self,
+        instance: PluginInstance,
+        plugin: Plugin,
+        trigger: str,
+        event_id: str | None,
+        attempt: int,
+        started_at: datetime,
+    ) -> PluginExecution:
+        return PluginExecution(
             id=new_id("pex"),
             tenant_id=instance.tenant_id,
             instance_id=instance.id,
@@ -212,17 +274,20 @@ class PluginRunner:
             attempt=attempt,
             event_id=event_id,
             started_at=started_at,
-            duration_ms=round(result.duration_ms, 3),
-            status=result.status,
-            error_class=result.error_class,
-            error_message=_cut(result.error_message, MAX_MESSAGE_CHARS),
             logs="",
-            cpu_ms=result.cpu_ms,
-            max_rss_kib=result.max_rss_kib,
-            metrics=metrics,
         )
-        await self._record(instance, plugin, execution, result, output, notes, depth)
-        return Run(execution, output)
+
+    @staticmethod
+    def _fill(
+        execution: PluginExecution, result: CallResult, metrics: list[dict[str, Any]]
+    ) -> None:
+        execution.duration_ms = round(result.duration_ms, 3)
+        execution.status = result.status
+        execution.error_class = result.error_class
+        execution.error_message = _cut(result.error_message, MAX_MESSAGE_CHARS)
+        execution.cpu_ms = result.cpu_ms
+        execution.max_rss_kib = result.max_rss_kib
+        execution.metrics = metrics
 
     async def _call(self, instance: PluginInstance, plugin: Plugin, input: Any) -> CallResult:
         try:
@@ -239,6 +304,10 @@ class PluginRunner:
         except (OSError, ValueError) as exc:
             log.exception("plugin %s could not be started", plugin.plugin_id)
             return CallResult("refused", error_class=type(exc).__name__, error_message=str(exc))
+        except Exception as exc:  # the pool or a worker failed in a way of its own
+            log.exception("calling plugin %s failed", plugin.plugin_id)
+            message = f"the call failed inside Forecourt: {type(exc).__name__}: {exc}"
+            return CallResult("error", error_class="InternalError", error_message=message)
 
     async def _record(
         self,
@@ -280,6 +349,74 @@ class PluginRunner:
                     .values(last_status=execution.status)
                 )
             await session.commit()
+
+    async def _record_alone(
+        self, instance: PluginInstance, execution: PluginExecution, logs: str
+    ) -> None:
+        """Store ``execution`` by itself: no event, no instance status (a fallback)."""
+        execution.logs = _cut(logs, MAX_LOG_CHARS) or ""
+        async with self.sessionmaker() as session:
+            exists = await session.scalar(
+                select(PluginInstance.id).where(PluginInstance.id == instance.id)
+            )
+            if exists is None:
+                execution.instance_id = None
+            session.add(execution)
+            await session.commit()
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A call's result once its output was checked against the plugin type's contract."""
+
+    result: CallResult
+    output: Any  # the output when the run succeeded, else None
+    metrics: list[dict[str, Any]]  # what the run recorded: declared, well formed
+    notes: list[str]  # for the run's logs
+
+
+async def checked_output(plugin: Plugin, result: CallResult) -> Checked:
+    """:func:`check_output`, in the codec's bounded thread pool for a large answer: the work
+    is proportional to what the plugin returned, which must not hold the event loop."""
+    if result.answer_bytes <= codec.OFFLOAD_BYTES:
+        return check_output(plugin, result)
+    return await codec.run_in_pool(check_output, plugin, result)
+
+
+def check_output(plugin: Plugin, result: CallResult) -> Checked:
+    """Keep the declared metrics and check the output against the type's contract; a broken
+    contract makes the run an ``error``."""
+    notes: list[str] = []
+    metrics = _metrics(plugin, result, notes)
+    if not result.ok:
+        return Checked(result, None, metrics, notes)
+    problems = validate_output(plugin.type, result.output, metrics=_declared(plugin))
+    if problems:
+        shown = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:MAX_PROBLEMS_SHOWN])
+        broken = replace(result, status="error", error_class="ContractViolation", output=None)
+        broken.error_message = f"the output breaks the {plugin.type} contract: {shown}"
+        return Checked(broken, None, metrics, notes)
+    if plugin.type == "collector":
+        metrics = [*result.output["metrics"], *metrics]
+    return Checked(result, result.output, metrics, notes)
+
+
+async def _shielded(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` to its end even if the caller is cancelled meanwhile (errors logged)."""
+    task = asyncio.ensure_future(work)
+    _pending.add(task)
+    task.add_done_callback(_settled)
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.shield(task)
+
+
+_pending: set[asyncio.Future[None]] = set()
+
+
+def _settled(task: asyncio.Future[None]) -> None:
+    _pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("recording a cancelled plugin run failed", exc_info=task.exception())
 
 
 def _declared(plugin: Plugin) -> list[str] | None:
