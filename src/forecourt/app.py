@@ -13,6 +13,7 @@ from forecourt.audit.routes import router as audit_router
 from forecourt.core import Forecourt
 from forecourt.events.routes import routers as event_routers
 from forecourt.http import openapi, problems
+from forecourt.http.client_ip import parse_networks
 from forecourt.http.health import router as health_router
 from forecourt.http.middleware.access import AccessMiddleware
 from forecourt.http.middleware.body_limit import BodyLimitMiddleware
@@ -85,6 +86,7 @@ def create_app(
         limiter=fc.limiter,
         policy=fc.policy,
         usage=fc.usage,
+        trusted_proxies=parse_networks(fc.settings.trusted_proxies),
     )
     upload_cap = fc.settings.plugin_max_package_bytes + plugin_routes.MULTIPART_ALLOWANCE_BYTES
     app.add_middleware(
