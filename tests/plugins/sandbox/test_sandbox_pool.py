@@ -7,13 +7,35 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from sandbox_support import CORPUS, WORK_ROOT, sandbox
+from sandbox_support import CORPUS, WORK_ROOT, Box, sandbox
 
 from forecourt.plugins.sandbox import Limits, WorkerSpec
 
 BROKEN = Path(__file__).parent / "corpus_broken"
+HANG_S = 60.0  # only catches a hang
+NAP = "test.nap@1.0.0"
+
+
+def busy(box: Box, key: str = NAP) -> int:
+    """Calls of ``key`` that hold a worker right now."""
+    keyed = box.pool._keys.get(key)
+    return 0 if keyed is None else len(keyed.busy)
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + HANG_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def settled(box: Box) -> None:
+    """Wait until the pool's background work (warm starts) is over."""
+    while box.pool._tasks:
+        await asyncio.wait_for(asyncio.gather(*box.pool._tasks, return_exceptions=True), HANG_S)
 
 
 async def test_warm_worker_is_reused() -> None:
@@ -127,9 +149,9 @@ async def test_host_api_config_log_metrics_events() -> None:
 async def test_reload_lets_calls_finish_and_starts_fresh_workers() -> None:
     async with sandbox() as box:
         first = await box.output("nap", 0)
-        slow = asyncio.create_task(box.run("nap", 0.5))
-        await asyncio.sleep(0.2)
-        await box.pool.reload("test.nap@1.0.0")
+        slow = asyncio.create_task(box.run("nap", 1.0))
+        await until(lambda: busy(box) == 1, "the call under way")
+        await box.pool.reload(NAP)
         finished = await slow
         assert finished.status == "ok" and finished.output == first  # finished on the old worker
         fresh = await box.output("nap", 0)
@@ -137,22 +159,29 @@ async def test_reload_lets_calls_finish_and_starts_fresh_workers() -> None:
 
 
 async def test_concurrency_per_key_is_capped() -> None:
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(box.pool.workers(NAP))
+            await asyncio.sleep(0)
+
     async with sandbox(max_workers_per_key=2) as box:
-        started = time.monotonic()
+        watcher = asyncio.create_task(watch())
         pids = await asyncio.gather(*(box.output("nap", 0.3) for _ in range(4)))
-        elapsed = time.monotonic() - started
+        watcher.cancel()
+    # Two workers at most at any moment, and two served the four calls between them.
+    assert max(seen) == 2
     assert len(set(pids)) == 2
-    assert 0.6 <= elapsed < 3
 
 
 async def test_close_waits_for_calls_then_kills_and_refuses() -> None:
     async with sandbox() as box:
-        finishing = asyncio.create_task(box.run("nap", 0.3))
-        hanging = asyncio.create_task(box.run("nap", 60, key="test.hang@1"))
-        await asyncio.sleep(0.2)
-        started = time.monotonic()
-        await box.pool.close(deadline_s=1.0)
-        assert time.monotonic() - started < 3
+        finishing = asyncio.create_task(box.run("nap", 0.5))
+        hanging = asyncio.create_task(box.run("nap", 3600, key="test.hang@1"))
+        await until(lambda: busy(box) == busy(box, "test.hang@1") == 1, "both calls under way")
+        # Only a kill ends the hanging call: a close that waited for it would hang.
+        await asyncio.wait_for(box.pool.close(deadline_s=5.0), HANG_S)
         assert (await finishing).status == "ok"
         assert (await hanging).status == "killed"
         assert (await box.run("nap", 0)).status == "refused"
@@ -185,8 +214,8 @@ async def test_after_the_whole_corpus_the_pool_still_serves() -> None:
 async def test_a_cancelled_call_does_not_leave_its_answer_to_the_next() -> None:
     async with sandbox() as box:
         first = await box.output("nap", 0)
-        abandoned = asyncio.create_task(box.run("nap", 0.5))
-        await asyncio.sleep(0.2)
+        abandoned = asyncio.create_task(box.run("nap", 3600))
+        await until(lambda: busy(box) == 1, "the call under way")
         abandoned.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await abandoned
@@ -211,6 +240,9 @@ async def main():
     async with sandbox(work_root=Path(sys.argv[2])) as box:
         print(await box.output("nap", 0), flush=True)
         asyncio.create_task(box.run("nap", 3600))
+        while not box.pool._keys["test.nap@1.0.0"].busy:
+            await asyncio.sleep(0.01)
+        print("busy", flush=True)
         await asyncio.sleep(3600)
 
 asyncio.run(main())
@@ -225,13 +257,14 @@ async def test_workers_die_with_forecourt(tmp_path: Path) -> None:
     )
     try:
         assert forecourt.stdout is not None
-        worker_pid = int(await asyncio.wait_for(forecourt.stdout.readline(), 20))
-        await asyncio.sleep(0.3)  # the long call is under way
+        worker_pid = int(await asyncio.wait_for(forecourt.stdout.readline(), HANG_S))
+        under_way = await asyncio.wait_for(forecourt.stdout.readline(), HANG_S)
+        assert under_way == b"busy\n"  # the long call is under way
         assert _running(worker_pid)
     finally:
         forecourt.kill()
         await forecourt.wait()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + HANG_S
     while _running(worker_pid) and time.monotonic() < deadline:  # noqa: ASYNC110 - another process
         await asyncio.sleep(0.05)
     assert not _running(worker_pid)
@@ -246,16 +279,15 @@ def _running(pid: int) -> bool:
 
 
 async def test_retire_stops_a_keys_workers_for_good() -> None:
-    key = "test.nap@1.0.0"
+    key = NAP
     async with sandbox(warm_workers=2) as box:
         first = await box.output("nap", 0)
-        slow = asyncio.create_task(box.run("nap", 0.5))
-        await asyncio.sleep(0.2)
-        assert box.pool.workers(key) >= 2
+        slow = asyncio.create_task(box.run("nap", 1.0))
+        await until(lambda: busy(box) == 1 and box.pool.workers(key) >= 2, "a warm spare")
         await box.pool.retire(key)
         finished = await slow
         assert finished.status == "ok"  # the call in flight finished on its worker
-        await asyncio.sleep(0.5)  # time enough for a warm start, had one been made
+        await settled(box)  # any warm start, had one been made, is over
         assert box.pool.workers(key) == 0
         assert children() == set(), "a worker of the retired key is still running"
         # A later call (the version installed again) starts a fresh worker.
