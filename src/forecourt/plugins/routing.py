@@ -10,7 +10,10 @@ The :class:`EventRouter` (on nodes that run workers) claims due rows under a lea
 delivery workers do (PostgreSQL: ``FOR UPDATE SKIP LOCKED``), runs each instance on
 ``{"event": <envelope>}`` and deletes the row. A run that timed out or whose worker died is
 tried again, after 1, 4, 16... times ``plugin_event_retry_base_s``, until
-``plugin_event_max_attempts``; every attempt is an execution record. Runs are independent
+``plugin_event_max_attempts``; every attempt is an execution record. Attempts are counted when
+a row is claimed, so a run whose node dies (its lease then expires and another node takes the
+row over) counts too: a row claimed past the limit is not run again but recorded as an
+``AttemptsExhausted`` error and dropped. Runs are independent
 tasks, so a slow or failing plugin holds up neither publishing nor other plugins.
 
 Plugins publish events too (follow-ups, ``plugin.failed``...). Each carries the instance as
@@ -231,6 +234,26 @@ class EventRouter:
         return [Claim(*row) for row in rows]
 
     async def _handle(self, claim: Claim) -> None:
+        """Run a claim; whatever fails on the way, the row is retried or finished, not left
+        leased until its lease expires."""
+        try:
+            await self._work(claim)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("handling queued plugin event %s failed", claim.id)
+            await self._after_failure(claim, f"{type(exc).__name__}: {exc}")
+
+    async def _after_failure(self, claim: Claim, error: str) -> None:
+        if claim.attempts < self.settings.plugin_event_max_attempts:
+            await self._retry(claim, self._delay(claim), error)
+        else:
+            await self._finish(claim)
+
+    def _delay(self, claim: Claim) -> float:
+        return float(self.settings.plugin_event_retry_base_s * RETRY_FACTOR ** (claim.attempts - 1))
+
+    async def _work(self, claim: Claim) -> None:
         from forecourt.events.envelope import envelope
         from forecourt.events.models import Event
 
@@ -246,6 +269,24 @@ class EventRouter:
             await self._finish(claim)  # deleted or disabled meanwhile: nothing to do
             return
         assert instance is not None and plugin is not None and event is not None
+        limit = self.settings.plugin_event_max_attempts
+        if claim.attempts > limit:
+            # The attempts before this claim were taken and never finished: their node
+            # stopped or their lease ran out mid-run. Counted when claimed, they end here.
+            await self.runner.record_unrun(
+                instance,
+                plugin,
+                trigger="event",
+                error_class="AttemptsExhausted",
+                message=(
+                    f"not run again: {claim.attempts - 1} attempts were started and did not "
+                    f"finish (their node stopped or their lease expired); the limit is {limit}"
+                ),
+                event_id=event.id,
+                attempt=claim.attempts,
+            )
+            await self._finish(claim)
+            return
         run = await self.runner.run(
             instance,
             plugin,
@@ -256,9 +297,9 @@ class EventRouter:
             depth=claim.depth,
         )
         status = run.execution.status
-        if status in TRANSIENT and claim.attempts < self.settings.plugin_event_max_attempts:
-            delay = self.settings.plugin_event_retry_base_s * RETRY_FACTOR ** (claim.attempts - 1)
-            await self._retry(claim, delay, f"{status}: {run.execution.error_message or ''}")
+        if status in TRANSIENT and claim.attempts < limit:
+            error = f"{status}: {run.execution.error_message or ''}"
+            await self._retry(claim, self._delay(claim), error)
         else:
             await self._finish(claim)
 
