@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
@@ -42,3 +43,47 @@ class StrictModel(BaseModel):
         ):
             raise ValueError("cannot contain the NUL character (U+0000)")
         return value
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_types(cls, value: Any, info: ValidationInfo) -> Any:
+        """Numbers and booleans as JSON Schema has them (see ``json_typed``)."""
+        field = cls.model_fields.get(info.field_name or "")
+        return value if field is None else json_typed(field.annotation, value)
+
+
+def json_typed(annotation: Any, value: Any) -> Any:
+    """``value`` checked against the JSON type of ``annotation``, as the document states it.
+
+    Pydantic's lax mode takes ``0`` and ``"yes"`` as booleans, ``false`` and ``"5"`` as
+    integers, while its strict mode refuses ``225.0`` as an integer. JSON Schema's ``boolean``
+    is only ``true``/``false``; its ``integer`` is any number without a fraction (``225.0``
+    too), never a boolean or a string; its ``number`` is never a boolean or a string. Lists
+    and string-keyed maps of these are checked item by item; other types are left as they are.
+    """
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return json_typed(get_args(annotation)[0], value)
+    if origin in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if value is None or len(members) != 1:
+            return value
+        return json_typed(members[0], value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+    elif annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be an integer")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be a number")
+    elif origin in (list, set, frozenset) and isinstance(value, list):
+        (item,) = get_args(annotation) or (Any,)
+        return [json_typed(item, v) for v in value]
+    elif origin is dict and isinstance(value, dict) and len(get_args(annotation)) == 2:
+        item = get_args(annotation)[1]
+        return {k: json_typed(item, v) for k, v in value.items()}
+    return value

@@ -1,0 +1,208 @@
+"""The OpenAPI document: every status an operation can answer, derived from what it depends on.
+
+FastAPI documents an operation's success status and, when it reads parameters, a 422 whose
+body is its own ``HTTPValidationError`` as ``application/json``. Forecourt answers every
+error as an RFC 9457 problem (``application/problem+json``, see ``http.problems``), and for
+more reasons than invalid parameters. This module rewrites the document once, centrally, so
+a new route gets its statuses without declaring them:
+
+- behind the access layer (every path but ``middleware.access.EXCLUDED_PREFIXES``): 429;
+- a scope check (``deps.require``) or any caller (``deps.current_principal``): 401 and 403,
+  and the operation names the bearer scheme in ``security``;
+- a path parameter: 404 (nothing of that id in the caller's tenant);
+- query, header or path parameters, or a body: 422 (``errors`` names each field);
+- a body: 400 (a body that cannot be parsed at all, e.g. a broken multipart) and 413;
+- a write (POST, PUT, PATCH, DELETE): 409 (already exists, or a state that forbids it).
+
+A route declares any other status in its decorator's ``responses``; a declared error status
+keeps its description and gets the problem body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from forecourt.http.middleware.access import EXCLUDED_PREFIXES
+from forecourt.http.problems import PROBLEM_MEDIA_TYPE
+
+PROBLEM_SCHEMA_NAME = "Problem"
+SECURITY_SCHEME = "bearerAuth"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# FastAPI's own error shapes, which no Forecourt response has.
+FASTAPI_ERROR_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": PROBLEM_SCHEMA_NAME,
+    "description": "An RFC 9457 problem: what went wrong, for people and for programs.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "urn:forecourt:problem:<slug>"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "description": "The request's path."},
+        "errors": {
+            "type": "array",
+            "description": "Each field that is not acceptable (422).",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+DESCRIPTIONS: dict[int, str] = {
+    400: "The request cannot be parsed.",
+    401: "No valid API key or session.",
+    403: "The credentials do not grant this (a scope, or a session write without its CSRF token).",
+    404: "Nothing of that id in the caller's tenant.",
+    405: "The path does not take this method; `Allow` lists those it takes.",
+    409: "It already exists, or its current state does not allow this.",
+    413: "The request body is over the configured cap.",
+    422: "A parameter or a field of the body is not acceptable; `errors` names each.",
+    429: "A rate-limit window is exhausted; retry after `Retry-After` seconds.",
+    500: "Something went wrong on our side; it has been logged.",
+    503: "A service this needs is unavailable.",
+}
+
+RETRY_AFTER_HEADER: dict[str, Any] = {
+    "description": "Seconds until the exhausted window has room again.",
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
+def install(app: FastAPI) -> None:
+    """Serve the rewritten document at ``app.openapi_url``; built once, on first request."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = build(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def build(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document with Forecourt's error statuses, problem bodies and security."""
+    document = get_openapi(
+        title=app.title,
+        version=app.version,
+        openapi_version=app.openapi_version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+        servers=app.servers,
+    )
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for name in FASTAPI_ERROR_SCHEMAS:
+        schemas.pop(name, None)
+    schemas[PROBLEM_SCHEMA_NAME] = PROBLEM_SCHEMA
+    components["securitySchemes"] = {
+        SECURITY_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key: `Authorization: Bearer <api key>`.",
+        }
+    }
+    paths: dict[str, Any] = document.get("paths", {})
+    # Included routers nest their routes; FastAPI's contexts see each route as mounted.
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+            continue
+        path: str = route.path_format or ""
+        dependant: Dependant = route.dependant
+        operations = paths.get(path, {})
+        authenticated = _needs_caller(dependant)
+        for method in route.methods or ():
+            operation = operations.get(method.lower())
+            if operation is None:
+                continue
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            for status in sorted(error_statuses(path, dependant, method, authenticated)):
+                responses.setdefault(str(status), {})
+            for key, response in responses.items():
+                if key.isdigit() and int(key) >= 400:
+                    responses[key] = _problem_response(int(key), response)
+            if authenticated:
+                operation["security"] = [{SECURITY_SCHEME: []}]
+    return document
+
+
+def error_statuses(path: str, dependant: Dependant, method: str, authenticated: bool) -> set[int]:
+    """The error statuses ``method`` on ``path`` can answer, from what it depends on."""
+    statuses: set[int] = set()
+    if not path.startswith(EXCLUDED_PREFIXES):
+        statuses.add(429)
+    if authenticated:
+        statuses |= {401, 403}
+    if _any(dependant, lambda d: bool(d.path_params)):
+        statuses.add(404)
+    has_body = _any(dependant, lambda d: bool(d.body_params))
+    if has_body or _any(dependant, lambda d: bool(d.query_params or d.header_params)):
+        statuses.add(422)
+    if _any(dependant, lambda d: bool(d.path_params)) and _path_is_constrained(dependant):
+        statuses.add(422)
+    if has_body:
+        statuses |= {400, 413}
+    if method.upper() in WRITE_METHODS:
+        statuses.add(409)
+    return statuses
+
+
+def _problem_response(status: int, declared: dict[str, Any]) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": declared.get("description") or DESCRIPTIONS.get(status, "An error."),
+        "content": {
+            PROBLEM_MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{PROBLEM_SCHEMA_NAME}"}}
+        },
+    }
+    headers = dict(declared.get("headers") or {})
+    if status == 429:
+        headers.setdefault("Retry-After", RETRY_AFTER_HEADER)
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _needs_caller(dependant: Dependant) -> bool:
+    """Whether the route checks its caller: ``deps.require(scope)`` or ``current_principal``."""
+    from forecourt.http.deps import current_principal
+
+    for sub in _walk(dependant):
+        call = sub.call
+        if call is current_principal:
+            return True
+        if call is not None and getattr(call, "__qualname__", "").startswith("require."):
+            return True
+    return False
+
+
+def _path_is_constrained(dependant: Dependant) -> bool:
+    """Whether a path parameter has a type or bound the router does not check by matching."""
+    for sub in _walk(dependant):
+        for param in sub.path_params:
+            info = param.field_info
+            if info.annotation is not str or info.metadata:
+                return True
+    return False
+
+
+def _any(dependant: Dependant, predicate: Any) -> bool:
+    return any(predicate(sub) for sub in _walk(dependant))
+
+
+def _walk(dependant: Dependant) -> Iterator[Dependant]:
+    yield dependant
+    for sub in dependant.dependencies:
+        yield from _walk(sub)
