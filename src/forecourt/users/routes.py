@@ -94,7 +94,11 @@ async def end_user_sessions(
     return SessionsEnded(ended=await _service(fc, session).end_sessions(actor, user_id))
 
 
-@auth.post("/login", response_model=SessionOut)
+@auth.post(
+    "/login",
+    response_model=SessionOut,
+    responses={401: {"description": "Wrong email or password, or a disabled user."}},
+)
 async def login(
     body: Login, request: Request, response: Response, fc: ForecourtDep, session: DbSession
 ) -> SessionOut:
