@@ -5,9 +5,16 @@ from __future__ import annotations
 from types import UnionType
 from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, WithJsonSchema, field_validator
+
+from forecourt.ratelimit.windows import STANDARD_WINDOWS
+from forecourt.scopes import ALL_SCOPES
 
 T = TypeVar("T")
+
+# Names the document lists; the services check them and refuse an unknown one with a 422.
+ScopeName = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(ALL_SCOPES)})]
+WindowName = Annotated[str, WithJsonSchema({"type": "string", "enum": list(STANDARD_WINDOWS)})]
 
 NUL = "\x00"
 

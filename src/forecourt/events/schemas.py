@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from forecourt.events.catalog import CATEGORY_RE, NAME_RE
 from forecourt.events.models import EVENT_ID_LENGTH, TYPE_LENGTH
 from forecourt.schemas import StrictModel
 
@@ -17,7 +18,12 @@ MAX_BATCH = 100
 class EventPublish(StrictModel):
     """One event to publish. Only ``type`` is required; ``data`` is the payload (any JSON)."""
 
-    type: str = Field(min_length=1, max_length=TYPE_LENGTH, examples=["dashboard.created"])
+    type: str = Field(
+        min_length=1,
+        max_length=TYPE_LENGTH,
+        examples=["dashboard.created"],
+        json_schema_extra={"pattern": NAME_RE.pattern},
+    )
     data: Any = Field(default=None, examples=[{"dashboard_id": "d-42", "title": "Sales"}])
     id: str | None = Field(
         default=None,
@@ -72,9 +78,16 @@ class EventBatchOut(BaseModel):
 
 
 class EventTypeCreate(StrictModel):
-    name: str = Field(min_length=1, max_length=TYPE_LENGTH, examples=["invoice.paid"])
+    name: str = Field(
+        min_length=1,
+        max_length=TYPE_LENGTH,
+        examples=["invoice.paid"],
+        json_schema_extra={"pattern": NAME_RE.pattern},
+    )
     category: str | None = Field(
-        default=None, description="Default: the first segment of the name (invoice.paid: invoice)."
+        default=None,
+        description="Default: the first segment of the name (invoice.paid: invoice).",
+        json_schema_extra={"pattern": CATEGORY_RE.pattern},
     )
     description: str = Field(default="", max_length=2000)
     schema_: dict[str, Any] | None = Field(

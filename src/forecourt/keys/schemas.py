@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from forecourt.schemas import StrictModel
+from forecourt.schemas import ScopeName, StrictModel, WindowName
 
 MAX_GRACE_S = 30 * 86_400
 
@@ -15,12 +15,12 @@ MAX_GRACE_S = 30 * 86_400
 class KeyCreate(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
-    scopes: list[str] = Field(min_length=1, max_length=64)
+    scopes: list[ScopeName] = Field(min_length=1, max_length=64)
     tier: str | None = Field(
         default=None, description="Rate-limit tier; the default tier if unset."
     )
     # StrictInt: true, 1.0 or "10" are not limits (lax mode would coerce them).
-    rate_limits: dict[str, StrictInt] = Field(
+    rate_limits: dict[WindowName, StrictInt] = Field(
         default_factory=dict,
         description='Per-key overrides of the tier, e.g. {"minute": 100, "second": 5}.',
     )
@@ -33,9 +33,9 @@ class KeyUpdate(StrictModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
-    scopes: list[str] | None = Field(default=None, min_length=1, max_length=64)
+    scopes: list[ScopeName] | None = Field(default=None, min_length=1, max_length=64)
     tier: str | None = None
-    rate_limits: dict[str, StrictInt] | None = None
+    rate_limits: dict[WindowName, StrictInt] | None = None
     expires_at: datetime | None = None
 
 
