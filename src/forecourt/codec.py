@@ -22,7 +22,8 @@ API:
 - ``check(value, *, field)`` raises ``InvalidJson`` (an ``errors.InvalidInput``: a 422
   problem) naming the path of the first offending part, e.g. ``data.a.b[3]``.
 - ``dumps(value) -> bytes`` encodes a value that passed ``check`` (compact UTF-8; a value
-  that cannot be encoded raises ``InvalidJson`` too).
+  that cannot be encoded raises ``InvalidJson`` too). ``dumps_stored`` never refuses: for
+  responses that show what storage holds.
 - ``loads(data, *, field)`` parses bytes/str and refuses what ``check`` refuses (an integer
   past 64 bits is refused, not turned into a float).
 - ``normalize(value, *, field)`` turns Python values (datetimes, tuples, UUIDs, integer
@@ -243,6 +244,16 @@ def dumps(value: Any, *, field: str = "value", sort_keys: bool = False) -> bytes
     except (orjson.JSONEncodeError, TypeError):
         check(value, field=field)  # names what is wrong
         raise InvalidJson("cannot be encoded as JSON", field=field) from None
+
+
+def dumps_stored(value: Any) -> bytes:
+    """JSON of a value read back from storage, for a response: never refuses. A row written
+    before the codec's limits (an integer past 64 bits, a lone surrogate, deep nesting) is
+    written by the standard library instead (ASCII-escaped), so reading it never fails."""
+    try:
+        return orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
 def loads(

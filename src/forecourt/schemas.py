@@ -7,6 +7,8 @@ from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, WithJsonSchema, field_validator
 
+from forecourt.codec import JsonObject as JsonObject
+from forecourt.codec import JsonValue as JsonValue
 from forecourt.ratelimit.windows import STANDARD_WINDOWS
 from forecourt.scopes import ALL_SCOPES
 

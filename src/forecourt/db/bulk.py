@@ -14,7 +14,8 @@ the database does. Here the values are converted once, as the column types would
   (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC).
 
 JSON columns get the text of the engine's serializer on both, as SQLAlchemy's JSON type
-stores it (``None`` as JSON ``null``). Both run on the caller's connection, inside its
+stores it (``None`` as JSON ``null``; on SQLite a bare number as a BLOB of its text, see
+``engine.sqlite_json_serializer``). Both run on the caller's connection, inside its
 transaction, and raise SQLAlchemy's exceptions (``IntegrityError``, ...) as
 ``Connection.execute`` would.
 """
@@ -33,7 +34,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from forecourt.db.base import UTCDateTime
-from forecourt.db.engine import json_serializer
+from forecourt.db.engine import json_serializer, sqlite_json_serializer
 
 Convert = Callable[[Any], Any]
 
@@ -198,6 +199,8 @@ def _pg_field(column: Column[Any], index: int, dialect: Dialect) -> str:
 def _converter(column: Column[Any], postgresql: bool) -> Convert | None:
     kind = column.type
     if isinstance(kind, JSON):
+        if not postgresql:
+            return _sqlite_json_or_null if kind.none_as_null else sqlite_json_serializer
         return _json_or_null if kind.none_as_null else json_serializer
     if isinstance(kind, UTCDateTime):
         # On PostgreSQL orjson writes it as RFC 3339.
@@ -207,6 +210,10 @@ def _converter(column: Column[Any], postgresql: bool) -> Convert | None:
 
 def _json_or_null(value: Any) -> str | None:
     return None if value is None else json_serializer(value)
+
+
+def _sqlite_json_or_null(value: Any) -> str | bytes | None:
+    return None if value is None else sqlite_json_serializer(value)
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -53,17 +53,40 @@ def json_serializer(value: Any) -> str:
         return json.dumps(value)
 
 
+def sqlite_json_serializer(value: Any) -> str | bytes:
+    """``json_serializer`` for SQLite, where a JSON column has NUMERIC affinity: a bare number
+    stored as text would be turned into SQLite's own integer or real (``1.0`` into ``1``,
+    ``2**64-1`` into a rounded real), so it is stored as a BLOB of its JSON text, kept as is."""
+    text = json_serializer(value)
+    return text.encode() if text[:1] in _NUMBER_START else text
+
+
+_NUMBER_START = frozenset("-0123456789")
+
+
+def json_deserializer(value: str | bytes | int | float) -> Any:
+    """JSON columns back: text or a BLOB of JSON text; a number that SQLite converted (a row
+    stored before numbers were kept as BLOBs) as it is."""
+    if isinstance(value, int | float):
+        return value
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:  # e.g. a big integer written before the codec's limits
+        return json.loads(value)
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
-    kwargs.setdefault("json_serializer", json_serializer)
-    kwargs.setdefault("json_deserializer", orjson.loads)
+    kwargs.setdefault("json_deserializer", json_deserializer)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        kwargs.setdefault("json_serializer", sqlite_json_serializer)
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    kwargs.setdefault("json_serializer", json_serializer)
     if "poolclass" not in kwargs:
         # Room for the API's requests and the delivery worker's transactions without
         # opening and closing overflow connections under load.

@@ -8,10 +8,11 @@ carries many requests and an idle server commits each at once. A request's answe
 only after its transaction committed: nothing acknowledged can be lost.
 
 A request whose Idempotency-Key repeats with a different body gets its Conflict and changes
-nothing, without failing the others. When the transaction fails on a unique constraint (a
-concurrent duplicate of another node, or two requests with the same key in one batch), every
-request of the batch is written again in a transaction of its own, so each gets the answer it
-would have had alone.
+nothing, without failing the others. When the transaction fails (a unique constraint: a
+concurrent duplicate of another node, or two requests with the same key in one batch; or a
+value of one request that the database refuses), every request of the batch is written again
+in a transaction of its own, so each gets the answer it would have had alone: a bad request
+fails alone and the others are stored.
 """
 
 from __future__ import annotations
@@ -131,13 +132,18 @@ class EventWriter:
         except BaseException as exc:
             if taken and self.handoff is not None:
                 self.handoff.release(len(taken))
-            if not isinstance(exc, IntegrityError) or len(batch) == 1:
+            if not isinstance(exc, Exception) or len(batch) == 1:
                 raise
+            # A unique constraint, or a value one request holds that the database refuses:
+            # each request alone, so a bad one fails by itself and the others are stored.
             for request in batch:
                 await self._write_alone(request)
             return
         if taken and self.handoff is not None:
-            self.handoff.adopt(taken)
+            try:
+                self.handoff.adopt(taken)
+            except Exception:  # committed: the requests are answered; the leases run out
+                LOG.exception("the local worker could not take %d deliveries", len(taken))
         for request, error in refused:
             request.future.set_exception(error)
         for request, plan in planned:

@@ -34,6 +34,7 @@ from sqlalchemy import Table, event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from forecourt import codec
 from forecourt.db import bulk
 from forecourt.db.base import utcnow
 from forecourt.errors import Conflict, InvalidInput, PayloadTooLarge
@@ -161,9 +162,11 @@ def prepare(
     idempotency_key: str | None = None,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     normalize: bool = False,
+    checked: bool = False,
 ) -> Draft:
     """Validate one event against its type and the limits. ``normalize`` turns ``data`` into
-    plain JSON values first (for callers that may pass datetimes, tuples, ...)."""
+    plain JSON values first (for callers that may pass datetimes, tuples, ...); ``checked``
+    says ``data`` already passed ``codec.check`` (a request's ``JsonValue``)."""
     if severity not in SEVERITIES:
         raise InvalidInput(f"severity is one of {', '.join(SEVERITIES)}.", field="severity")
     _check_text(id, "id", EVENT_ID_LENGTH)
@@ -171,8 +174,9 @@ def prepare(
     _check_text(subject, "subject", MAX_SUBJECT_CHARS)
     _check_text(idempotency_key, "idempotency_key", IDEMPOTENCY_KEY_LENGTH)
     if normalize:
-        data = orjson.loads(_dumps(data))
-    catalog.validate_data(view.schema, data)
+        data = codec.normalize(data, field="data")
+    elif not checked:
+        codec.check(data, field="data")
     if time is not None and time.tzinfo is None:
         time = time.replace(tzinfo=UTC)
     event_id = new_id("evt")
@@ -191,7 +195,7 @@ def prepare(
         idempotency_key=idempotency_key,
         size_bytes=0,
     )
-    body = _dumps(envelope(draft))
+    body = codec.dumps(envelope(draft), field="data")
     size = len(body)
     if size > max_event_bytes:
         raise PayloadTooLarge(
@@ -199,6 +203,8 @@ def prepare(
             size_bytes=size,
             max_event_bytes=max_event_bytes,
         )
+    # After the size cap: the schema's work grows with the data.
+    catalog.validate_data(view.schema, data)
     draft.size_bytes = size
     draft.body = body
     return draft
@@ -341,8 +347,8 @@ def canonical(value: Any) -> bytes:
     """JSON with sorted keys: equal for equal JSON values, and 1 differs from 1.0 and true."""
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    except orjson.JSONEncodeError:  # a row stored before the codec's limits
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 def after_commit(session: AsyncSession, deliveries: int, hook: OnPublished | None) -> None:
@@ -399,16 +405,6 @@ async def publish_in(
     if created:
         after_commit(session, deliveries, on_committed or session.info.get(EMITTED_HOOK))
     return stored
-
-
-def _dumps(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        try:
-            return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"data is not JSON: {exc}", field="data") from None
 
 
 def _check_text(value: str | None, field: str, max_chars: int) -> None:

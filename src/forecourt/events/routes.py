@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from forecourt import codec
 from forecourt.errors import InvalidInput
 from forecourt.events.catalog import TypeView
 from forecourt.events.envelope import StoredEvent, envelope
@@ -140,7 +140,7 @@ def _timestamp(value: datetime) -> str:
 
 def _json(content: Any, status_code: int, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        orjson.dumps(content), status_code=status_code, headers=headers, media_type=JSON
+        codec.dumps_stored(content), status_code=status_code, headers=headers, media_type=JSON
     )
 
 

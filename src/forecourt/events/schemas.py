@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from forecourt.events.catalog import CATEGORY_RE, NAME_RE
 from forecourt.events.models import EVENT_ID_LENGTH, TYPE_LENGTH
-from forecourt.schemas import StrictModel
+from forecourt.schemas import JsonObject, JsonValue, StrictModel
 
 Severity = Literal["info", "warning", "error", "critical"]
 MAX_BATCH = 100
@@ -24,7 +24,7 @@ class EventPublish(StrictModel):
         examples=["dashboard.created"],
         json_schema_extra={"pattern": NAME_RE.pattern},
     )
-    data: Any = Field(default=None, examples=[{"dashboard_id": "d-42", "title": "Sales"}])
+    data: JsonValue = Field(default=None, examples=[{"dashboard_id": "d-42", "title": "Sales"}])
     id: str | None = Field(
         default=None,
         min_length=1,
@@ -90,7 +90,7 @@ class EventTypeCreate(StrictModel):
         json_schema_extra={"pattern": CATEGORY_RE.pattern},
     )
     description: str = Field(default="", max_length=2000)
-    schema_: dict[str, Any] | None = Field(
+    schema_: JsonObject | None = Field(
         default=None,
         alias="schema",
         description="A JSON Schema (Draft 2020-12) that published data must match.",
@@ -102,7 +102,7 @@ class EventTypeUpdate(StrictModel):
 
     category: str | None = None
     description: str | None = Field(default=None, max_length=2000)
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    schema_: JsonObject | None = Field(default=None, alias="schema")
     archived: bool | None = Field(
         default=None, description="false restores an archived type; true archives it."
     )

@@ -324,11 +324,17 @@ class EventService:
             severity=item.severity,
             idempotency_key=key,
             max_event_bytes=self.config.max_event_bytes,
+            checked=True,  # EventPublish.data is a JsonValue
         )
 
     async def _commit(self, drafts: Sequence[Draft]) -> list[tuple[StoredEvent, bool]]:
         """Store and commit; a lost race with a concurrent duplicate is retried once."""
         if self.config.writer is not None:
+            session = self.session
+            if not (session.new or session.dirty or session.deleted):
+                # The type lookup's connection goes back to the pool while the group commit
+                # runs: requests waiting for it must not hold every connection it needs.
+                await session.close()
             return await self.config.writer.write(drafts)
         for attempt in (1, 2):
             try:

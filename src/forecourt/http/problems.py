@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -14,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from forecourt import codec
 from forecourt.errors import ForecourtError
 
 log = logging.getLogger("forecourt.http")
@@ -41,8 +43,12 @@ def problem(
     if instance:
         body["instance"] = instance
     body.update(extra)
+    try:
+        content = orjson.dumps(body)
+    except orjson.JSONEncodeError:  # e.g. a lone surrogate of the request named in a field
+        content = json.dumps(body, ensure_ascii=True, default=str).encode()
     return Response(
-        orjson.dumps(body),
+        content,
         status_code=status,
         media_type=PROBLEM_MEDIA_TYPE,
         headers=dict(headers or {}),
@@ -75,7 +81,12 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     errors = [
         {
             # A JSON syntax error's loc ends in a character offset, which names no field.
-            "field": "body" if e.get("type") == "json_invalid" else _field(tuple(e.get("loc", ()))),
+            "field": "body"
+            if e.get("type") == "json_invalid"
+            # A refused free-JSON value: its loc names the field, ctx the path inside it.
+            else _field(tuple(e.get("loc", ()))) + (e.get("ctx") or {}).get("path", "")
+            if e.get("type") == codec.ERROR_TYPE
+            else _field(tuple(e.get("loc", ()))),
             "message": e.get("msg", "invalid"),
         }
         for e in exc.errors()
