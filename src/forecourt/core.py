@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from forecourt import codec
 from forecourt.broadcast import Broadcast, MemoryBroadcast, RedisBroadcast
 from forecourt.crypto import SecretBox
 from forecourt.db import migrate
@@ -76,6 +77,7 @@ class Forecourt:
             info={EMITTED_HOOK: self.on_published, PLUGINS_WAKE_KEY: self._wake_plugins}
         )
         self.write_gate = WriteGate(serialize=s.is_sqlite)
+        codec.configure(max_depth=s.json_max_depth)
         self.event_writer = EventWriter(
             self.sessionmaker,
             self.write_gate,

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(default=262_144, gt=0)
     idempotency_window_s: int = Field(default=86_400, gt=0)
 
+    # JSON (forecourt/codec.py): the deepest nesting of containers any JSON value may have
+    # (event data, schemas, metadata, plugin config, input and output).
+    json_max_depth: int = Field(default=64, ge=1, le=1000)
+
     # Webhook delivery
     delivery_concurrency: int = Field(default=256, gt=0, le=4096)
     delivery_batch_size: int = Field(default=200, gt=0, le=10_000)
