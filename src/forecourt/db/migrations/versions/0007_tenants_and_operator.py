@@ -9,6 +9,8 @@
 - ``host_approvals``: the operator's approval, per tenant, of the permissions that reach the
   host (``host_metrics``, ``unix_sockets``). The default tenant (the operator's own) gets
   both, as it could use them before; any other tenant asks the operator.
+- The audit log stays append-only, except that deleting a tenant deletes its entries with
+  it (a DELETE of an entry whose tenant row is gone, as ON DELETE CASCADE does).
 - The first start's owner key (named ``owner``, created by no one, in the default tenant)
   gets ``system:admin``: it is the installation's operator.
 
@@ -59,7 +61,41 @@ def _owner_keys(bind: sa.engine.Connection) -> list[tuple[str, list[str]]]:
     return [(key_id, list(scopes or [])) for key_id, scopes in rows]
 
 
+def _audit_log_deletes(with_tenant: bool) -> None:
+    """Refuse every DELETE of an audit entry, or (``with_tenant``) every one but those of a
+    tenant being deleted (its row already gone: the cascade)."""
+    if op.get_bind().dialect.name == "postgresql":
+        cascade = (
+            "IF TG_OP = 'DELETE' AND NOT EXISTS "
+            "(SELECT 1 FROM tenants WHERE id = OLD.tenant_id) THEN RETURN OLD; END IF;"
+            if with_tenant
+            else ""
+        )
+        op.execute(
+            f"""
+            CREATE OR REPLACE FUNCTION forecourt_audit_log_append_only() RETURNS trigger AS $$
+            BEGIN
+                {cascade}
+                RAISE EXCEPTION 'audit_log is append-only';
+            END;
+            $$ LANGUAGE plpgsql
+            """
+        )
+        return
+    op.execute("DROP TRIGGER IF EXISTS audit_log_no_delete")
+    when = (
+        "WHEN EXISTS (SELECT 1 FROM tenants WHERE tenants.id = OLD.tenant_id) "
+        if with_tenant
+        else ""
+    )
+    op.execute(
+        f"CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log {when}"
+        "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
+    )
+
+
 def upgrade() -> None:
+    _audit_log_deletes(with_tenant=True)
     with op.batch_alter_table("tenants", schema=None) as batch_op:
         batch_op.add_column(sa.Column("suspended_at", UTCDateTime(timezone=True), nullable=True))
     with op.batch_alter_table("plugins", schema=None) as batch_op:
@@ -160,6 +196,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _audit_log_deletes(with_tenant=False)
     bind = op.get_bind()
     # Built-ins no tenant has enabled wait for a first instance again, installation-wide.
     bind.execute(
