@@ -24,6 +24,15 @@ session must not use one: leave ``trust_env`` off and pass no ``proxy``.
 
 ``FORECOURT_WEBHOOK_ALLOW_PRIVATE`` becomes an :class:`AllowPolicy`: ``false`` (nothing more
 is allowed), ``true`` (everything is), or a comma-separated list of CIDRs.
+
+A refusal's message (``reason``, and ``str()``) goes back to the tenant, in a 422 or in a
+delivery attempt's error, so it never says what a name resolves to: that would map the
+network around the server. Only an address the caller wrote itself is named, with its kind.
+The full story (``detail``) is for the server's own logs.
+
+Host names must be valid internationalized domain names (IDNA 2008, checked with the
+``idna`` package): a non-ASCII label must encode, an ``xn--`` label must decode, and no label
+is empty or longer than 63 characters.
 """
 
 from __future__ import annotations
@@ -40,10 +49,13 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+import idna
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 URL_CACHE_SIZE = 4096  # URLs whose parsed host and port are remembered
 MAX_URL_LENGTH = 2048  # characters
+MAX_LABEL_LENGTH = 63  # characters of one DNS label
+MAX_HOST_LENGTH = 253  # characters of a host name, without a trailing dot
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -74,11 +86,15 @@ _NUMERIC_FLAGS = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 
 
 class UnsafeTarget(ValueError):
-    """The webhook target is not allowed: it is not a public http(s) address."""
+    """The webhook target is not allowed: it is not a public http(s) address.
 
-    def __init__(self, reason: str) -> None:
+    ``reason`` is safe to show the caller; ``detail`` may name internal addresses (logs only).
+    """
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.detail = detail or reason
 
 
 class UnsafeConnection(UnsafeTarget, OSError):
@@ -88,9 +104,10 @@ class UnsafeConnection(UnsafeTarget, OSError):
     what it opened and raises ``ClientConnectorError`` with this as ``os_error``.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, detail: str | None = None) -> None:
         OSError.__init__(self, errno.EACCES, reason)
         self.reason = reason
+        self.detail = detail or reason
 
     def __str__(self) -> str:
         return self.reason
@@ -219,7 +236,7 @@ class GuardedResolver(AbstractResolver):
         try:
             addresses = await _resolve_checked(host, port, self._policy, self._resolver)
         except UnsafeTarget as exc:
-            raise UnsafeConnection(exc.reason) from exc
+            raise UnsafeConnection(exc.reason, exc.detail) from exc
         results: list[ResolveResult] = []
         for address in addresses:
             address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -260,6 +277,8 @@ class GuardedSocketFactory:
         address = str(sockaddr[0])
         kind = _refusal_of(address, self._policy)
         if kind is not None:
+            # In a guarded connector a name's addresses have passed the resolver already, so
+            # what is refused here is an address the caller wrote: naming it reveals nothing.
             raise UnsafeConnection(f"{address} is {kind}")
         return socket.socket(family=family, type=type_, proto=proto)
 
@@ -302,6 +321,7 @@ def _split_url(url: str) -> tuple[str, int]:
     host = parts.hostname
     if not host:
         raise UnsafeTarget("the URL has no host")
+    _check_host_name(host)
     if port == 0:
         raise UnsafeTarget("the URL's port must be between 1 and 65535")
     return host, port if port is not None else DEFAULT_PORTS[scheme]
@@ -324,8 +344,39 @@ async def _resolve_checked(
     for address in addresses:
         kind = _refusal_of(address, policy)
         if kind is not None:
-            raise UnsafeTarget(f"{host} resolves to {address}, which is {kind}")
+            raise UnsafeTarget(
+                f"{host} resolves to an address that is not allowed",
+                f"{host} resolves to {address}, which is {kind}",
+            )
     return addresses
+
+
+def _check_host_name(host: str) -> None:
+    """Refuse a host name that is not a valid (internationalized) domain name; IP literals
+    and plain ASCII labels (which DNS allows to hold underscores) pass."""
+    if ":" in host or host.startswith("["):
+        return  # an IPv6 literal
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > MAX_HOST_LENGTH:
+        raise UnsafeTarget(f"the host name is longer than {MAX_HOST_LENGTH} characters")
+    for label in name.split("."):
+        if not label:
+            raise UnsafeTarget("the host name has an empty label")
+        try:
+            if not label.isascii():
+                encoded = idna.encode(label, uts46=True)
+                if len(encoded) > MAX_LABEL_LENGTH:
+                    raise idna.IDNAError("label too long")
+            elif len(label) > MAX_LABEL_LENGTH:
+                raise UnsafeTarget(
+                    f"the host name has a label longer than {MAX_LABEL_LENGTH} characters"
+                )
+            elif label[:4].lower() == "xn--":
+                idna.decode(label.lower())
+        except (idna.IDNAError, UnicodeError):
+            raise UnsafeTarget(
+                f"the host name label {label!r} is not a valid internationalized domain name"
+            ) from None
 
 
 def _literal_address(host: str) -> str | None:
