@@ -158,6 +158,7 @@ class DeliveryWorker:
         self._backlog: deque[Claim] = deque()
         self._backlog_max = BACKLOG_FACTOR * self._concurrency
         self._tasks: set[asyncio.Task[None]] = set()
+        self._requeues: set[asyncio.Future[None]] = set()
         self._endpoint_slots: dict[str, _Slot] = {}
         self._rate_windows: dict[int, tuple[Window, ...]] = {}
         self._secret_cache: dict[tuple[str, str, str | None, bool], list[str]] = {}
@@ -215,16 +216,40 @@ class DeliveryWorker:
         self._slot_free.set()
 
     def adopt(self, claims: Sequence[Claim]) -> None:
-        """Deliver ``claims``, committed leased to this worker under a ``reserve``."""
+        """Deliver ``claims``, committed leased to this worker under a ``reserve``. Never
+        raises: what cannot be started is given back to the queue."""
         self._reserved = max(0, self._reserved - len(claims))
+        for i, claim in enumerate(claims):
+            try:
+                self._held[claim.id] = claim
+                if self._stopping:  # ``stop`` hands it back (or its lease runs out)
+                    continue
+                if self._free() > 0:
+                    self._spawn(claim)
+                else:
+                    self._backlog.append(claim)
+            except Exception:
+                LOG.exception("could not take %d handed-off deliveries", len(claims) - i)
+                self._give_back(claims[i:])
+                return
+
+    def _give_back(self, claims: Sequence[Claim]) -> None:
+        """Drop ``claims`` from what this worker holds and requeue them in the background
+        (if that fails too, their leases run out: nothing extends them any more)."""
         for claim in claims:
-            self._held[claim.id] = claim
-            if self._stopping:  # ``stop`` hands it back (or its lease runs out)
-                continue
-            if self._free() > 0:
-                self._spawn(claim)
-            else:
-                self._backlog.append(claim)
+            self._held.pop(claim.id, None)
+            self._exchanging.discard(claim.id)
+            with contextlib.suppress(ValueError):
+                self._backlog.remove(claim)
+        task = asyncio.ensure_future(self._requeue_quietly(list(claims)))
+        self._requeues.add(task)
+        task.add_done_callback(self._requeues.discard)
+
+    async def _requeue_quietly(self, claims: list[Claim]) -> None:
+        try:
+            await self.queue.requeue(claims)
+        except Exception:
+            LOG.exception("could not give back %d deliveries; leases will run out", len(claims))
 
     async def stop(self, deadline_s: float | None = None) -> None:
         """Stop claiming; wait up to ``deadline_s`` (default: the shutdown grace setting) for
@@ -244,6 +269,8 @@ class DeliveryWorker:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
         self._backlog.clear()  # still held: handed back below
+        if self._requeues:
+            await asyncio.gather(*self._requeues, return_exceptions=True)
         # Attempts already made are written even if their task was cancelled.
         await self._recorder.drained(RECORD_STOP_GRACE_S)
         if self._held:
@@ -289,8 +316,13 @@ class DeliveryWorker:
                 backoff_s = min(backoff_s * 2, CLAIM_BACKOFF_MAX_S)
                 continue
             backoff_s = poll_s
-            for claim in claims:
-                self._spawn(claim)
+            for i, claim in enumerate(claims):
+                try:
+                    self._spawn(claim)
+                except Exception:
+                    LOG.exception("could not start %d claimed deliveries", len(claims) - i)
+                    self._give_back(claims[i:])
+                    break
             backlog = len(claims) == wanted
             if not backlog:
                 await self._idle(poll_s)
@@ -318,7 +350,13 @@ class DeliveryWorker:
 
     def _start_backlog(self) -> None:
         while self._backlog and not self._stopping and self._free() > 0:
-            self._spawn(self._backlog.popleft())
+            claim = self._backlog.popleft()
+            try:
+                self._spawn(claim)
+            except Exception:
+                LOG.exception("could not start a delivery of the backlog")
+                self._give_back([claim, *self._backlog])
+                return
 
     def _spawn(self, claim: Claim) -> None:
         self._exchanging.add(claim.id)
@@ -360,7 +398,12 @@ class DeliveryWorker:
         claim = await self.queue.claim_one(delivery_id)
         self._held[claim.id] = claim
         claim.once = once
-        attempt = await self._attempt(claim, enforce_limits=False)
+        try:
+            attempt = await self._attempt(claim, enforce_limits=False)
+        except BaseException:
+            if claim.id in self._held:  # not recorded: given back, not held forever
+                self._give_back([claim])
+            raise
         if attempt is None:
             raise NotFound(f"No delivery {delivery_id!r}.")
         return Attempt(**attempt)

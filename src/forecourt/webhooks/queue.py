@@ -7,6 +7,11 @@ deliveries of enabled endpoints ``delivering`` under this worker's lease in one 
 statement (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so workers never wait on each other or
 claim the same row; SQLite: one writer at a time does the same).
 
+A claim never strands what it took: a delivery whose body cannot be built (its event cannot
+be encoded as JSON) or whose endpoint cannot be read is ``failed`` with the reason in
+``last_error``, alone; and when reading the claimed rows fails (the database, a cancellation),
+every row of the claim is given back before the error propagates.
+
 ``record`` writes many finished attempts in one transaction: the attempt rows (one
 multi-row insert), each delivery's new state (updated only where this worker still holds the
 lease; the attempt row is kept either way), and each endpoint's run of failures. A batch is
@@ -16,6 +21,7 @@ the batch is written again one attempt per transaction, so the others are not he
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -23,11 +29,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import orjson
 from sqlalchemy import Table, and_, func, literal, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from forecourt import codec
 from forecourt.db import bulk
 from forecourt.db.base import utcnow
 from forecourt.db.gate import WriteGate
@@ -37,6 +43,7 @@ from forecourt.events.models import Event
 from forecourt.webhooks import targets
 from forecourt.webhooks.models import (
     DELIVERING,
+    FAILED,
     LEASED_SQL,
     PENDING,
     RETRYING,
@@ -51,6 +58,7 @@ from forecourt.webhooks.targets import Target
 LOG = logging.getLogger("forecourt.webhooks")
 
 DISABLED_REASON_CHARS = 200
+LAST_ERROR_CHARS = 500  # the column's length
 GONE_REASON = "The receiver answered 410 Gone."
 
 EndpointDisabledHook = Callable[[AsyncSession, Endpoint], Awaitable[None]]
@@ -172,16 +180,24 @@ class DeliveryQueue:
             Delivery.lease_expires_at.is_(None),
             Delivery.lease_expires_at < now,
         )
-        claims = await self._take(and_(Delivery.id == delivery_id, free), now)
+        broken: dict[str, str] = {}
+        claims = await self._take(and_(Delivery.id == delivery_id, free), now, broken)
         if claims:
             return claims[0]
+        if delivery_id in broken:
+            raise Conflict(f"The delivery cannot be sent: {broken[delivery_id]}")
         async with self.sessionmaker() as session:
             exists = await session.scalar(select(Delivery.id).where(Delivery.id == delivery_id))
         if exists is None:
             raise NotFound(f"No delivery {delivery_id!r}.")
         raise Conflict("The delivery is being attempted right now.")
 
-    async def _take(self, where: Any, now: datetime) -> list[Claim]:
+    async def _take(
+        self, where: Any, now: datetime, broken: dict[str, str] | None = None
+    ) -> list[Claim]:
+        """Lease the deliveries ``where`` selects and read what sending them needs. Those
+        that cannot be sent are failed (their reasons, by id, in ``broken``); on any error
+        every leased row is given back."""
         d = _DELIVERIES.c
         statement = (
             update(_DELIVERIES)
@@ -200,22 +216,76 @@ class DeliveryQueue:
                 rows = (await conn.execute(statement)).all()
             if not rows:
                 return []
-            ids = {row.endpoint_id for row in rows}
-            endpoints = await targets.by_id(await session.connection(), ids)
-            bodies = await _bodies(session, {row.event_id for row in rows})
+            try:
+                conn = await session.connection()
+                endpoints, bad_endpoints = await targets.by_id_checked(
+                    conn, {row.endpoint_id for row in rows}
+                )
+                bodies, bad_bodies = await _bodies(session, {row.event_id for row in rows})
+            except BaseException:
+                await asyncio.shield(self._give_back([(row.id, row.attempts) for row in rows]))
+                raise
         claims: list[Claim] = []
+        failed: dict[str, str] = {}
         for row in rows:
+            reason = bad_endpoints.get(row.endpoint_id) or bad_bodies.get(row.event_id)
+            if reason is not None:
+                failed[row.id] = reason
+                continue
             endpoint = endpoints.get(row.endpoint_id)
             body = bodies.get(row.event_id)
             if endpoint is None or body is None:
                 continue  # deleted meanwhile (the delivery goes with them)
             claims.append(Claim(row.id, row.tenant_id, row.attempts, endpoint, body))
+        if failed:
+            try:
+                await self._fail(failed, now)
+            except BaseException:
+                await asyncio.shield(self._give_back([(c.id, c.attempts) for c in claims]))
+                raise
+            if broken is not None:
+                broken.update(failed)
         return claims
+
+    async def _fail(self, reasons: dict[str, str], now: datetime) -> None:
+        """End deliveries that cannot be sent (``failed``, the reason as ``last_error``)."""
+        LOG.error(
+            "%d deliveries cannot be sent and were failed: %s",
+            len(reasons),
+            "; ".join(f"{i}: {r}" for i, r in sorted(reasons.items())[:10]),
+        )
+        async with self.gate, self.sessionmaker() as session, session.begin():
+            for delivery_id, reason in reasons.items():
+                await session.execute(
+                    update(_DELIVERIES)
+                    .where(
+                        _DELIVERIES.c.id == delivery_id,
+                        _DELIVERIES.c.lease_owner == self.worker_id,
+                    )
+                    .values(
+                        status=FAILED,
+                        last_error=reason[:LAST_ERROR_CHARS],
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        updated_at=now,
+                        finished_at=now,
+                    )
+                )
+
+    async def _give_back(self, rows: Sequence[tuple[str, int]]) -> None:
+        """Release leased rows (id, attempts made) as ``requeue`` does; never raises (their
+        leases run out otherwise)."""
+        if not rows:
+            return
+        try:
+            await self.requeue([_Held(i, attempts) for i, attempts in rows])
+        except Exception:
+            LOG.exception("could not give back %d claimed deliveries", len(rows))
 
     # -- handing back, leases ----------------------------------------------------------------
 
     async def requeue(
-        self, claims: Sequence[Claim], *, next_attempt_at: datetime | None = None
+        self, claims: Sequence[Claim | _Held], *, next_attempt_at: datetime | None = None
     ) -> None:
         """Give deliveries back, due at ``next_attempt_at`` (default: their old time)."""
         now = utcnow()
@@ -374,7 +444,17 @@ class DeliveryQueue:
         return None
 
 
-def _split_by_attempts(claims: Sequence[Claim]) -> Iterable[tuple[bool, Sequence[str]]]:
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A leased row given back before its claim was built."""
+
+    id: str
+    attempts: int
+
+
+def _split_by_attempts(
+    claims: Sequence[Claim | _Held],
+) -> Iterable[tuple[bool, Sequence[str]]]:
     """Claim ids in chunks, split into never-attempted (pending) and attempted (retrying)."""
     fresh = [c.id for c in claims if c.attempts == 0]
     tried = [c.id for c in claims if c.attempts > 0]
@@ -384,12 +464,22 @@ def _split_by_attempts(claims: Sequence[Claim]) -> Iterable[tuple[bool, Sequence
         yield False, chunk
 
 
-async def _bodies(session: AsyncSession, ids: set[str]) -> dict[str, bytes]:
-    """Each event's envelope as JSON (read as plain rows: no objects to build)."""
+def build_body(row: Any) -> bytes:
+    """What a delivery of the event ``row`` posts: its envelope as JSON."""
+    return codec.dumps(envelope(row), field="event")
+
+
+async def _bodies(session: AsyncSession, ids: set[str]) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Each event's envelope as JSON (read as plain rows: no objects to build), and why the
+    body of an event that cannot be encoded could not be built."""
     conn = await session.connection()
     columns = [_EVENTS.c[name] for name in ENVELOPE_COLUMNS]
     found: dict[str, bytes] = {}
+    broken: dict[str, str] = {}
     for chunk in bulk.chunks(sorted(ids)):
         for row in await conn.execute(select(*columns).where(_EVENTS.c.id.in_(chunk))):
-            found[row.id] = orjson.dumps(envelope(row))
-    return found
+            try:
+                found[row.id] = build_body(row)
+            except Exception as exc:
+                broken[row.id] = f"the event's body cannot be built: {exc}"
+    return found, broken

@@ -108,6 +108,25 @@ async def enabled_of_tenant(conn: AsyncConnection, tenant_id: str) -> list[Targe
     return [_target(row) for row in await conn.execute(statement)]
 
 
+async def by_id_checked(
+    conn: AsyncConnection, ids: Iterable[str]
+) -> tuple[dict[str, Target], dict[str, str]]:
+    """The endpoints of ``ids`` that exist, by id; and why those that cannot be read
+    (their stored JSON does not decode) could not, by id."""
+    found: dict[str, Target] = {}
+    broken: dict[str, str] = {}
+    for chunk in bulk.chunks(sorted(set(ids))):
+        statement = select(*_COLUMNS).where(_ENDPOINTS.c.id.in_(chunk))
+        for row in await conn.execute(statement):
+            try:
+                target = _target(row)
+            except Exception as exc:
+                broken[row[0]] = f"the endpoint cannot be read: {type(exc).__name__}: {exc}"
+                continue
+            found[target.id] = target
+    return found, broken
+
+
 async def by_id(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Target]:
     """The endpoints of ``ids`` that exist, by id."""
     found: dict[str, Target] = {}
