@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from uuid import uuid4
 
 import pytest
@@ -42,6 +42,7 @@ CONNECT_TIMEOUT_S = 0.2
 SERVER_START_TIMEOUT_S = 5.0
 EPOCH_S = 1_700_000_000.0
 POOL_SIZE = 32
+HANG_S = 60.0  # only catches a hang
 
 pytestmark = pytest.mark.redis
 
@@ -403,12 +404,15 @@ async def test_failover_survives_a_redis_restart(
         host="127.0.0.1", port=port, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=1.0
     )
     fallback = MemoryLimiter()
+    # The probe interval runs on a clock the test moves: a probe is due only when it says so.
+    clock = FakeClock()
     limiter = FailoverLimiter(
         RedisLimiter(client),
         fallback,
         retry_interval_s=0.1,
         timeout_s=0.2,
         errors_counter=registry_counter,
+        clock=clock,
     )
     # A month, so no fixed-window boundary falls inside the test and moves counts to prev.
     window = Window("month", 1000, 2_592_000)
@@ -420,6 +424,17 @@ async def test_failover_survives_a_redis_restart(
             answers.append(await limiter.hit("k", [window]))
             await asyncio.sleep(0.005)
 
+    async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+        """Wait for ``condition``, moving the clock so the dead server is probed meanwhile."""
+        deadline = asyncio.get_running_loop().time() + HANG_S
+        while not await condition():
+            assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
+            clock.advance(0.05)
+            await asyncio.sleep(0.01)
+
+    async def counted_in_fallback() -> int:
+        return 1000 - (await fallback.peek("k", [window])).states[0].remaining
+
     try:
         with caplog.at_level(logging.INFO, logger="forecourt.ratelimit"):
             for _ in range(5):
@@ -428,19 +443,25 @@ async def test_failover_survives_a_redis_restart(
 
             # Several clients, so one stuck probing the dead server does not stall the rest.
             running = [asyncio.create_task(traffic()) for _ in range(4)]
-            await asyncio.sleep(0.1)
+
+            async def flowing() -> bool:
+                return len(answers) >= 20
+
+            await until(flowing, "traffic counted in Redis")
             server.kill()
             await server.wait()
-            await asyncio.sleep(1.0)
+
+            async def failed_over() -> bool:
+                return limiter.primary_down and await counted_in_fallback() > 50
+
+            await until(failed_over, "traffic counted in the fallback")
             stop.set()
             await asyncio.gather(*running)
-            assert limiter.primary_down
             assert all(d.allowed for d in answers)
-            in_fallback = 1000 - (await fallback.peek("k", [window])).states[0].remaining
-            assert in_fallback > 50
 
             server = await start_redis_server(port)
-            await asyncio.sleep(0.15)  # past the retry interval
+            assert limiter.primary_down  # no probe is due yet: the clock has not moved
+            clock.advance(0.15)  # past the retry interval
             back = await limiter.hit("k", [window])
             assert not limiter.primary_down
             # The new server started empty: this count is its, not the fallback's.
