@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     plugin_sandbox_require: Literal["available", "all"] = "available"
     plugin_warm_workers: int = Field(default=1, ge=0, le=16)
     plugin_max_workers: int = Field(default=4, gt=0, le=64)
+    # Plugins: a worker's tasks (threads) at once, and how long an unused version's workers
+    # are kept for a tenant (see plugins/sandbox/pids.py and pool.py)
+    plugin_max_threads: int = Field(default=64, ge=4, le=4096)
+    plugin_idle_timeout_s: float = Field(default=300.0, gt=0)
     # Plugins: the most one run may ask for in its manifest's [resources]
     plugin_max_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     plugin_max_cpu_s: float = Field(default=120.0, ge=1, le=3600)

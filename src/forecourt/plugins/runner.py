@@ -71,6 +71,8 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         max_workers_per_key=settings.plugin_max_workers,
         require=settings.plugin_sandbox_require,
         allow_private=settings.webhook_allow_private,
+        max_threads=settings.plugin_max_threads,
+        idle_timeout_s=settings.plugin_idle_timeout_s,
     )
 
 

@@ -11,6 +11,9 @@
    A plugin granted ``host_metrics`` gets a procfs with the host-wide statistics files and,
    read-only, the network device counters of Forecourt's network namespace; one granted
    ``unix_sockets`` gets each declared socket (a socket, nothing else) bound at its path.
+0. **Tasks**: at most ``max_threads`` threads at once, counted by the worker's pids cgroup
+   (:mod:`.pids`), else by ``RLIMIT_NPROC`` on the sandbox uid, else no thread at all
+   (seccomp), so a plugin cannot fill the host's process table.
 3. **Resource limits**: CPU seconds, address space, file size, open files, no core dumps.
 4. **User**: supplementary groups dropped (but for the groups through which a declared
    socket is reachable), then gid and uid set to the unprivileged sandbox user, which clears
@@ -89,6 +92,8 @@ class Plan:
     open_files: int
     host_metrics: bool = False  # a procfs with the host-wide statistics files
     unix_sockets: tuple[str, ...] = ()  # bound read-write at the same path, if sockets
+    max_threads: int = 64  # tasks (threads) the worker may hold at once
+    pids_cgroup: str | None = None  # the worker's pids cgroup, as /proc/self/cgroup names it
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Plan:
@@ -108,6 +113,7 @@ def confine(plan: Plan) -> Outcome:
     """Apply every protection ``plan`` does not disable; what took effect, step by step."""
     seccomp.library_available()  # loaded now: the library is not visible after pivot_root
     steps: list[tuple[str, Callable[[Plan, Outcome], str]]] = [
+        ("threads", _threads),  # first: it reads the host's /proc, and sets a limit as root
         ("network_namespace", _network_namespace),
         ("mount_namespace", _mount_namespace),
         ("rlimits", _rlimits),
@@ -128,9 +134,12 @@ def confine(plan: Plan) -> Outcome:
         except (OSError, ValueError) as exc:
             outcome[name] = {"available": False, "detail": f"failed: {exc}"}
         else:
-            outcome[name] = {"available": True, "detail": detail}
+            outcome[name] = {**outcome.get(name, {}), "available": True, "detail": detail}
     if plan.userns:
         outcome["user"] = _userns_user(outcome.pop("user_namespace", None), outcome.get("user"))
+    threads = outcome["threads"]
+    if threads.get("mechanism") == "seccomp" and not outcome["seccomp"]["available"]:
+        threads.update(available=False, detail=f"no bound: {outcome['seccomp']['detail']}")
     return outcome
 
 
@@ -157,6 +166,34 @@ def _user_namespace(plan: Plan, done: Outcome) -> str:
     _write("/proc/self/uid_map", f"{plan.uid} {outer_uid} 1")
     _write("/proc/self/gid_map", f"{plan.gid} {outer_gid} 1")
     return f"uid {outer_uid} mapped to {plan.uid} in a user namespace"
+
+
+def _threads(plan: Plan, done: Outcome) -> str:
+    """Bound the tasks the worker may hold, with the first mechanism that works here: its
+    pids cgroup, else RLIMIT_NPROC on the sandbox uid (as root only: without root the uid is
+    Forecourt's own), else a seccomp filter that lets no thread start."""
+    if plan.pids_cgroup is not None and _in_cgroup(plan.pids_cgroup):
+        done["threads"] = {"mechanism": "pids_cgroup"}
+        return f"a pids cgroup per worker: at most {plan.max_threads} tasks at once"
+    if not plan.userns and "user" not in plan.disabled:
+        resource.setrlimit(resource.RLIMIT_NPROC, (plan.max_threads, plan.max_threads))
+        done["threads"] = {"mechanism": "rlimit_nproc"}
+        return (
+            f"RLIMIT_NPROC {plan.max_threads} on uid {plan.uid}: counts every task of that "
+            "uid, shared by the workers that run as it (no pids cgroup here)"
+        )
+    done["threads"] = {"mechanism": "seccomp"}
+    return "seccomp: no thread may be started (no pids cgroup, and no uid of its own)"
+
+
+def _in_cgroup(path: str) -> bool:
+    """Whether this process is in the pids cgroup ``path`` (v1 ``pids`` line or v2's)."""
+    with open("/proc/self/cgroup") as file:
+        for line in file:
+            _, names, found = line.rstrip("\n").split(":", 2)
+            if ("pids" in names.split(",") or names == "") and found == path:
+                return True
+    return False
 
 
 def _network_namespace(plan: Plan, done: Outcome) -> str:
@@ -287,7 +324,8 @@ def _landlock(plan: Plan, done: Outcome) -> str:
 
 
 def _seccomp(plan: Plan, done: Outcome) -> str:
-    rules = seccomp.install()
+    threads = done.get("threads", {}).get("mechanism") != "seccomp"
+    rules = seccomp.install(threads=threads)
     if not seccomp.active():
         raise OSError("the filter is not active")
     return f"filter of {rules} system call rules"

@@ -15,6 +15,7 @@ Python's isolated mode.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -28,7 +29,7 @@ from typing import Any
 
 import forecourt
 import forecourt_plugin
-from forecourt.plugins.sandbox import _host
+from forecourt.plugins.sandbox import _host, pids
 from forecourt.plugins.sandbox.limits import SandboxConfig, WorkerSpec
 
 SYSTEM_PATHS = (
@@ -53,9 +54,10 @@ CPU_SLACK_S = 1
 
 @dataclass(frozen=True)
 class WorkerDirs:
-    """The directories of one worker (see the module docstring)."""
+    """The directories of one worker (see the module docstring), and its pids cgroup."""
 
     base: Path
+    cgroup: Path | None = None  # caps the worker's tasks (:mod:`.pids`), where there is one
 
     @property
     def root(self) -> Path:
@@ -73,7 +75,9 @@ class WorkerDirs:
     def create(cls, config: SandboxConfig) -> WorkerDirs:
         """Make a fresh set under ``config.work_root``."""
         config.work_root.mkdir(mode=0o711, parents=True, exist_ok=True)
-        dirs = cls(Path(tempfile.mkdtemp(prefix="w-", dir=config.work_root)))
+        base = Path(tempfile.mkdtemp(prefix="w-", dir=config.work_root))
+        bounded = "threads" not in config.disabled
+        dirs = cls(base, pids.create(base.name, config.max_threads) if bounded else None)
         dirs.base.chmod(0o711)
         dirs.root.mkdir(mode=0o755)
         dirs.private.mkdir(mode=0o700)
@@ -82,8 +86,10 @@ class WorkerDirs:
         return dirs
 
     def remove(self) -> None:
-        """Delete the directories (the worker must have exited)."""
+        """Delete the directories and the cgroup (the worker must have exited)."""
         shutil.rmtree(self.base, ignore_errors=True)
+        if self.cgroup is not None:
+            pids.remove(self.cgroup)
 
 
 def python_paths() -> tuple[str, ...]:
@@ -133,6 +139,8 @@ def setup_message(
         "open_files": limits.open_files,
         "host_metrics": spec.host_metrics,
         "unix_sockets": list(spec.unix_sockets),
+        "max_threads": config.max_threads,
+        "pids_cgroup": None if dirs.cgroup is None else pids.relative(dirs.cgroup),
     }
     return {
         "type": "setup",
@@ -220,4 +228,9 @@ def start(dirs: WorkerDirs) -> Started:
         raise
     for fd in (child_calls, child_results, child_logs):
         os.close(fd)
+    if dirs.cgroup is not None:
+        # Before the worker reads its setup, so before it runs anything of its own; if this
+        # fails, the worker finds itself outside the cgroup and takes the next bound.
+        with contextlib.suppress(OSError):
+            pids.attach(dirs.cgroup, process.pid)
     return Started(process, calls, results, logs)

@@ -4,7 +4,8 @@
 - :class:`WorkerSpec`: one plugin version: its files, entry point, dependencies, hosts, and
   what of the host it may see (host-wide statistics, declared Unix sockets).
 - :class:`SandboxConfig`: the installation's choices: sandbox user, pool sizes, what
-  protections are required, the egress proxy's SSRF policy.
+  protections are required, the egress proxy's SSRF policy, the tasks a worker may hold and
+  how long unused workers are kept.
 
 All are frozen and checked on construction (``ValueError`` naming the field).
 """
@@ -20,7 +21,10 @@ from typing import Literal
 NOBODY = 65534  # uid and gid of the unprivileged "nobody" user
 MAX_SOCKET_PATH_BYTES = 107  # sun_path holds 108 bytes, the last one a NUL
 MIN_MEMORY_MIB = 64  # below this the Python interpreter cannot start
+MIN_THREADS = 4  # a worker's main thread, and a few for the plugin
+MAX_THREADS = 4096
 PROTECTION_NAMES = (
+    "threads",
     "user",
     "no_new_privs",
     "rlimits",
@@ -114,8 +118,14 @@ class SandboxConfig:
     require: Literal["all", "available"] = "available"  # "all": refuse if a protection is missing
     allow_private: str = "false"  # FORECOURT_WEBHOOK_ALLOW_PRIVATE, for the egress proxy
     disabled: tuple[str, ...] = ()  # protections switched off (reported as unavailable)
+    max_threads: int = 64  # tasks (threads, processes) one worker may hold at once
+    idle_timeout_s: float = 300.0  # a key unused this long has its idle workers stopped
 
     def __post_init__(self) -> None:
+        if not MIN_THREADS <= self.max_threads <= MAX_THREADS:
+            raise ValueError(f"max_threads must be between {MIN_THREADS} and {MAX_THREADS}")
+        if not self.idle_timeout_s > 0:
+            raise ValueError("idle_timeout_s must be positive")
         if self.uid == 0 or self.gid == 0:
             raise ValueError("uid and gid must not be 0: plugin code never runs as root")
         if not 0 <= self.warm_workers <= self.max_workers_per_key:

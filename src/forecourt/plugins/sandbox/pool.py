@@ -5,8 +5,10 @@ time; further calls wait), runs, and gives the worker back. A worker that timed 
 broke the protocol is discarded, and a replacement is started in the background so that
 ``warm_workers`` stay ready. :meth:`WorkerPool.reload` retires a key's workers gracefully
 (calls in flight finish on the old code, new calls get fresh workers); a spec that changes
-under the same key does the same. :meth:`WorkerPool.close` lets calls in flight finish until
-a deadline, then kills what is left.
+under the same key does the same. A key unused for ``idle_timeout_s`` has its idle workers
+stopped and is forgotten (:meth:`WorkerPool.sweep`, run in the background), so warm workers do
+not pile up per plugin version and tenant. :meth:`WorkerPool.close` lets calls in flight
+finish until a deadline, then kills what is left.
 
 Plugin misbehaviour never raises: it is a status in the :class:`~.result.CallResult`.
 """
@@ -18,6 +20,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from forecourt.webhooks.ssrf import AllowPolicy, Resolver
 
 START_TIMEOUT_S = 15.0  # for a new worker to be confined and ready
 EXTRA_IDLE_S = 30.0  # idle workers beyond warm_workers are stopped after this long
+MAX_SWEEP_INTERVAL_S = 30.0  # how often, at most, unused keys are looked for
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +56,25 @@ class _Key:
     idle: list[_Member] = field(default_factory=list)
     busy: set[_Member] = field(default_factory=set)
     starting: int = 0
+    used_at: float = 0.0  # the pool's clock when a call of this key last began or ended
 
 
 class WorkerPool:
     """Sandboxed workers for every plugin version in use; see the module docstring."""
 
-    def __init__(self, config: SandboxConfig, *, resolver: Resolver | None = None) -> None:
-        """``resolver`` answers the egress proxy's DNS lookups (the system's by default)."""
+    def __init__(
+        self,
+        config: SandboxConfig,
+        *,
+        resolver: Resolver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``resolver`` answers the egress proxy's DNS lookups (the system's by default);
+        ``clock`` (seconds) tells when a key has been unused for ``idle_timeout_s``."""
         AllowPolicy.from_setting(config.allow_private)  # a bad policy fails here, not later
         self.config = config
+        self.clock = clock
+        self._sweeper: asyncio.Task[None] | None = None
         self._report: SandboxReport | None = None
         self._keys: dict[str, _Key] = {}
         self._egress = Egress(config.allow_private, resolver)
@@ -84,6 +98,8 @@ class WorkerPool:
         if self.config.require == "all" and not self._report.complete:
             missing = ", ".join(self._report.missing)
             raise SandboxUnavailable(f"the sandbox is missing required protections: {missing}")
+        if self._sweeper is None and not self._closing:
+            self._sweeper = asyncio.create_task(self._sweep_loop(), name="forecourt-sandbox-sweep")
 
     async def call(
         self,
@@ -101,6 +117,7 @@ class WorkerPool:
         if problem:
             return refused(problem)
         keyed = self._key(spec)
+        keyed.used_at = self.clock()
         self._in_flight += 1
         self._drained.clear()
         try:
@@ -117,6 +134,7 @@ class WorkerPool:
                     return await member.worker.call(message, timeout)
                 finally:
                     keyed.busy.discard(member)
+                    keyed.used_at = self.clock()
                     await self._release(keyed, member)
         finally:
             self._in_flight -= 1
@@ -143,6 +161,44 @@ class WorkerPool:
         idle, keyed.idle = keyed.idle, []
         await asyncio.gather(*(self._discard(member) for member in idle))
 
+    async def sweep(self) -> int:
+        """Stop the workers of every key unused for ``idle_timeout_s`` (none busy, none
+        starting) and forget the key; how many workers were stopped. A later call of such
+        a key starts a fresh worker, so idle workers never pile up per plugin and tenant."""
+        now = self.clock()
+        stale = [
+            keyed
+            for keyed in self._keys.values()
+            if not keyed.busy
+            and not keyed.starting
+            and now - keyed.used_at >= self.config.idle_timeout_s
+        ]
+        members: list[_Member] = []
+        for keyed in stale:
+            del self._keys[keyed.spec.key]
+            keyed.generation += 1  # a warm start still under way is discarded when it ends
+            members += keyed.idle
+            keyed.idle = []
+        if members:
+            # A task of the pool's own: close() waits for it, even if this sweep is cancelled.
+            task = asyncio.create_task(self._discard_all(members))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            await asyncio.shield(task)
+        return len(members)
+
+    async def _discard_all(self, members: list[_Member]) -> None:
+        await asyncio.gather(*(self._discard(member) for member in members))
+
+    async def _sweep_loop(self) -> None:
+        interval = min(self.config.idle_timeout_s / 2, MAX_SWEEP_INTERVAL_S)
+        while not self._closing:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("stopping idle sandbox workers failed")
+
     def workers(self, key: str) -> int:
         """Workers running or starting for ``key``: idle, busy and starting."""
         keyed = self._keys.get(key)
@@ -151,6 +207,10 @@ class WorkerPool:
     async def close(self, deadline_s: float = 10.0) -> None:
         """Stop taking calls, let those in flight finish until ``deadline_s``, kill the rest."""
         self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained.wait(), deadline_s)
         for keyed in self._keys.values():

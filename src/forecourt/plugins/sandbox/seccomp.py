@@ -72,11 +72,13 @@ def library_available() -> bool:
     return True
 
 
-def install() -> int:
+def install(*, threads: bool = True) -> int:
     """Load the filter into this process (and its future threads) for good; how many rules
     it holds (a system call this architecture lacks needs none).
 
-    The caller must have set no_new_privs. Raises :class:`SeccompError`.
+    ``threads=False`` refuses ``clone`` altogether, threads included: the bound on a worker's
+    tasks where nothing can count them. The caller must have set no_new_privs. Raises
+    :class:`SeccompError`.
     """
     lib = _load()
     ctx = lib.seccomp_init(ACT_ALLOW)
@@ -85,7 +87,10 @@ def install() -> int:
     try:
         deny = ACT_ERRNO | errno.EPERM
         added = sum(_rule(lib, ctx, deny, name) for name in DENIED)
-        added += _rule(lib, ctx, deny, "clone", _ArgCmp(0, CMP_MASKED_EQ, CLONE_THREAD, 0))
+        if threads:
+            added += _rule(lib, ctx, deny, "clone", _ArgCmp(0, CMP_MASKED_EQ, CLONE_THREAD, 0))
+        else:
+            added += _rule(lib, ctx, ACT_ERRNO | errno.EAGAIN, "clone")
         added += _rule(lib, ctx, ACT_ERRNO | errno.ENOSYS, "clone3")
         added += _rule(
             lib, ctx, ACT_ERRNO | errno.EAFNOSUPPORT, "socket", _ArgCmp(0, CMP_NE, AF_UNIX, 0)
