@@ -9,9 +9,11 @@ sandbox uid; without a uid of its own, a seccomp filter that lets no thread star
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -183,3 +185,67 @@ def test_without_a_cgroup_the_fallbacks_are_nproc_then_seccomp(
     assert unprivileged.startswith("seccomp: no thread may be started")
     assert done["threads"]["mechanism"] == "seccomp"
     assert len(limits) == 2  # no RLIMIT_NPROC on Forecourt's own uid
+
+
+# -- through the API: the report, and the run's record ----------------------------------------
+
+MANIFEST = """
+id = "com.example.threads"
+name = "Threads"
+version = "1.0.0"
+type = "transformation"
+entry_point = "plugin:run"
+
+[resources]
+memory_mib = 2048
+"""
+API_CODE = (
+    CODE
+    + """
+
+def run(payload):
+    start_many_and_fail(payload["records"][0]["count"])
+    return {"records": []}
+"""
+)
+
+
+async def test_the_api_reports_the_bound_and_records_the_plugins_error(
+    harness_factory: Any,
+) -> None:
+    h = await harness_factory(plugin_allow_unsigned=True, plugin_max_threads=MAX_THREADS)
+    report = await h.client.get("/api/v1/plugins/sandbox", headers=h.auth())
+    assert report.status_code == 200, report.text
+    threads = report.json()["protections"]["threads"]
+    assert threads["available"] is True
+    assert threads["detail"] == f"a pids cgroup per worker: at most {MAX_THREADS} tasks at once"
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("forecourt-plugin.toml", MANIFEST)
+        archive.writestr("plugin.py", API_CODE)
+    installed = await h.client.post(
+        "/api/v1/plugins",
+        files={"package": ("plugin.zip", buffer.getvalue(), "application/zip")},
+        headers=h.auth(),
+    )
+    assert installed.status_code == 201, installed.text
+    created = await h.client.post(
+        "/api/v1/plugin-instances",
+        json={"plugin_id": "com.example.threads", "name": "threads"},
+        headers=h.auth(),
+    )
+    assert created.status_code == 201, created.text
+    instance_id = created.json()["id"]
+
+    run = await h.client.post(
+        f"/api/v1/plugin-instances/{instance_id}/execute",
+        json={"input": {"records": [{"count": MANY}]}},
+        headers=h.auth(),
+    )
+    assert run.status_code == 200, run.text
+    body = run.json()
+    assert (body["status"], body["error_class"]) == ("error", "RuntimeError")
+    assert "can't start new thread" in body["error_message"]
+    listed = await h.client.get("/api/v1/plugins/com.example.threads/executions", headers=h.auth())
+    assert [(e["id"], e["status"]) for e in listed.json()["items"]] == [(body["id"], "error")]
