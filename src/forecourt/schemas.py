@@ -5,10 +5,18 @@ from __future__ import annotations
 from types import UnionType
 from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictInt,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from forecourt.codec import JsonObject as JsonObject
 from forecourt.codec import JsonValue as JsonValue
+from forecourt.ratelimit.policy import MAX_LIMIT as MAX_WINDOW_LIMIT
 from forecourt.ratelimit.windows import STANDARD_WINDOWS
 from forecourt.scopes import ALL_SCOPES
 
@@ -17,6 +25,9 @@ T = TypeVar("T")
 # Names the document lists; the services check them and refuse an unknown one with a 422.
 ScopeName = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(ALL_SCOPES)})]
 WindowName = Annotated[str, WithJsonSchema({"type": "string", "enum": list(STANDARD_WINDOWS)})]
+WindowLimit = Annotated[
+    StrictInt, WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_WINDOW_LIMIT})
+]
 
 NUL = "\x00"
 

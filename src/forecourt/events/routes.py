@@ -28,6 +28,8 @@ from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
 from forecourt.principal import Principal
 from forecourt.schemas import Page
 
+_PRINTABLE = r"\x21-\x7e\xa1-\xac\xae-\xff"
+IDEMPOTENCY_KEY_PATTERN = rf"^[{_PRINTABLE}]([ {_PRINTABLE}]{{0,198}}[{_PRINTABLE}])?$"
 EventsRead = Annotated[Principal, Depends(require("events:read"))]
 EventsPublish = Annotated[Principal, Depends(require("events:publish"))]
 TypesRead = Annotated[Principal, Depends(require("event-types:read"))]
@@ -40,6 +42,9 @@ IdempotencyKey = Annotated[
             "A repeat within the idempotency window (24 h by default) returns the original "
             "event (200); the same key with a different body is refused (409)."
         ),
+        # What the service takes: 1 to 200 printable (latin-1) characters; HTTP drops the
+        # spaces around a header value, so none is at either end.
+        json_schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
     ),
 ]
 REPLAYED_HEADER = "Idempotent-Replayed"

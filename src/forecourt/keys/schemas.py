@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
-from forecourt.schemas import ScopeName, StrictModel, WindowName
+from forecourt.schemas import ScopeName, StrictModel, WindowLimit, WindowName
 
 MAX_GRACE_S = 30 * 86_400
 
@@ -19,8 +19,8 @@ class KeyCreate(StrictModel):
     tier: str | None = Field(
         default=None, description="Rate-limit tier; the default tier if unset."
     )
-    # StrictInt: true, 1.0 or "10" are not limits (lax mode would coerce them).
-    rate_limits: dict[WindowName, StrictInt] = Field(
+    # JSON integers: true or "10" are not limits (lax mode would coerce them), 10.0 is.
+    rate_limits: dict[WindowName, WindowLimit] = Field(
         default_factory=dict,
         description='Per-key overrides of the tier, e.g. {"minute": 100, "second": 5}.',
     )
@@ -35,7 +35,7 @@ class KeyUpdate(StrictModel):
     description: str | None = Field(default=None, max_length=2000)
     scopes: list[ScopeName] | None = Field(default=None, min_length=1, max_length=64)
     tier: str | None = None
-    rate_limits: dict[WindowName, StrictInt] | None = None
+    rate_limits: dict[WindowName, WindowLimit] | None = None
     expires_at: datetime | None = None
 
 
