@@ -285,6 +285,22 @@ class Forecourt:
             severity="warning",
             hook=self.on_published,
         )
+        # An automatic action: the audit entry names Forecourt itself (the system) as actor.
+        from forecourt import principal as principals
+        from forecourt.audit import service as audit
+
+        audit.record(
+            session,
+            principals.system(endpoint.tenant_id),
+            "endpoint.disabled",
+            "endpoint",
+            endpoint.id,
+            after={
+                "enabled": False,
+                "disabled_reason": endpoint.disabled_reason,
+                "automatic": True,
+            },
+        )
 
     def wake_workers(self) -> None:
         """New deliveries are due: wake this node's worker now, and other nodes' through the
