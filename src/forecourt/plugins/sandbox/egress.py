@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from forecourt.plugins.sandbox.protocol import decode, encode
+from forecourt.plugins.sandbox.protocol import FrameError, adecode, encode
 from forecourt.webhooks import ssrf
 from forecourt_plugin._wire import HEADER, decode_length
 
@@ -193,10 +193,10 @@ class Egress:
     ) -> None:
         try:
             length = decode_length(await reader.readexactly(HEADER.size))
-            request = decode(await reader.readexactly(length))
+            request = await adecode(await reader.readexactly(length))  # large: off the loop
             writer.write(encode(await self.fetch(request, rules)))
             await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, FrameError):
             pass  # a worker that sends garbage or hangs up gets nothing
         except Exception:
             # Not the worker's doing: it gets nothing either, and the error is kept.
