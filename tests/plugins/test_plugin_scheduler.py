@@ -81,8 +81,10 @@ async def test_a_collector_runs_every_interval(harness_factory: Any) -> None:
         "queue.oldest_s": 1.5,
         "queue.depth": 7,
     }
+    # Never before the interval is over (a longer gap is the machine's, not the schedule's:
+    # an interval much longer than 5 s would not have given two runs within the wait).
     gap = _seconds(second["started_at"]) - _seconds(first["started_at"])
-    assert 4.5 <= gap <= 7.0
+    assert gap >= 4.5
     # Successful scheduled runs are recorded but not announced as events by default.
     completed = await h.client.get(
         "/api/v1/events", params={"type": "plugin.execution_completed"}, headers=h.auth()
