@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from types import UnionType
 from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     StrictInt,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from forecourt.codec import JsonObject as JsonObject
 from forecourt.codec import JsonValue as JsonValue
@@ -30,6 +35,36 @@ WindowLimit = Annotated[
 ]
 
 NUL = "\x00"
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+
+
+def _timestamp_text(value: Any) -> Any:
+    # pydantic would read a number as seconds since 1970 (a negative one before it).
+    if isinstance(value, bool | int | float) or (
+        isinstance(value, str) and _NUMBER.fullmatch(value)
+    ):
+        raise PydanticCustomError(
+            "datetime_number", "a date-time is RFC 3339 text (2026-01-01T00:00:00Z), not a number"
+        )
+    return value
+
+
+def _timestamp_in_range(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise PydanticCustomError(
+                "datetime_range", "is outside years 1 to 9999 once converted to UTC"
+            ) from None
+    return value
+
+
+Timestamp = Annotated[
+    datetime, BeforeValidator(_timestamp_text), AfterValidator(_timestamp_in_range)
+]
+"""Every date-time of a request (body field or query parameter): RFC 3339 text, never a
+number, and within years 1 to 9999 in UTC (``9999-12-31T23:59:59-14:00`` is not)."""
 
 
 class Page(BaseModel, Generic[T]):

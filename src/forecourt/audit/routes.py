@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -12,7 +11,7 @@ from forecourt.audit.schemas import AuditEntryOut
 from forecourt.errors import InvalidInput
 from forecourt.http.deps import DbSession, Paging, require
 from forecourt.principal import Principal
-from forecourt.schemas import Page
+from forecourt.schemas import Page, Timestamp
 
 AuditLogRead = Annotated[Principal, Depends(require("audit-log:read"))]
 
@@ -28,8 +27,8 @@ async def list_audit_log(
     action: Annotated[str | None, Query(description="e.g. key.created, or key.* ")] = None,
     target_id: str | None = None,
     target_type: str | None = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601, inclusive.")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601, exclusive.")] = None,
+    since: Annotated[Timestamp | None, Query(description="ISO 8601, inclusive.")] = None,
+    until: Annotated[Timestamp | None, Query(description="ISO 8601, exclusive.")] = None,
 ) -> Page[AuditEntryOut]:
     """Every change in the tenant, newest first."""
     for name, value in (("since", since), ("until", until)):

@@ -26,7 +26,7 @@ from forecourt.events.schemas import (
 from forecourt.events.service import EventFilter, EventService
 from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
 from forecourt.principal import Principal
-from forecourt.schemas import Page
+from forecourt.schemas import Page, Timestamp
 
 _PRINTABLE = r"\x21-\x7e\xa1-\xac\xae-\xff"
 IDEMPOTENCY_KEY_PATTERN = rf"^[{_PRINTABLE}]([ {_PRINTABLE}]{{0,198}}[{_PRINTABLE}])?$"
@@ -156,8 +156,8 @@ async def list_events(
     session: DbSession,
     page: Paging,
     type: Annotated[str | None, Query(description="Exact, or a prefix: dashboard.*")] = None,
-    since: Annotated[datetime | None, Query(description="Accepted at or after (ISO 8601).")] = None,
-    until: Annotated[datetime | None, Query(description="Accepted before (ISO 8601).")] = None,
+    since: Annotated[Timestamp | None, Query(description="Accepted at or after.")] = None,
+    until: Annotated[Timestamp | None, Query(description="Accepted before.")] = None,
     subject: Annotated[str | None, Query(description="Exact subject.")] = None,
 ) -> Page[EventOut]:
     """The tenant's event log, newest first."""

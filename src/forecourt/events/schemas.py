@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from forecourt.events.catalog import CATEGORY_RE, NAME_RE
 from forecourt.events.models import EVENT_ID_LENGTH, TYPE_LENGTH
-from forecourt.schemas import JsonObject, JsonValue, StrictModel
+from forecourt.schemas import JsonObject, JsonValue, StrictModel, Timestamp
 
 Severity = Literal["info", "warning", "error", "critical"]
 MAX_BATCH = 100
@@ -38,7 +38,7 @@ class EventPublish(StrictModel):
         description='CloudEvents source (URI-reference); default "/forecourt/<tenant id>".',
     )
     subject: str | None = Field(default=None, min_length=1, max_length=512)
-    time: datetime | None = Field(default=None, description="When it happened; default: now.")
+    time: Timestamp | None = Field(default=None, description="When it happened; default: now.")
     severity: Severity = "info"
     specversion: Literal["1.0"] | None = Field(
         default=None, description="Accepted so a whole CloudEvent can be posted as is."

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from forecourt.schemas import ScopeName, StrictModel, WindowLimit, WindowName
+from forecourt.schemas import ScopeName, StrictModel, Timestamp, WindowLimit, WindowName
 
 MAX_GRACE_S = 30 * 86_400
 
@@ -24,7 +24,7 @@ class KeyCreate(StrictModel):
         default_factory=dict,
         description='Per-key overrides of the tier, e.g. {"minute": 100, "second": 5}.',
     )
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
     environment: Literal["live", "test"] | None = None
 
 
@@ -36,7 +36,7 @@ class KeyUpdate(StrictModel):
     scopes: list[ScopeName] | None = Field(default=None, min_length=1, max_length=64)
     tier: str | None = None
     rate_limits: dict[WindowName, WindowLimit] | None = None
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class KeyRotate(StrictModel):

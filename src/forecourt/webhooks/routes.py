@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, status
 from forecourt.errors import InvalidInput
 from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
 from forecourt.principal import Principal
-from forecourt.schemas import Page
+from forecourt.schemas import Page, Timestamp
 from forecourt.scopes import WEBHOOK_SECRETS
 from forecourt.webhooks.models import Delivery, Endpoint
 from forecourt.webhooks.probe import send_test
@@ -160,8 +160,8 @@ async def list_deliveries(
     page: Paging,
     status: Annotated[str | None, Query(description="pending, delivering, succeeded, …")] = None,
     event_type: Annotated[str | None, Query(description="exact, or a prefix like a.*")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
 ) -> Page[DeliveryOut]:
     rows, cursor = await fc.webhooks(session).deliveries(
         actor,
@@ -182,7 +182,7 @@ async def recover(
     actor: DeliveriesWrite,
     fc: ForecourtDep,
     session: DbSession,
-    since: Annotated[datetime, Query(description="Re-queue failed deliveries since then.")],
+    since: Annotated[Timestamp, Query(description="Re-queue failed deliveries since then.")],
 ) -> RecoverOut:
     aware = _aware(since, "since")
     assert aware is not None
