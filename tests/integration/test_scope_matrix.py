@@ -88,11 +88,16 @@ def operations(app: FastAPI) -> list[Operation]:
 
 
 @pytest.fixture(scope="module")
-def app_operations(tmp_path_factory: pytest.TempPathFactory) -> list[Operation]:
+def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     from forecourt.settings import Settings
 
     data = tmp_path_factory.mktemp("scope-matrix")
-    return operations(create_app(Settings(data_dir=data, secret_key="scope-matrix-" + "k" * 32)))
+    return create_app(Settings(data_dir=data, secret_key="scope-matrix-" + "k" * 32))
+
+
+@pytest.fixture(scope="module")
+def app_operations(app: FastAPI) -> list[Operation]:
+    return operations(app)
 
 
 def guarded(all_operations: list[Operation]) -> list[Operation]:
@@ -143,6 +148,24 @@ def test_every_route_declares_exactly_one_scope(app_operations: list[Operation])
             assert op.scopes[0] in ALL_SCOPES, f"{where} asks for an unknown scope"
     assert undeclared == [], "routes that do not declare exactly one scope"
     assert len(guarded(app_operations)) >= 60  # the enumeration did find the API
+
+
+def test_the_openapi_document_says_which_operations_need_a_key(
+    app: FastAPI, app_operations: list[Operation]
+) -> None:
+    documented = {
+        (method.upper(), path): operation
+        for path, item in app.openapi()["paths"].items()
+        for method, operation in item.items()
+        if method in {"get", "post", "put", "patch", "delete"}
+    }
+    for op in app_operations:
+        if op.method == "WS" or (op.method, op.path) not in documented:
+            continue
+        secured = bool(documented[(op.method, op.path)].get("security"))
+        assert secured == op.caller, (op.method, op.path)
+    served = {(op.method, op.path) for op in guarded(app_operations)}
+    assert served <= set(documented), "guarded operations missing from the document"
 
 
 def test_a_scope_less_key_leaves_no_scope_behind() -> None:
