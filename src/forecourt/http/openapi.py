@@ -32,6 +32,12 @@ from forecourt.http.middleware.access import EXCLUDED_PREFIXES
 from forecourt.http.problems import PROBLEM_MEDIA_TYPE
 
 PROBLEM_SCHEMA_NAME = "Problem"
+SCHEMA_REF = "#/components/schemas/"
+# A request body's text without U+0000, for a text field that no pattern, format or list of
+# values already describes.
+NO_NUL_PATTERN = "^[^\\x00]*$"
+NOT_BLANK_PATTERN = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"
+_TEXT_IS_NAMED = frozenset({"pattern", "format", "enum", "const"})
 SECURITY_SCHEME = "bearerAuth"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # FastAPI's own error shapes, which no Forecourt response has.
@@ -136,7 +142,44 @@ def build(app: FastAPI) -> dict[str, Any]:
                     responses[key] = _problem_response(int(key), response)
             if authenticated:
                 operation["security"] = [{SECURITY_SCHEME: []}]
+    _no_nul_in_bodies(document)
     return document
+
+
+def _no_nul_in_bodies(document: dict[str, Any]) -> None:
+    """Request bodies' text cannot hold U+0000 and is stripped (``schemas.StrictModel``)."""
+    schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
+    seen: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+            return
+        if not isinstance(node, dict):
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(SCHEMA_REF):
+            name = ref.removeprefix(SCHEMA_REF)
+            if name not in seen and name in schemas:
+                seen.add(name)
+                visit(schemas[name])
+            return
+        if "default" in node and node["default"] is None and not _takes_null(node):
+            # An absent field that may not be sent as null (``SkipJsonSchema[None]``).
+            del node["default"]
+        if node.get("type") == "string" and not _TEXT_IS_NAMED.intersection(node):
+            # Text is stripped before its length is checked: a required one is not blank.
+            blank_refused = node.get("minLength", 0) >= 1
+            node["pattern"] = NOT_BLANK_PATTERN if blank_refused else NO_NUL_PATTERN
+        for key, value in node.items():
+            if key not in {"examples", "example", "default", "enum", "const"}:
+                visit(value)
+
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                visit(operation.get("requestBody", {}).get("content", {}))
 
 
 def error_statuses(path: str, dependant: Dependant, method: str, authenticated: bool) -> set[int]:
@@ -173,6 +216,15 @@ def _problem_response(status: int, declared: dict[str, Any]) -> dict[str, Any]:
     if headers:
         response["headers"] = headers
     return response
+
+
+def _takes_null(node: dict[str, Any]) -> bool:
+    branches = [node, *node.get("anyOf", []), *node.get("oneOf", [])]
+    return any(
+        b.get("type") == "null" or (isinstance(b.get("type"), list) and "null" in b["type"])
+        for b in branches
+        if isinstance(b, dict)
+    ) or not any(key in node for key in ("type", "anyOf", "oneOf", "$ref", "allOf"))
 
 
 def _needs_caller(dependant: Dependant) -> bool:

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from forecourt.schemas import JsonObject, JsonValue, StrictModel
 
@@ -150,14 +151,19 @@ class InstanceCreate(StrictModel):
 
 
 class InstanceUpdate(StrictModel):
-    """Only the fields present change. Secrets sent back as ******** keep their value."""
+    """Only the fields present change. Secrets sent back as ******** keep their value.
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    Only ``description`` may be null; the document does not offer null for the others.
+    """
+
+    name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
-    config: JsonObject | None = None
-    version: str | None = Field(default=None, description="Move to another installed version.")
-    event_types: list[str] | None = Field(default=None, max_length=100)
-    enabled: bool | None = None
+    config: JsonObject | SkipJsonSchema[None] = None
+    version: str | SkipJsonSchema[None] = Field(
+        default=None, description="Move to another installed version."
+    )
+    event_types: list[str] | SkipJsonSchema[None] = Field(default=None, max_length=100)
+    enabled: bool | SkipJsonSchema[None] = None
 
 
 class InstanceOut(BaseModel):
