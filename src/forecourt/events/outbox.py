@@ -13,7 +13,8 @@ the rows up by polling (or at once, when ``on_committed`` wakes them)::
 
 Same validation as ``POST /api/v1/events`` (known, not archived type; JSON Schema; size cap;
 severity), raising ``forecourt.errors.InvalidInput`` / ``PayloadTooLarge``. A repeated ``id``
-or ``idempotency_key`` returns the stored original without writing anything; two concurrent
+of the same ``source`` (CloudEvents: source + id name one event) or a repeated
+``idempotency_key`` returns the stored original without writing anything; two concurrent
 transactions publishing the same one both pass the check, and the second fails with
 IntegrityError (the unique constraints) at its flush or commit.
 """
@@ -257,7 +258,7 @@ async def plan(
         return Plan([], [], [])
     tenant_id = drafts[0].tenant_id
     by_key: dict[str, Event] = {}
-    by_ce: dict[str, Event] = {}
+    by_ce: dict[tuple[str, str], Event] = {}  # by (source, id): CloudEvents' identity
     keys = [d.idempotency_key for d in drafts if d.idempotency_key]
     if keys:
         rows = await session.scalars(
@@ -269,7 +270,7 @@ async def plan(
         rows = await session.scalars(
             select(Event).where(Event.tenant_id == tenant_id, Event.ce_id.in_(ce_ids))
         )
-        by_ce = {e.ce_id: e for e in rows}
+        by_ce = {(e.source, e.ce_id): e for e in rows}
 
     now = utcnow()
     cutoff = now - timedelta(seconds=idempotency_window_s)
@@ -290,7 +291,7 @@ async def plan(
             else:
                 original = row
         if original is None and draft.explicit_id:
-            original = by_ce.get(draft.ce_id)
+            original = by_ce.get((draft.source, draft.ce_id))
         if original is not None:
             results.append((original, False))
             continue

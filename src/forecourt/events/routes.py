@@ -171,10 +171,22 @@ async def list_events(
 
 @events.get("/{event_id:path}", response_model=EventOut, response_model_exclude_unset=True)
 async def get_event(
-    event_id: str, actor: EventsRead, fc: ForecourtDep, session: DbSession
+    event_id: str,
+    actor: EventsRead,
+    fc: ForecourtDep,
+    session: DbSession,
+    source: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=512,
+            description="With a CloudEvents id: the event's source (two sources may use one "
+            "id; without it, an id that several use is a 422).",
+        ),
+    ] = None,
 ) -> EventOut:
-    """One event, by Forecourt's ``event_id`` or by its CloudEvents ``id``."""
-    return _out(await _service(fc, session).get(actor, event_id))
+    """One event, by Forecourt's ``event_id`` or by its CloudEvents ``id`` (and ``source``)."""
+    return _out(await _service(fc, session).get(actor, event_id, source))
 
 
 @event_types.get("", response_model=CatalogOut, response_model_by_alias=True)

@@ -11,9 +11,10 @@ Deduplication, per tenant:
   id and time when given); reusing a key for a different request is a Conflict (409), as in
   the IETF Idempotency-Key draft and Stripe's API. After the window the key is released and
   names a new event. In a batch, item ``i`` uses the key ``<key>:<i>``.
-- The CloudEvents ``id``: an event whose id is already stored returns the original, whatever
-  its data (CloudEvents: the same source + id is the same event). Ids are unique per tenant,
-  not per source, for as long as the original is kept (the retention period).
+- The CloudEvents ``id``: an event whose source and id are already stored returns the
+  original, whatever its data (CloudEvents: the same source + id is the same event). Two
+  sources may use the same id. Unique per (tenant, source, id) for as long as the original is
+  kept (the retention period).
 - Concurrent duplicates: both run the lookup, both insert; the unique constraints let one
   commit, the other gets IntegrityError, rolls back and repeats the lookup, finding the winner.
 
@@ -67,6 +68,7 @@ log = logging.getLogger("forecourt.events")
 MAX_IDEMPOTENCY_KEY_CHARS = 200  # the column holds 255: room for a batch's ":<index>"
 RETENTION_INTERVAL_S = 3600.0
 PRUNE_BATCH = 1000
+MAX_SAME_ID = 20  # events read to tell whether an id names one event or several
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,7 @@ class EventService:
         key = _check_key(idempotency_key)
         views: dict[str, TypeView] = {}
         drafts: list[Draft] = []
-        seen_ids: dict[str, int] = {}
+        seen_ids: dict[tuple[str, str], int] = {}  # (source, id): index
         for i, item in enumerate(items):
             try:
                 if item.type not in views:
@@ -161,11 +163,13 @@ class EventService:
             except PayloadTooLarge as exc:
                 raise PayloadTooLarge(f"events.{i}: {exc.detail}", index=i, **exc.extra) from None
             if item.id is not None:
-                if item.id in seen_ids:
+                identity = (drafts[-1].source, item.id)
+                if identity in seen_ids:
                     raise InvalidInput(
-                        f"The id repeats events.{seen_ids[item.id]}.id.", field=f"events.{i}.id"
+                        f"The source and id repeat those of events.{seen_ids[identity]}.",
+                        field=f"events.{i}.id",
                     )
-                seen_ids[item.id] = i
+                seen_ids[identity] = i
         return await self._commit(drafts)
 
     async def emit(
@@ -200,19 +204,30 @@ class EventService:
         rows = (await self.session.scalars(paginate(stmt, Event.id, cursor, limit))).all()
         return next_cursor(rows, limit)
 
-    async def get(self, actor: Principal, event_id: str) -> Event:
-        """By Forecourt's id or by CloudEvents id (Forecourt's id wins if both match)."""
+    async def get(self, actor: Principal, event_id: str, source: str | None = None) -> Event:
+        """By Forecourt's id, or by CloudEvents id (and ``source``, which tells apart the
+        events of two sources that use the same id). Forecourt's id wins if both match; an
+        id that several sources use, without ``source``, is an InvalidInput."""
+        match = (Event.id == event_id) | (Event.ce_id == event_id)
+        if source is not None:
+            match = (Event.id == event_id) | ((Event.ce_id == event_id) & (Event.source == source))
         rows = (
             await self.session.scalars(
-                select(Event).where(
-                    Event.tenant_id == actor.tenant_id,
-                    (Event.id == event_id) | (Event.ce_id == event_id),
-                )
+                select(Event).where(Event.tenant_id == actor.tenant_id, match).limit(MAX_SAME_ID)
             )
         ).all()
         if not rows:
             raise NotFound(f"No event {event_id!r}.")
-        return next((e for e in rows if e.id == event_id), rows[0])
+        own = next((e for e in rows if e.id == event_id), None)
+        if own is not None:
+            return own
+        if len(rows) > 1:
+            raise InvalidInput(
+                f"Events of {'several' if len(rows) == MAX_SAME_ID else len(rows)} sources "
+                "have this id; give the source to choose one.",
+                field="source",
+            )
+        return rows[0]
 
     # -- the catalog ---------------------------------------------------------------------
 
