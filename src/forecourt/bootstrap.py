@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -53,11 +54,34 @@ async def bootstrap(fc: Forecourt) -> str | None:
         await approve_host_permissions(session, tenant.id)
         await session.commit()
     path = fc.settings.data_dir / OWNER_KEY_FILE
-    fc.settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fc.settings.ensure_data_dir()
     write_private(path, raw + "\n")
+    announce_owner_key(path, raw)
+    return raw
+
+
+def announce_owner_key(path: Path, raw: str, stream: TextIO | None = None) -> None:
+    """Show the new owner key on a terminal only. Anywhere else (a log file, journald, a
+    pipe, a container's log) the output says where the key file is, never the key."""
+    out = stream if stream is not None else sys.stderr
+    if _is_terminal(out):
+        print(
+            f"\nForecourt created the owner API key (shown once, also saved to {path}):"
+            f"\n\n    {raw}\n",
+            file=out,
+            flush=True,
+        )
+        return
     print(
-        f"\nForecourt created the owner API key (shown once, also saved to {path}):\n\n    {raw}\n",
-        file=sys.stderr,
+        f"Forecourt created the owner API key and saved it to {path} (readable by its owner"
+        " only); it is shown only on a terminal.",
+        file=out,
         flush=True,
     )
-    return raw
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False

@@ -5,9 +5,11 @@ Every field can be set as ``FORECOURT_<NAME>`` in the environment or in a ``.env
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import secrets
+import tempfile
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,6 +20,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 SECRET_KEY_FILE = "secret-key"
 OWNER_KEY_FILE = "owner-key"
 SQLITE_FILE = "forecourt.db"
+# The data folder and its files are the owner's alone. As root, the sandbox's group may also
+# traverse the folder (never list or read it): sandboxed workers run as the sandbox user and,
+# where namespaces are unavailable, reach their own directories under it by path.
+PRIVATE_DIR_MODE = 0o700
+ROOT_DATA_DIR_MODE = 0o710
+PRIVATE_FILE_MODE = 0o600
 
 DEFAULT_TIERS: dict[str, dict[str, int]] = {
     "free": {"minute": 60, "hour": 1_000, "day": 10_000},
@@ -179,6 +187,15 @@ class Settings(BaseSettings):
         """Where each sandboxed worker gets its private directory."""
         return self.data_dir / "sandbox"
 
+    def ensure_data_dir(self) -> Path:
+        """Create the data folder (mode 0700; as root 0710 with the sandbox's group), or
+        tighten an existing one that grants more."""
+        if os.geteuid() == 0:
+            return ensure_private_dir(
+                self.data_dir, ROOT_DATA_DIR_MODE, group=self.plugin_sandbox_gid, tighten=True
+            )
+        return ensure_private_dir(self.data_dir, PRIVATE_DIR_MODE, tighten=True)
+
     @cached_property
     def resolved_database_url(self) -> str:
         """The database URL; SQLite in ``data_dir`` when none is configured."""
@@ -198,20 +215,76 @@ class Settings(BaseSettings):
         path = self.data_dir / SECRET_KEY_FILE
         if path.exists():
             return path.read_text().strip().encode()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ensure_data_dir()
         value = secrets.token_urlsafe(48)
         write_private(path, value + "\n")
         return value.encode()
 
 
 def write_private(path: Path, content: str) -> None:
-    """Write ``content`` to ``path`` readable by the owner only (mode 0600), atomically."""
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(content)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    """Write ``content`` to ``path`` readable by the owner only (mode 0600), atomically.
+
+    The file is created with that mode (whatever the umask), so it is never readable by
+    anyone else, not even for a moment."""
+    # mkstemp creates the file 0600 under a fresh name (O_EXCL): no other writer's, no
+    # leftover's mode is inherited.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            os.fchmod(fh.fileno(), PRIVATE_FILE_MODE)
+            fh.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists; an existing one is made 0600."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        chmod_private(path)
+        return
+    os.close(fd)
+    os.chmod(path, PRIVATE_FILE_MODE)
+
+
+def chmod_private(path: Path) -> None:
+    """Make an existing file 0600 if it grants more (missing files are left alone)."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_mode & 0o177:
+            os.chmod(path, PRIVATE_FILE_MODE)
+
+
+def ensure_private_dir(
+    path: Path, mode: int = PRIVATE_DIR_MODE, *, group: int | None = None, tighten: bool = False
+) -> Path:
+    """Create ``path`` (and missing parents, which get the same mode) with ``mode`` and,
+    given, ``group``. With ``tighten``, an existing folder that grants more than ``mode``
+    is brought down to it; otherwise an existing folder is left as it is."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=mode)
+            os.chmod(folder, mode)  # mkdir's mode is filtered by the umask
+            if group is not None:
+                os.chown(folder, -1, group)
+    if tighten and path not in missing:
+        st = os.stat(path)
+        if st.st_mode & 0o777 & ~mode:
+            os.chmod(path, st.st_mode & 0o777 & mode)
+        if group is not None and st.st_gid != group and st.st_uid == os.geteuid():
+            os.chown(path, -1, group)
+            os.chmod(path, mode)
+    return path
 
 
 def _check_limits(limits: dict[str, int], field: str) -> None:

@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from forecourt.settings import chmod_private, create_private_file, ensure_private_dir
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 PG_POOL_SIZE = 40
 PG_MAX_OVERFLOW = 20
@@ -81,10 +83,23 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         kwargs.setdefault("json_serializer", sqlite_json_serializer)
+        files: tuple[Path, ...] = ()
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # The database file is created 0600 before SQLite opens it; SQLite gives its
+            # -wal and -shm files the database's mode, and each connection re-checks them.
+            database = Path(parsed.database)
+            ensure_private_dir(database.parent)  # creates; leaves an existing folder alone
+            create_private_file(database)
+            files = (database, Path(f"{database}-wal"), Path(f"{database}-shm"))
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if files:
+
+            def _private_files(_dbapi_connection: Any, _record: Any) -> None:
+                for path in files:
+                    chmod_private(path)
+
+            event.listen(engine.sync_engine, "connect", _private_files)
         return engine
     kwargs.setdefault("json_serializer", json_serializer)
     if "poolclass" not in kwargs:
