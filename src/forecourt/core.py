@@ -70,6 +70,8 @@ class Forecourt:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         s = self.settings
+        # Before anything else creates it: the data folder is the owner's alone (0700).
+        s.ensure_data_dir()
         self.engine: AsyncEngine = create_engine(s.resolved_database_url)
         self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(self.engine)
         # Events any service emits in a session wake the delivery workers once committed.
