@@ -389,6 +389,92 @@ async def test_a_key_grants_only_scopes_it_holds(harness: Harness) -> None:
     assert response.status_code == 403
 
 
+async def test_an_admin_key_never_raises_itself(harness: Harness) -> None:
+    """admin may hand out any tier and limits to another key, never to itself, and never an
+    expiry later than its own."""
+    expires = datetime.now(UTC) + timedelta(days=1)
+    admin = await harness.create_key(["admin"], tier="free", expires_at=expires.isoformat())
+    me, raw = f"{KEYS}/{admin['id']}", admin["key"]
+    for body in (
+        {"expires_at": None},
+        {"expires_at": (expires + timedelta(days=1)).isoformat()},
+        {"tier": "enterprise"},
+        {"rate_limits": {"minute": 100_000}},
+    ):
+        response = await harness.client.patch(me, json=body, headers=harness.auth(raw))
+        assert response.status_code == 403, (body, response.text)
+    got = (await harness.client.get(me, headers=harness.auth())).json()
+    assert (got["tier"], got["rate_limits"]) == ("free", {})
+    assert parse_time(got["expires_at"]) == parse_time(admin["expires_at"])
+    # Lowering itself is fine.
+    response = await harness.client.patch(
+        me, json={"rate_limits": {"minute": 10}}, headers=harness.auth(raw)
+    )
+    assert response.status_code == 200, response.text
+
+    # Its children: any tier, but no expiry beyond its own.
+    response = await harness.client.post(
+        KEYS,
+        json={"name": "c", "scopes": ["keys:read"], "tier": "enterprise"},
+        headers=harness.auth(raw),
+    )
+    assert response.status_code == 403, response.text
+    response = await harness.client.post(
+        KEYS,
+        json={
+            "name": "c",
+            "scopes": ["keys:read"],
+            "tier": "enterprise",
+            "expires_at": (expires - timedelta(hours=1)).isoformat(),
+        },
+        headers=harness.auth(raw),
+    )
+    assert response.status_code == 201, response.text
+
+
+async def test_only_the_operator_grants_system_admin(harness: Harness) -> None:
+    admin = await harness.create_key(["admin"])
+    for body in ({"scopes": ["system:admin"]}, {"scopes": ["admin", "system:admin"]}):
+        response = await harness.client.post(
+            KEYS, json={"name": "op", **body}, headers=harness.auth(admin["key"])
+        )
+        assert response.status_code == 403, response.text
+    response = await harness.client.patch(
+        f"{KEYS}/{admin['id']}",
+        json={"scopes": ["system:admin"]},
+        headers=harness.auth(admin["key"]),
+    )
+    assert response.status_code == 403, response.text
+    # The owner key is the operator: it may.
+    response = await harness.client.post(
+        KEYS, json={"name": "op", "scopes": ["system:admin"]}, headers=harness.auth()
+    )
+    assert response.status_code == 201, response.text
+    # And an admin key cannot act on the operator's keys, which hold more than admin.
+    response = await harness.client.post(
+        f"{KEYS}/{response.json()['id']}/revoke", headers=harness.auth(admin["key"])
+    )
+    assert response.status_code == 403, response.text
+
+
+async def test_a_keys_writer_cannot_touch_the_owner_key(harness: Harness) -> None:
+    writer = (await harness.create_key(["keys:write"]))["key"]
+    owner = (await harness.client.get("/api/v1/auth/me", headers=harness.auth())).json()
+    path = f"{KEYS}/{owner['actor_id']}"
+    for method, suffix, body in (
+        ("POST", "/rotate", None),
+        ("POST", "/revoke", None),
+        ("DELETE", "", None),
+        ("PATCH", "", {"name": "mine"}),
+        ("GET", "/usage", None),
+    ):
+        response = await harness.client.request(
+            method, path + suffix, json=body, headers=harness.auth(writer)
+        )
+        assert response.status_code == 403, response.text
+    assert await status_with(harness, harness.owner_key) == 200
+
+
 async def test_expired_key_is_refused(harness: Harness) -> None:
     expires = datetime.now(UTC) + timedelta(seconds=1)
     created = await harness.create_key(["keys:read"], expires_at=expires.isoformat())
