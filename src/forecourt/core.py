@@ -127,12 +127,12 @@ class Forecourt:
         self.usage = UsageRecorder(self.sessionmaker, s.usage_flush_interval_s)
         self.signin_throttle = SignInThrottle.from_settings(s, self.redis)
         self.broadcast.subscribe(INVALIDATE_CHANNEL, self.key_cache.invalidate)
-        self.webhook_config = WebhookConfig(
-            box=SecretBox(self.key_config.secret, SECRET_PURPOSE),
         # Suspended tenants: checked wherever a caller is resolved, kept current by broadcast.
         self.suspensions = Suspensions()
         self.broadcast.subscribe(SUSPENSION_CHANNEL, self.suspensions.on_message)
         self.operator_tenant_id: str | None = None
+        self.webhook_config = WebhookConfig(
+            box=SecretBox(self.key_config.secret, SECRET_PURPOSE),
             policy=ssrf.AllowPolicy.from_setting(s.webhook_allow_private),
             resolver=ssrf.SystemResolver(),
             overlap_s=s.secret_rotation_overlap_s,
@@ -162,19 +162,19 @@ class Forecourt:
         else:
             await migrate.require_current(self.engine)
         await bootstrap(self)
+        await self._load_tenants()
         from forecourt.plugins.bundled import install_bundled
 
-        await self._load_tenants()
         await install_bundled(self)
         await self.broadcast.start()
         self._tasks.append(asyncio.create_task(self.usage.run(), name="forecourt-usage"))
-        from forecourt.events.service import run_retention
-
         self._tasks.append(
             asyncio.create_task(
                 self.suspensions.run(self.sessionmaker), name="forecourt-suspensions"
             )
         )
+        from forecourt.events.service import run_retention
+
         # Built on every node (the test-endpoint API sends through it); started only on
         # nodes that run workers.
         self.worker = DeliveryWorker(
@@ -229,8 +229,6 @@ class Forecourt:
     def keys(self, session: AsyncSession) -> KeyService:
         return KeyService(session, self.key_config, self.broadcast)
 
-    def webhooks(self, session: AsyncSession) -> EndpointService:
-        return EndpointService(session, self.webhook_config)
     def tenants(self, session: AsyncSession) -> TenantService:
         return TenantService(session, self.keys(session), self.broadcast)
 
@@ -246,6 +244,8 @@ class Forecourt:
             )
         await self.suspensions.reload(self.sessionmaker)
 
+    def webhooks(self, session: AsyncSession) -> EndpointService:
+        return EndpointService(session, self.webhook_config)
 
     def plugins(self, session: AsyncSession) -> PluginService:
         from forecourt.plugins.service import PluginService
