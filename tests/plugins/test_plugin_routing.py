@@ -23,7 +23,7 @@ from conftest import Harness
 from forecourt.plugins.builtin import BUILTIN_DIR
 from forecourt.plugins.models import PluginQueueItem
 from forecourt.plugins.routing import MAX_DEPTH
-from receivers import Receiver
+from receivers import Receiver, Reply
 
 SLACK_CODE = (BUILTIN_DIR / "slack_alert" / "plugin.py").read_text()
 HOOKS = """
@@ -41,12 +41,25 @@ def slow(payload):
     return {"events": []}
 
 
+def meet(payload):
+    # Say it started, then wait until every party has: only runs in flight at once can all
+    # return (run one after the other, the first waits until its timeout).
+    url = forecourt_plugin.config()["url"]
+    forecourt_plugin.fetch(url + "/arrived", method="POST")
+    while forecourt_plugin.fetch(url + "/all").status != 200:
+        time.sleep(0.02)
+    return {"events": []}
+
+
 def echo(payload):
     return {"events": [{"type": "dashboard.viewed", "data": {"after": payload["event"]["type"]}}]}
 """
 HANG_S = 60.0  # only catches a hang
 SLOW_TIMEOUT_S = 10.0  # the slow hook's timeout: far longer than a delivery takes
-SLEEP_SCHEMA = {"type": "object", "properties": {"sleep_s": {"type": "number"}}}
+SLEEP_SCHEMA = {
+    "type": "object",
+    "properties": {"sleep_s": {"type": "number"}, "url": {"type": "string"}},
+}
 
 
 @pytest.fixture
@@ -75,13 +88,18 @@ def slack_like(receiver: Receiver) -> dict[str, str]:
     )
 
 
-def hook(entry: str, events: list[str], **fields: Any) -> dict[str, str]:
+def hook(
+    entry: str, events: list[str], network: list[str] | None = None, **fields: Any
+) -> dict[str, str]:
+    permissions: dict[str, Any] = {"events": events}
+    if network:
+        permissions["network"] = network
     return files(
         HOOKS,
         id=f"com.example.{entry}",
         type="hook",
         entry_point=f"plugin:{entry}",
-        permissions={"events": events},
+        permissions=permissions,
         config_schema=SLEEP_SCHEMA,
         **fields,
     )
@@ -174,6 +192,35 @@ async def test_a_failing_hook_holds_up_neither_publishing_nor_other_plugins(
     ]
     await wait_until(lambda: _none(queued(h)))
     assert len(await executions(h, "com.example.boom")) == 1  # an error is not retried
+
+
+async def test_the_runs_of_one_event_are_in_flight_at_once(
+    harness_factory: Any, receiver: Receiver
+) -> None:
+    """Two instances that each wait for the other to start: both return only if their runs
+    overlap, whatever order they are claimed in."""
+    h = await start(harness_factory, plugin_event_max_attempts=1)
+    arrived = "/arrived"
+    receiver.reply(arrived, Reply(status=204))
+    receiver.reply(
+        "/all",
+        lambda _, __: Reply(status=200 if len(receiver.ids(arrived)) >= 2 else 409),
+    )
+    host = [f"127.0.0.1:{receiver.port}"]
+    await install(h, hook("meet", ["alert.*"], network=host, resources={"timeout_s": 20}))
+    for name in ("first", "second"):
+        config = {"url": f"http://127.0.0.1:{receiver.port}"}
+        await instance(h, plugin_id="com.example.meet", name=name, config=config)
+
+    await publish(h, "alert.triggered")
+
+    async def both() -> list[dict[str, Any]]:
+        found = await executions(h, "com.example.meet")
+        return found if len(found) == 2 else []
+
+    ran = await wait_until(both, timeout_s=HANG_S)
+    assert [e["status"] for e in ran] == ["ok", "ok"], ran
+    assert len(receiver.ids(arrived)) == 2
 
 
 async def test_timeouts_are_retried_then_given_up(harness_factory: Any) -> None:
