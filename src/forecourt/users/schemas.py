@@ -11,10 +11,13 @@ from forecourt.schemas import StrictModel
 
 Role = Literal["owner", "admin", "member", "viewer"]
 MIN_PASSWORD_LENGTH = 12
+# No @ or space around the one @. Spaces spelled out: the server's \s (Unicode White_Space)
+# has U+0085 and not U+FEFF, a client's JSON Schema \s (ECMA-262) the reverse.
+EMAIL_PATTERN = r"^[^@\s\x85\ufeff]+@[^@\s\x85\ufeff]+$"
 
 
 class UserCreate(StrictModel):
-    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    email: str = Field(min_length=3, max_length=320, pattern=EMAIL_PATTERN)
     name: str = Field(default="", max_length=200)
     password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
     role: Role = "member"
