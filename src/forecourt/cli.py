@@ -584,24 +584,28 @@ def _problems(exc: ForecourtError) -> str:
 
 @plugins_app.command("list")
 def plugins_list() -> None:
-    """List installed plugins: id, versions, type, state, trust, name."""
+    """List installed plugins: id, versions, type, state (for the default tenant), trust,
+    name."""
     settings = load_settings()
 
-    async def go(fc: Any) -> list[Any]:
+    async def go(fc: Any) -> list[tuple[Any, Any]]:
         found: list[Any] = []
         cursor: str | None = None
         async with fc.sessionmaker() as session:
+            actor = await _operator(session)
+            service = fc.plugins(session)
             while True:
-                page, cursor = await fc.plugins(session).page(
-                    type=None, enabled=None, category=None, cursor=cursor, limit=PAGE_SIZE
+                page, cursor = await service.page(
+                    actor, type=None, enabled=None, category=None, cursor=cursor, limit=PAGE_SIZE
                 )
                 found.extend(page)
                 if cursor is None:
-                    return found
+                    states = await service.states(actor, found)
+                    return [(item, states[item.plugin_id]) for item in found]
 
-    for item in run(lambda: _with_forecourt(settings, go)):
+    for item, tenant_state in run(lambda: _with_forecourt(settings, go)):
         latest = item.latest
-        state = "enabled" if latest.enabled else "disabled"
+        state = "enabled" if tenant_state.enabled else "disabled"
         trust = "builtin" if latest.builtin else ("signed" if latest.signed else "unsigned")
         versions = ",".join(row.version for row in item.versions)
         typer.echo(
@@ -609,14 +613,14 @@ def plugins_list() -> None:
         )
 
 
-def _set_enabled(plugin_id: str, enabled: bool) -> None:
+def _set_enabled(plugin_id: str, enabled: bool, tenant: str) -> None:
     from forecourt.plugins.schemas import PluginUpdate
 
     settings = load_settings()
 
     async def go(fc: Any) -> None:
         async with fc.sessionmaker() as session:
-            actor = await _tenant_principal(session, "default")
+            actor = await _tenant_principal(session, tenant)
             await fc.plugins(session).update(actor, plugin_id, PluginUpdate(enabled=enabled))
 
     run(lambda: _with_forecourt(settings, go))
@@ -624,15 +628,16 @@ def _set_enabled(plugin_id: str, enabled: bool) -> None:
 
 
 @plugins_app.command("enable")
-def plugins_enable(plugin_id: str) -> None:
-    """Enable a plugin (every installed version)."""
-    _set_enabled(plugin_id, True)
+def plugins_enable(plugin_id: str, tenant: TenantOpt = "default") -> None:
+    """Enable a plugin for one tenant (every installed version)."""
+    _set_enabled(plugin_id, True, tenant)
 
 
 @plugins_app.command("disable")
-def plugins_disable(plugin_id: str) -> None:
-    """Disable a plugin: its instances stop running (calls, events, schedules)."""
-    _set_enabled(plugin_id, False)
+def plugins_disable(plugin_id: str, tenant: TenantOpt = "default") -> None:
+    """Disable a plugin for one tenant: its instances there are disabled and stop running
+    (calls, events, schedules)."""
+    _set_enabled(plugin_id, False, tenant)
 
 
 @plugins_app.command("run")

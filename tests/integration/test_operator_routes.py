@@ -86,7 +86,7 @@ def fill(path: str, tenant: str) -> str:
 
 
 async def call(h: Harness, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
-    body = {} if method in ("POST", "PUT", "PATCH") else None
+    body: dict[str, Any] | None = {} if method in ("POST", "PUT", "PATCH") else None
     return await h.client.request(method, path, json=body, headers=headers)
 
 

@@ -107,6 +107,12 @@ async def test_availability_to_all_or_a_list(h: Harness) -> None:
     mine = await h.client.get(f"/api/v1/plugin-instances/{made.json()['id']}", headers=h.auth(beta))
     assert mine.json()["enabled"] is False
     problem(await run(h, beta, made.json()["id"], {"records": []}), 409, "conflict")
+    enable = await h.client.patch(
+        f"/api/v1/plugin-instances/{made.json()['id']}",
+        json={"enabled": True},
+        headers=h.auth(beta),
+    )
+    problem(enable, 409, "conflict")
     made_gamma = await new_instance(h, gamma, UPPER, "theirs")
     assert made_gamma.status_code == 201, made_gamma.text
 

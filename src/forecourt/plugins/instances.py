@@ -173,6 +173,10 @@ class InstanceService:
             # It runs after this change: it must be allowed to.
             await policy.check_host_approved(self.session, actor.tenant_id, target)
             if data.enabled and not instance.enabled:
+                if not await policy.is_available(self.session, actor.tenant_id, target):
+                    raise Conflict(
+                        f"The plugin {target.plugin_id} is not available to this tenant."
+                    )
                 state = await self._state(actor, target)
                 if not state.enabled:
                     raise Conflict(f"The plugin {target.plugin_id} is disabled ({state.reason}).")

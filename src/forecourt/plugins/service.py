@@ -464,6 +464,8 @@ class PluginService:
             raise InvalidInput(
                 f"{installed.plugin_id} {version} is not installed.", field="upgrade_to"
             )
+        # The target may reach the host where the tenant's versions did not.
+        await policy.check_host_approved(self.session, actor.tenant_id, target)
         by_id = {row.id: row for row in installed.versions}
         found = await self.session.scalars(
             select(PluginInstance).where(
