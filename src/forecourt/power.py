@@ -16,6 +16,8 @@ The rules built on it:
 
 - Acting on an existing key (update, rotate, revoke, usage) needs its scopes to be a subset of
   the caller's; a refusal says nothing of what the key holds (``KEY_REFUSED``, one message).
+  Rotating another key hands its new secret to the caller, so it needs the whole key to be
+  one the caller could have made (``check_may_take_over``).
 - What a key hands out (a new key, or new values on another key) is covered by its own power;
   a holder of ``admin`` may hand out any tier and limits, never a later expiry.
 - A key changing itself never raises its own tier or limits nor extends its expiry, ``admin`` or
@@ -123,6 +125,26 @@ def check_may_act_on_key(actor_scopes: Iterable[str], target_scopes: Iterable[st
     """Forbidden, with one message whatever the key holds, unless the caller holds every scope
     the key grants."""
     if not scopes_cover(actor_scopes, target_scopes):
+        raise Forbidden(KEY_REFUSED)
+
+
+def may_hand_out(creator: Power, target: Power) -> bool:
+    """Whether ``creator`` could have made ``target``: its scopes, an expiry no later than the
+    creator's and, unless the creator holds ``admin``, no higher tier or limits."""
+    if not (
+        target.scopes <= creator.scopes and expiry_covers(creator.expires_at, target.expires_at)
+    ):
+        return False
+    return creator.is_admin or (
+        limits_cover(creator.tier_limits, target.tier_limits)
+        and limits_cover(creator.limits, target.limits)
+    )
+
+
+def check_may_take_over(actor: Power, target: Power) -> None:
+    """Forbidden (``KEY_REFUSED``) unless ``actor`` could have made ``target``: a call that
+    hands the caller the key's secret (a rotation) must not give it more than it holds."""
+    if not may_hand_out(actor, target):
         raise Forbidden(KEY_REFUSED)
 
 

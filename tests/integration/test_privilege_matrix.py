@@ -84,6 +84,7 @@ async def build_world(h: Harness) -> World:
     for name, scopes, extra in (
         ("keys_writer", ["keys:write"], {}),
         ("reader", ["keys:read"], {}),
+        ("pro_reader", ["keys:read"], {"tier": "pro"}),
         ("child", ["keys:write"], {"expires_at": later(1), "tier": "free"}),
         ("users_writer", ["users:write"], {}),
         ("webhooks_writer", ["webhooks:write"], {}),
@@ -237,6 +238,20 @@ REFUSED = [
     Case("delete the owner key", "DELETE", KEY, "keys_writer", OWNER_KEY),
     Case("usage of the owner key", "GET", KEY + "/usage", "keys_writer", OWNER_KEY),
     Case("rotate a wider key", "POST", KEY + "/rotate", "keys_writer", {"key_id": "users_writer"}),
+    Case(
+        "rotate a covered key that outlives the caller",
+        "POST",
+        KEY + "/rotate",
+        "child",
+        {"key_id": "reader"},
+    ),
+    Case(
+        "rotate a covered key of a higher tier",
+        "POST",
+        KEY + "/rotate",
+        "keys_writer",
+        {"key_id": "pro_reader"},
+    ),
     Case(
         "raise a covered key's tier",
         "PATCH",

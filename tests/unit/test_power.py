@@ -244,3 +244,27 @@ def test_roles_and_ranks() -> None:
     assert not power.rank_covers(1, 2)
     assert power.role_covered(scope_rules.expand(["admin"]), scope_rules.TENANT_SCOPES)
     assert not power.role_covered(scope_rules.expand(["users:write"]), {"users:read", "x:y"})
+
+
+@given(scope_sets, limit_maps, limit_maps, expiries, expiries, st.booleans())
+def test_taking_over_a_key_needs_all_of_its_power(
+    scopes: frozenset[str],
+    creator_limits: dict[str, int],
+    target_limits: dict[str, int],
+    creator_exp: datetime | None,
+    target_exp: datetime | None,
+    admin: bool,
+) -> None:
+    creator_scopes = {*scopes, "admin"} if admin else scopes
+    creator = power.key_power(creator_scopes, creator_limits, {}, creator_exp)
+    target = power.key_power(scopes, target_limits, {}, target_exp)
+    expected = not later(creator_exp, target_exp) and (
+        creator.is_admin or power.limits_cover(creator_limits, target_limits)
+    )
+    assert power.may_hand_out(creator, target) is expected
+    if expected:
+        power.check_may_take_over(creator, target)
+    else:
+        with pytest.raises(Forbidden) as caught:
+            power.check_may_take_over(creator, target)
+        assert caught.value.detail == power.KEY_REFUSED

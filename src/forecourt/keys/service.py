@@ -189,6 +189,9 @@ class KeyService:
     async def rotate(self, actor: Principal, key_id: str, data: KeyRotate) -> tuple[ApiKey, str]:
         """A new secret; the current one keeps working for the grace period, then stops."""
         key = await self.get_covered(actor, key_id)
+        if actor.actor_type != "key" or actor.actor_id != key.id:
+            # The caller receives the new secret: the key must hold no more than it may make.
+            power.check_may_take_over(await self.actor_power(actor), self._power(key))
         if status(key) != "active":
             raise InvalidInput(
                 f"Only active keys can be rotated; this one is {status(key)}.", field="id"
