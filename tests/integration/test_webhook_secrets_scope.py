@@ -186,3 +186,19 @@ async def test_the_audit_log_never_holds_header_values_or_url_secrets(wh: Harnes
 )
 def test_mask_url(url: str, masked: str) -> None:
     assert mask_url(url) == masked
+
+
+async def test_a_masked_read_written_back_keeps_the_stored_values(wh: Harness) -> None:
+    writer = (await wh.create_key(["webhooks:write"]))["key"]
+    created = await create(wh)
+    path = f"{WEBHOOKS}/{created['id']}"
+    seen = (await wh.client.get(path, headers=wh.auth(writer))).json()
+    assert_masked(seen)
+    headers = {**seen["headers"], "X-Plain": "new"}
+    response = await wh.client.patch(
+        path, json={"url": seen["url"], "headers": headers}, headers=wh.auth(writer)
+    )
+    assert response.status_code == 200, response.text
+    got = (await wh.client.get(path, headers=wh.auth())).json()
+    assert got["url"] == URL
+    assert got["headers"] == {"Authorization": TOKEN, "X-Plain": "new"}

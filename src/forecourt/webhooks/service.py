@@ -132,7 +132,9 @@ class EndpointService:
         for name in fields:
             if getattr(data, name) is None and name not in {"rate_limit_per_s"}:
                 raise InvalidInput(f"{name} cannot be null.", field=name)
-        if "url" in fields and data.url is not None:
+        # A masked value sent back as read (read-modify-write without webhooks:secrets) keeps
+        # what is stored rather than storing the mask.
+        if "url" in fields and data.url is not None and data.url != mask_url(endpoint.url):
             await self._check_url(data.url)
             endpoint.url = data.url
         if "description" in fields and data.description is not None:
@@ -140,7 +142,7 @@ class EndpointService:
         if "event_types" in fields and data.event_types is not None:
             endpoint.event_types = _patterns(data.event_types)
         if "headers" in fields and data.headers is not None:
-            endpoint.headers = _headers(data.headers)
+            endpoint.headers = _headers(_unmasked(data.headers, endpoint.headers))
         if "timeout_s" in fields and data.timeout_s is not None:
             endpoint.timeout_s = data.timeout_s
         if "retry_policy" in fields and data.retry_policy is not None:
@@ -399,6 +401,14 @@ def _requeue(delivery: Delivery) -> None:
 
 def _patterns(patterns: Sequence[str]) -> list[str]:
     return fanout.checked_patterns(patterns, "dashboard.created")
+
+
+def _unmasked(given: dict[str, str], stored: dict[str, Any]) -> dict[str, str]:
+    """``given`` with each ``***`` value of a header already stored replaced by its value."""
+    return {
+        name: stored[name] if value == MASK and name in stored else value
+        for name, value in given.items()
+    }
 
 
 def _headers(headers: dict[str, str]) -> dict[str, str]:
