@@ -35,7 +35,11 @@ def _fields(key: ApiKey) -> dict[str, Any]:
 async def create_key(
     body: KeyCreate, actor: KeysWrite, fc: ForecourtDep, session: DbSession
 ) -> KeyCreated:
-    """Create a key. The full key is in the response, this once."""
+    """Create a key. The full key is in the response, this once.
+
+    A key holds no scope its creator lacks (``system:admin`` needs ``system:admin``) and
+    expires no later than its creator; its tier and limits are no higher than its creator's
+    unless the creator holds ``admin`` (403 otherwise)."""
     key, raw = await fc.keys(session).create(actor, body)
     return _created(key, raw)
 
@@ -62,7 +66,11 @@ async def update_key(
     fc: ForecourtDep,
     session: DbSession,
 ) -> KeyOut:
-    """Change name, description, scopes, tier, limits or expiry; omitted fields stay."""
+    """Change name, description, scopes, tier, limits or expiry; omitted fields stay.
+
+    Only a caller holding every scope of the key may change it (403 otherwise, whatever the
+    key holds). New values follow the rules of creation; a key changing itself may lower its
+    tier, limits and expiry, never raise or extend them (``admin`` or not)."""
     return _out(await fc.keys(session).update(actor, key_id, body))
 
 
@@ -74,14 +82,17 @@ async def rotate_key(
     session: DbSession,
     body: KeyRotate | None = None,
 ) -> KeyCreated:
-    """A new secret. The old one keeps working for ``grace_period_s`` (24 h by default)."""
+    """A new secret. The old one keeps working for ``grace_period_s`` (24 h by default).
+
+    The caller receives the secret: another key is rotated only by a caller that could have
+    created it (its scopes and expiry, and its tier and limits unless the caller is admin)."""
     key, raw = await fc.keys(session).rotate(actor, key_id, body or KeyRotate())
     return _created(key, raw)
 
 
 @router.post("/{key_id}/revoke", response_model=KeyOut)
 async def revoke_key(key_id: str, actor: KeysWrite, fc: ForecourtDep, session: DbSession) -> KeyOut:
-    """Stop the key at once, on every node."""
+    """Stop the key at once, on every node. Needs every scope the key holds."""
     return _out(await fc.keys(session).revoke(actor, key_id))
 
 
@@ -93,6 +104,7 @@ async def delete_key(key_id: str, actor: KeysWrite, fc: ForecourtDep, session: D
 
 @router.get("/{key_id}/usage", response_model=KeyUsage)
 async def key_usage(key_id: str, actor: KeysRead, fc: ForecourtDep, session: DbSession) -> KeyUsage:
-    """Requests per minute (last hour), hour (last day) and day (last 30 days)."""
+    """Requests per minute (last hour), hour (last day) and day (last 30 days). Needs every
+    scope the key holds."""
     await fc.usage.flush()
     return KeyUsage.model_validate(await fc.keys(session).usage(actor, key_id))
