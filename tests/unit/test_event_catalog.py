@@ -239,7 +239,7 @@ def test_normalize_turns_data_into_json_values() -> None:
     assert draft.data == {"at": "2026-01-01T00:00:00+00:00", "ids": [1, 2]}
     with pytest.raises(InvalidInput) as caught:
         prepare(BUILTINS["key.created"], TENANT, data={"x": object()}, normalize=True)
-    assert caught.value.field == "data"
+    assert caught.value.field == "data.x"
 
 
 def test_canonical_sorts_keys_and_tells_json_types_apart() -> None:
