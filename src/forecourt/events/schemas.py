@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from forecourt.events.catalog import CATEGORY_RE, NAME_RE
 from forecourt.events.models import EVENT_ID_LENGTH, TYPE_LENGTH
@@ -100,7 +101,7 @@ class EventTypeCreate(StrictModel):
 class EventTypeUpdate(StrictModel):
     """Only the fields present change; ``schema: null`` removes the schema."""
 
-    category: str | None = None
+    category: str | SkipJsonSchema[None] = None
     description: str | None = Field(default=None, max_length=2000)
     schema_: JsonObject | None = Field(default=None, alias="schema")
     archived: bool | None = Field(

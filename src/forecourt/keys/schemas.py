@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from forecourt.schemas import ScopeName, StrictModel, Timestamp, WindowLimit, WindowName
 
@@ -31,9 +32,11 @@ class KeyCreate(StrictModel):
 class KeyUpdate(StrictModel):
     """Only the fields present are changed; ``expires_at: null`` removes the expiry."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
-    scopes: list[ScopeName] | None = Field(default=None, min_length=1, max_length=64)
+    scopes: list[ScopeName] | SkipJsonSchema[None] = Field(
+        default=None, min_length=1, max_length=64
+    )
     tier: str | None = None
     rate_limits: dict[WindowName, WindowLimit] | None = None
     expires_at: Timestamp | None = None

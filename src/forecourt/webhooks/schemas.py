@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic.json_schema import SkipJsonSchema
 
 from forecourt.schemas import JsonObject, StrictModel
 
@@ -39,17 +40,17 @@ class EndpointCreate(StrictModel):
 
 
 class EndpointUpdate(StrictModel):
-    """Only the fields present change."""
+    """Only the fields present change; only ``rate_limit_per_s`` may be null (no limit)."""
 
-    url: str | None = Field(default=None, min_length=1, max_length=2048)
-    description: str | None = Field(default=None, max_length=2000)
-    event_types: list[str] | None = Field(default=None, max_length=200)
-    headers: dict[str, str] | None = Field(default=None, max_length=50)
-    timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
-    retry_policy: RetryPolicy | None = None
+    url: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=2048)
+    description: str | SkipJsonSchema[None] = Field(default=None, max_length=2000)
+    event_types: list[str] | SkipJsonSchema[None] = Field(default=None, max_length=200)
+    headers: dict[str, str] | SkipJsonSchema[None] = Field(default=None, max_length=50)
+    timeout_s: float | SkipJsonSchema[None] = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
+    retry_policy: RetryPolicy | SkipJsonSchema[None] = None
     rate_limit_per_s: StrictInt | None = Field(default=None, ge=1, le=100_000)
-    metadata: JsonObject | None = None
-    enabled: bool | None = None
+    metadata: JsonObject | SkipJsonSchema[None] = None
+    enabled: bool | SkipJsonSchema[None] = None
 
 
 class SecretRotate(StrictModel):
