@@ -37,6 +37,7 @@ allowed), and the node runs no background workers, so nothing is delivered.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import tempfile
@@ -52,6 +53,7 @@ import pytest
 import schemathesis
 import uvicorn
 from schemathesis.config import SchemathesisConfig
+from schemathesis.core.failures import FailureGroup
 from schemathesis.openapi.checks import RejectedPositiveData
 
 from conftest import free_port
@@ -226,20 +228,38 @@ def test_operations(case: Any, served: Served) -> None:
 
 
 def test_stateful(served: Served) -> None:
+    """Chains of calls; every step's failures are collected, then reported all at once.
+
+    Each step depends on the server's earlier answers, which Hypothesis cannot replay: a
+    failure is recorded where it is found (no shrinking, no replay), and a run that Hypothesis
+    ends early because a chain drew differently than before keeps what it found so far.
+    """
+    failures: list[str] = []
+    steps = 0
+
     class Machine(schema.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
             return {"base_url": served.base_url}
 
-    Machine.run(
-        settings=hypothesis.settings(
-            max_examples=STATEFUL_EXAMPLES,
-            stateful_step_count=STATEFUL_MAX_STEPS,
-            derandomize=True,
-            database=None,
-            deadline=None,
-            # Each step depends on the server's earlier answers, which a replay cannot repeat:
-            # a failure is reported as found, not shrunk.
-            phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
-            suppress_health_check=list(hypothesis.HealthCheck),
+        def validate_response(self, response: Any, case: Any, *args: Any, **kwargs: Any) -> None:
+            nonlocal steps
+            steps += 1
+            try:
+                super().validate_response(response, case, *args, **kwargs)
+            except FailureGroup as group:
+                failures.append(str(group))
+
+    with contextlib.suppress(hypothesis.errors.FlakyStrategyDefinition):
+        Machine.run(
+            settings=hypothesis.settings(
+                max_examples=STATEFUL_EXAMPLES,
+                stateful_step_count=STATEFUL_MAX_STEPS,
+                derandomize=True,
+                database=None,
+                deadline=None,
+                phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+                suppress_health_check=list(hypothesis.HealthCheck),
+            )
         )
-    )
+    assert not failures, "\n\n".join(failures)
+    assert steps >= STATEFUL_EXAMPLES, f"only {steps} stateful steps ran"
