@@ -219,8 +219,12 @@ async def test_a_row_taken_over_past_its_attempt_limit_is_recorded_and_dropped(
     async def drained() -> bool:
         return await queued(h) == 0
 
-    await wait_until(drained, timeout_s=30)
-    listed = await executions(h, "com.example.hook")
+    async def recorded(count: int) -> list[dict[str, Any]]:
+        listed = await executions(h, "com.example.hook")
+        return listed if len(listed) >= count else []
+
+    listed = await wait_until(lambda: recorded(1), timeout_s=30)
+    assert await drained()
     assert [(e["status"], e["error_class"], e["attempt"]) for e in listed] == [
         ("error", "AttemptsExhausted", MAX_ATTEMPTS + 1)
     ]
@@ -230,8 +234,8 @@ async def test_a_row_taken_over_past_its_attempt_limit_is_recorded_and_dropped(
 
     # One attempt short of the limit: taken over, it runs once more, as the last attempt.
     await insert_row(h, tenant_id, created["id"], event["id"], MAX_ATTEMPTS - 1)
+    listed = await wait_until(lambda: recorded(2), timeout_s=30)
     await wait_until(drained, timeout_s=30)
-    listed = await executions(h, "com.example.hook")
     assert sorted((e["status"], e["attempt"]) for e in listed) == [
         ("error", MAX_ATTEMPTS + 1),
         ("ok", MAX_ATTEMPTS),
@@ -266,18 +270,21 @@ async def test_runs_that_keep_dying_stop_at_the_attempt_limit(harness_factory: A
     async def drained() -> bool:
         return await queued(h) == 0
 
+    async def recorded() -> list[dict[str, Any]]:
+        return await executions(h, "com.example.hook")
+
+    await wait_until(recorded, timeout_s=60)
     await wait_until(drained, timeout_s=60)
-    listed = await executions(h, "com.example.hook")
-    assert [(e["error_class"], e["attempt"]) for e in listed] == [
+    assert [(e["error_class"], e["attempt"]) for e in await recorded()] == [
         ("AttemptsExhausted", MAX_ATTEMPTS + 1)
     ]
     # Exactly MAX_ATTEMPTS runs were started; they are still hanging, never finished.
     pool = h.fc.plugin_runner._pool
     assert pool is not None
-    assert sum(len(keyed.busy) for keyed in pool._keys.values()) == MAX_ATTEMPTS
 
     async def settled() -> bool:  # the router's last task ends once the row is dropped
-        return len(router._running) == MAX_ATTEMPTS
+        busy = sum(len(keyed.busy) for keyed in pool._keys.values())
+        return busy == MAX_ATTEMPTS and len(router._running) == MAX_ATTEMPTS
 
     await wait_until(settled)
 

@@ -272,7 +272,10 @@ class EventRouter:
         limit = self.settings.plugin_event_max_attempts
         if claim.attempts > limit:
             # The attempts before this claim were taken and never finished: their node
-            # stopped or their lease ran out mid-run. Counted when claimed, they end here.
+            # stopped or their lease ran out mid-run. Counted when claimed, they end here:
+            # the row first, so that a node taking it over meanwhile records nothing twice.
+            if not await self._finish(claim):
+                return
             await self.runner.record_unrun(
                 instance,
                 plugin,
@@ -285,7 +288,6 @@ class EventRouter:
                 event_id=event.id,
                 attempt=claim.attempts,
             )
-            await self._finish(claim)
             return
         run = await self.runner.run(
             instance,
@@ -307,7 +309,11 @@ class EventRouter:
         async with self.sessionmaker() as session, session.begin():
             await session.execute(
                 update(_QUEUE)
-                .where(_QUEUE.c.id == claim.id, _QUEUE.c.lease_owner == self.worker_id)
+                .where(
+                    _QUEUE.c.id == claim.id,
+                    _QUEUE.c.lease_owner == self.worker_id,
+                    _QUEUE.c.attempts == claim.attempts,  # not taken over since
+                )
                 .values(
                     lease_owner=None,
                     lease_expires_at=None,
@@ -316,10 +322,14 @@ class EventRouter:
                 )
             )
 
-    async def _finish(self, claim: Claim) -> None:
+    async def _finish(self, claim: Claim) -> bool:
+        """Delete the claim's row; False if this node no longer holds it (taken over)."""
         async with self.sessionmaker() as session, session.begin():
-            await session.execute(
+            result = await session.execute(
                 delete(_QUEUE).where(
-                    _QUEUE.c.id == claim.id, _QUEUE.c.lease_owner == self.worker_id
+                    _QUEUE.c.id == claim.id,
+                    _QUEUE.c.lease_owner == self.worker_id,
+                    _QUEUE.c.attempts == claim.attempts,
                 )
             )
+        return bool(result.rowcount)  # type: ignore[attr-defined]

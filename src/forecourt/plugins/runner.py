@@ -380,25 +380,29 @@ class Checked:
 async def checked_output(plugin: Plugin, result: CallResult) -> Checked:
     """:func:`check_output`, in the codec's bounded thread pool for a large answer: the work
     is proportional to what the plugin returned, which must not hold the event loop."""
+    declared = list((plugin.manifest.get("permissions") or {}).get("metrics") or [])
     if result.answer_bytes <= codec.OFFLOAD_BYTES:
-        return check_output(plugin, result)
-    return await codec.run_in_pool(check_output, plugin, result)
+        return check_output(plugin.type, declared, result)
+    # Plain values only cross to the thread: no database object is touched off the loop.
+    return await codec.run_in_pool(check_output, plugin.type, declared, result)
 
 
-def check_output(plugin: Plugin, result: CallResult) -> Checked:
-    """Keep the declared metrics and check the output against the type's contract; a broken
-    contract makes the run an ``error``."""
+def check_output(kind: str, declared: list[str], result: CallResult) -> Checked:
+    """Keep the metrics the plugin ``declared`` and check the output against the contract
+    of its type (``kind``); a broken contract makes the run an ``error``."""
     notes: list[str] = []
-    metrics = _metrics(plugin, result, notes)
+    metrics = _metrics(declared, result, notes)
     if not result.ok:
         return Checked(result, None, metrics, notes)
-    problems = validate_output(plugin.type, result.output, metrics=_declared(plugin))
+    problems = validate_output(
+        kind, result.output, metrics=declared if kind == "collector" else None
+    )
     if problems:
         shown = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:MAX_PROBLEMS_SHOWN])
         broken = replace(result, status="error", error_class="ContractViolation", output=None)
-        broken.error_message = f"the output breaks the {plugin.type} contract: {shown}"
+        broken.error_message = f"the output breaks the {kind} contract: {shown}"
         return Checked(broken, None, metrics, notes)
-    if plugin.type == "collector":
+    if kind == "collector":
         metrics = [*result.output["metrics"], *metrics]
     return Checked(result, result.output, metrics, notes)
 
@@ -421,17 +425,10 @@ def _settled(task: asyncio.Future[None]) -> None:
         log.error("recording a cancelled plugin run failed", exc_info=task.exception())
 
 
-def _declared(plugin: Plugin) -> list[str] | None:
-    if plugin.type != "collector":
-        return None
-    return list((plugin.manifest.get("permissions") or {}).get("metrics") or [])
-
-
-def _metrics(plugin: Plugin, result: CallResult, notes: list[str]) -> list[dict[str, Any]]:
+def _metrics(declared: list[str], result: CallResult, notes: list[str]) -> list[dict[str, Any]]:
     """The metrics the plugin wrote through the host module, those it declared only."""
-    declared = set((plugin.manifest.get("permissions") or {}).get("metrics") or [])
     kept = [m for m in result.metrics if m["name"] in declared]
-    dropped = sorted({m["name"] for m in result.metrics} - declared)
+    dropped = sorted({m["name"] for m in result.metrics} - set(declared))
     if dropped:
         notes.append(f"metrics not declared in permissions.metrics were dropped: {dropped}")
     return kept

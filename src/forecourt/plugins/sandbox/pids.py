@@ -85,6 +85,9 @@ def create(name: str, max_tasks: int) -> Path | None:
     group = parent / name
     try:
         group.mkdir()
+    except OSError:  # taken (a worker of another work_root by that name), or not allowed
+        return None
+    try:
         (group / "pids.max").write_text(str(max_tasks))
     except OSError:
         remove(group)
