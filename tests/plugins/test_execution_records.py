@@ -101,7 +101,9 @@ async def test_a_failure_inside_forecourt_is_a_recorded_error(
 
     assert run["status"] == "error"
     assert run["error_class"] == "InternalError"
-    assert "Injected: injected by the test" in run["error_message"]
+    assert run["error_message"] == (
+        "the run failed inside Forecourt (Injected); the server's log has the details"
+    )
     assert run["output"] is None
     record = await only_record(h, run)
     assert record["status"] == "error"
@@ -123,7 +125,7 @@ async def test_a_run_whose_outcome_cannot_be_published_is_still_recorded(
 
     assert run["status"] == "error"
     assert run["error_class"] == "RecordFailed"
-    assert "could not be recorded: Injected" in run["error_message"]
+    assert "could not be recorded (Injected)" in run["error_message"]
     record = await only_record(h, run)
     assert (record["status"], record["error_class"]) == ("error", "RecordFailed")
 

@@ -206,7 +206,7 @@ class PluginRunner:
             checked = await checked_output(plugin, result)
         except asyncio.CancelledError:
             result = CallResult("error", error_class="Cancelled")
-            result.error_message = "the run was cancelled: Forecourt was stopping"
+            result.error_message = "the run was cancelled before it ended (Forecourt stopping)"
             result.duration_ms = (time.perf_counter() - started) * 1000
             execution = self._execution(instance, plugin, trigger, event_id, attempt, started_at)
             self._fill(execution, result, [])
@@ -215,8 +215,7 @@ class PluginRunner:
             raise
         except Exception as exc:
             log.exception("running plugin %s failed inside Forecourt", plugin.plugin_id)
-            message = f"the run failed inside Forecourt: {type(exc).__name__}: {exc}"
-            result = CallResult("error", error_class="InternalError", error_message=message)
+            result = CallResult("error", error_class="InternalError", error_message=_internal(exc))
             result.duration_ms = (time.perf_counter() - started) * 1000
             checked = Checked(result, None, [], [])
         execution = self._execution(instance, plugin, trigger, event_id, attempt, started_at)
@@ -231,9 +230,9 @@ class PluginRunner:
             failed = self._execution(instance, plugin, trigger, event_id, attempt, started_at)
             self._fill(failed, checked.result, checked.metrics)
             failed.status, failed.error_class = "error", "RecordFailed"
-            failed.error_message = _cut(
-                f"the run's outcome could not be recorded: {type(exc).__name__}: {exc}",
-                MAX_MESSAGE_CHARS,
+            failed.error_message = (
+                f"the run's outcome could not be recorded ({type(exc).__name__}); "
+                "the server's log has the details"
             )
             await self._record_alone(instance, failed, checked.result.logs)
             return Run(failed, None)
@@ -308,8 +307,7 @@ class PluginRunner:
             return CallResult("refused", error_class=type(exc).__name__, error_message=str(exc))
         except Exception as exc:  # the pool or a worker failed in a way of its own
             log.exception("calling plugin %s failed", plugin.plugin_id)
-            message = f"the call failed inside Forecourt: {type(exc).__name__}: {exc}"
-            return CallResult("error", error_class="InternalError", error_message=message)
+            return CallResult("error", error_class="InternalError", error_message=_internal(exc))
 
     async def _record(
         self,
@@ -432,6 +430,14 @@ def _metrics(declared: list[str], result: CallResult, notes: list[str]) -> list[
     if dropped:
         notes.append(f"metrics not declared in permissions.metrics were dropped: {dropped}")
     return kept
+
+
+def _internal(exc: Exception) -> str:
+    """What a run's record says of a failure of Forecourt's own: its kind, not its text
+    (which may hold internal state); the log has the rest."""
+    return (
+        f"the run failed inside Forecourt ({type(exc).__name__}); the server's log has the details"
+    )
 
 
 def _cut(text: str | None, limit: int) -> str | None:

@@ -138,7 +138,7 @@ class Worker:
             raise
         except Exception as exc:  # nothing a worker sends may end the call without a result
             logger.exception("a call to worker %s failed", self.pid)
-            detail = f"the answer could not be read: {type(exc).__name__}: {exc}"
+            detail = f"the answer could not be read ({type(exc).__name__}); see the server's log"
             result = CallResult("error", error_class="WorkerFailed", error_message=detail)
         result.duration_ms = (time.perf_counter() - started) * 1000
         result.max_rss_kib = self._peak_rss()
