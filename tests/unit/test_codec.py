@@ -218,3 +218,11 @@ async def test_large_documents_are_handled_off_the_event_loop() -> None:
     with pytest.raises(InvalidJson) as caught:
         await codec.acheck(bad, field="data")
     assert caught.value.field == f"data[{len(big)}].n"
+
+
+def test_stored_values_are_always_written_for_a_response() -> None:
+    legacy = {"big": 2**70, "text": "\ud800", "deep": nested(300)}
+    with pytest.raises(InvalidJson):
+        codec.dumps(legacy)
+    assert json.loads(codec.dumps_stored(legacy)) == legacy
+    assert codec.dumps_stored({"a": 1}) == codec.dumps({"a": 1})
