@@ -36,8 +36,12 @@ SCHEMA_REF = "#/components/schemas/"
 # A request body's text without U+0000, for a text field that no pattern, format or list of
 # values already describes.
 NO_NUL_PATTERN = "^[^\\x00]*$"
-NOT_BLANK_PATTERN = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"
+# Python's whitespace (what str.strip removes), spelled out: JSON Schema's class is ECMA-262's.
+_SPACE = "\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+NOT_BLANK_PATTERN = f"^[^\\x00]*[^\\x00{_SPACE}][^\\x00]*$"
 _TEXT_IS_NAMED = frozenset({"pattern", "format", "enum", "const"})
+# Keys whose value maps names to schemas (a property may be called "type" or "default").
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
 SECURITY_SCHEME = "bearerAuth"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # FastAPI's own error shapes, which no Forecourt response has.
@@ -165,6 +169,7 @@ def _no_nul_in_bodies(document: dict[str, Any]) -> None:
                 seen.add(name)
                 visit(schemas[name])
             return
+        _constraints_as_keywords(node)
         if "default" in node and node["default"] is None and not _takes_null(node):
             # An absent field that may not be sent as null (``SkipJsonSchema[None]``).
             del node["default"]
@@ -173,7 +178,10 @@ def _no_nul_in_bodies(document: dict[str, Any]) -> None:
             blank_refused = node.get("minLength", 0) >= 1
             node["pattern"] = NOT_BLANK_PATTERN if blank_refused else NO_NUL_PATTERN
         for key, value in node.items():
-            if key not in {"examples", "example", "default", "enum", "const"}:
+            if key in _SCHEMA_MAPS and isinstance(value, dict):
+                for schema in value.values():
+                    visit(schema)
+            elif key not in {"examples", "example", "default", "enum", "const"}:
                 visit(value)
 
     for operations in document.get("paths", {}).values():
@@ -216,6 +224,29 @@ def _problem_response(status: int, declared: dict[str, Any]) -> dict[str, Any]:
     if headers:
         response["headers"] = headers
     return response
+
+
+# Pydantic writes a field's constraints under their own names when the field's type is a
+# union it cannot attach them to (``float | SkipJsonSchema[None]``), and a list's length as
+# a string's: JSON Schema's keywords instead.
+_NUMBER_KEYWORDS = {
+    "gt": "exclusiveMinimum",
+    "ge": "minimum",
+    "lt": "exclusiveMaximum",
+    "le": "maximum",
+}
+_ARRAY_KEYWORDS = {"minLength": "minItems", "maxLength": "maxItems"}
+
+
+def _constraints_as_keywords(node: dict[str, Any]) -> None:
+    if node.get("type") in {"number", "integer"}:
+        for name, keyword in _NUMBER_KEYWORDS.items():
+            if name in node:
+                node[keyword] = node.pop(name)
+    if node.get("type") == "array":
+        for name, keyword in _ARRAY_KEYWORDS.items():
+            if name in node:
+                node[keyword] = node.pop(name)
 
 
 def _takes_null(node: dict[str, Any]) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, File, Query, UploadFile, status
 
@@ -14,6 +14,7 @@ from forecourt.plugins.instances import masked_config
 from forecourt.plugins.models import Plugin, PluginInstance
 from forecourt.plugins.policy import TenantState
 from forecourt.plugins.runner import Run
+from forecourt.plugins.sandbox.result import Status as ExecutionStatus
 from forecourt.plugins.schemas import (
     Availability,
     AvailabilityOut,
@@ -284,7 +285,13 @@ async def plugin_executions(
     fc: ForecourtDep,
     session: DbSession,
     page: Paging,
-    status: Annotated[str | None, Query(description="ok, error, timeout, ...")] = None,
+    status: Annotated[
+        str | None,
+        Query(
+            description="ok, error, timeout, ...",
+            json_schema_extra={"enum": list(get_args(ExecutionStatus))},
+        ),
+    ] = None,
     instance_id: str | None = None,
 ) -> Page[ExecutionOut]:
     rows, cursor = await fc.plugins(session).executions(

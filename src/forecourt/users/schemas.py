@@ -11,9 +11,9 @@ from forecourt.schemas import StrictModel
 
 Role = Literal["owner", "admin", "member", "viewer"]
 MIN_PASSWORD_LENGTH = 12
-# No @ or space around the one @. Spaces spelled out: the server's \s (Unicode White_Space)
+# No @, U+0000 or space around the one @. Spaces spelled out: the server's \s (Unicode White_Space)
 # has U+0085 and not U+FEFF, a client's JSON Schema \s (ECMA-262) the reverse.
-EMAIL_PATTERN = r"^[^@\s\x85\ufeff]+@[^@\s\x85\ufeff]+$"
+EMAIL_PATTERN = r"^[^@\s\x00\x85\ufeff]+@[^@\s\x00\x85\ufeff]+$"
 
 
 class UserCreate(StrictModel):
