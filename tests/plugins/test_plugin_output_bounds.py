@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -26,9 +27,15 @@ from jsonschema import Draft202012Validator
 from plugin_support import SETTINGS, execute, executions, files, install, instance, start, zip_bytes
 
 from conftest import free_port
+from forecourt import codec
 from forecourt.app import create_app
 from forecourt.plugins.contracts import TYPES, conforms
-from forecourt.plugins.sandbox.protocol import MAX_FRAME_BYTES
+from forecourt.plugins.sandbox.protocol import (
+    FRAME_DEPTH_MARGIN,
+    MAX_FRAME_BYTES,
+    InvalidFrame,
+    decode,
+)
 from forecourt.settings import OWNER_KEY_FILE, Settings
 
 SERVER_START_TIMEOUT_S = 20.0
@@ -253,3 +260,37 @@ def test_the_fast_contract_check_never_passes_what_json_schema_refuses(
     schema = TYPES[kind].output_schema
     if conforms(schema, value):
         assert list(Draft202012Validator(schema).iter_errors(value)) == []
+
+
+# -- the fast frame decoder agrees with the codec --------------------------------------------
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.sampled_from(["\ud800", "a\udfffb"])
+)
+NESTED = st.recursive(
+    SCALARS,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(value=NESTED, levels=st.sampled_from([0, 1, 60, 63, 64, 65, 66, 3000]))
+def test_a_frame_is_refused_exactly_when_the_codec_refuses_it(value: Any, levels: int) -> None:
+    inner = json.dumps(value).encode()  # lone surrogates escaped, as a worker writes them
+    body = b'{"output":' + b"[" * levels + inner + b"]" * levels + b"}"
+    limit = codec.max_depth() + FRAME_DEPTH_MARGIN
+    try:
+        expected = codec.loads(body, field="answer", max_depth=limit, max_bytes=MAX_FRAME_BYTES)
+    except codec.InvalidJson:
+        with pytest.raises(InvalidFrame):
+            decode(body)
+    else:
+        assert decode(body) == expected
