@@ -163,6 +163,8 @@ async def test_a_tenant_admin_enables_and_disables_for_its_own_tenant_only(h: Ha
     [entry] = await log(h, beta, "plugin.disabled")
     assert entry["actor_type"] == "key"
     assert await log(h, None, "plugin.disabled") == []
+    later = await new_instance(h, beta, UPPER, "later")
+    assert later.status_code == 201 and later.json()["enabled"] is False
     # Enabling an instance while the plugin is off for the tenant is refused.
     problem(
         await h.client.patch(
@@ -186,6 +188,14 @@ async def test_a_tenant_admin_enables_and_disables_for_its_own_tenant_only(h: Ha
         f"/api/v1/plugins/{UPPER}", json={"enabled": True}, headers=h.auth(beta)
     )
     assert on.json()["enabled"] is True
+    # The instances the switch turned off (made before it, or while it was off) are on again.
+    for made in (theirs, later):
+        got = await h.client.get(
+            f"/api/v1/plugin-instances/{made.json()['id']}", headers=h.auth(beta)
+        )
+        assert got.json()["enabled"] is True
+    fine = await run(h, beta, later.json()["id"], {"records": [{"w": "y"}]})
+    assert fine.json()["status"] == "ok"
 
 
 async def test_a_builtins_first_instance_in_one_tenant_changes_nothing_for_another(

@@ -94,9 +94,13 @@ class InstanceService:
         plugin = await self._version(actor, data.plugin_id, data.version, "plugin_id")
         validate_config(schema_of(plugin), data.config)
         await policy.check_host_approved(self.session, actor.tenant_id, plugin)
-        state = await self._state(actor, plugin)
+        own = await self._own(actor, plugin)
+        state = policy.tenant_state(plugin, own)
         first_use = not state.enabled and state.reason == NOT_IN_USE
-        if data.enabled and not state.enabled and not first_use:
+        # Disabled for the tenant by its admin: the instance is made off, and turned on with
+        # the plugin (it is held by the tenant's switch).
+        held = data.enabled and own is not None and not own.enabled and plugin.enabled
+        if data.enabled and not state.enabled and not first_use and not held:
             raise Conflict(f"The plugin {plugin.plugin_id} is disabled ({state.reason}).")
         now = utcnow()
         every = interval_s(plugin)
@@ -111,7 +115,7 @@ class InstanceService:
             description=data.description,
             config=seal(data.config, schema_of(plugin), self.box),
             event_types=_event_types(plugin, data.event_types),
-            enabled=data.enabled,
+            enabled=data.enabled and not held,
             # The first scheduled run comes one interval after the instance is made.
             next_run_at=None if every is None else now + timedelta(seconds=every),
             last_status=None,
@@ -119,6 +123,8 @@ class InstanceService:
             updated_at=now,
         )
         self.session.add(instance)
+        if held and own is not None:
+            own.held_instances = [*own.held_instances, instance.id]
         if first_use:
             self._enable_unused(actor, plugin)
         audit.record(
@@ -267,10 +273,12 @@ class InstanceService:
         return {row.id: row for row in rows}
 
     async def _state(self, actor: Principal, plugin: Plugin) -> policy.TenantState:
+        return policy.tenant_state(plugin, await self._own(actor, plugin))
+
+    async def _own(self, actor: Principal, plugin: Plugin) -> PluginTenantState | None:
         # No autoflush: a pending instance with a taken name must fail at the commit (409).
         with self.session.no_autoflush:
-            own = await self.session.get(PluginTenantState, (actor.tenant_id, plugin.plugin_id))
-        return policy.tenant_state(plugin, own)
+            return await self.session.get(PluginTenantState, (actor.tenant_id, plugin.plugin_id))
 
     def _enable_unused(self, actor: Principal, plugin: Plugin) -> None:
         """A built-in waiting for the tenant's first instance gets enabled by it, for this
@@ -281,6 +289,7 @@ class InstanceService:
                 plugin_id=plugin.plugin_id,
                 enabled=True,
                 disabled_reason=None,
+                held_instances=[],
                 updated_at=utcnow(),
             )
         )

@@ -107,6 +107,8 @@ class PluginTenantState(Base):
     plugin_id: Mapped[str] = mapped_column(String(PLUGIN_ID_LENGTH), primary_key=True)
     enabled: Mapped[bool]
     disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    # While disabled: the tenant's instances this switch turned off (on again with it).
+    held_instances: Mapped[list[str]] = mapped_column(default=list)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -351,7 +351,9 @@ class PluginService:
     async def set_tenant_enabled(
         self, actor: Principal, installed: Installed, enabled: bool, *, reason: str | None = None
     ) -> None:
-        """The tenant's own switch (no commit). Its log alone records it."""
+        """The tenant's own switch (no commit); its log alone records it. Disabling turns the
+        tenant's instances of it off (so neither events nor schedules run them) and enabling
+        turns those back on."""
         plugin_id = installed.plugin_id
         own = await self.session.get(PluginTenantState, (actor.tenant_id, plugin_id))
         state = policy.tenant_state(installed.latest, own)
@@ -372,13 +374,34 @@ class PluginService:
             after={"plugin_id": plugin_id, "enabled": enabled, "reason": own.disabled_reason},
         )
         if not enabled:
-            await self._disable_instances(
+            own.held_instances = await self._disable_instances(
                 actor,
                 plugin_id,
                 {actor.tenant_id},
                 "plugin_instance.disabled",
                 "the plugin was disabled for this tenant",
             )
+            return
+        held, own.held_instances = list(own.held_instances or ()), []
+        if held:
+            found = await self.session.scalars(
+                select(PluginInstance).where(
+                    PluginInstance.id.in_(held),
+                    PluginInstance.tenant_id == actor.tenant_id,
+                    PluginInstance.enabled.is_(False),
+                )
+            )
+            for instance in found.all():
+                instance.enabled, instance.updated_at = True, utcnow()
+                audit.record(
+                    self.session,
+                    actor,
+                    "plugin_instance.enabled",
+                    "plugin_instance",
+                    instance.id,
+                    before={"enabled": False},
+                    after={"enabled": True, "reason": "the plugin was enabled for this tenant"},
+                )
 
     async def set_host_approval(
         self, actor: Principal, tenant: Tenant, permission: str, approved: bool
@@ -423,9 +446,9 @@ class PluginService:
 
     async def _disable_instances(
         self, actor: Principal, plugin_id: str, tenant_ids: set[str], action: str, why: str
-    ) -> None:
+    ) -> list[str]:
         """Disable the enabled instances of ``plugin_id`` in ``tenant_ids`` (so neither events
-        nor schedules run them), each change in its tenant's log."""
+        nor schedules run them), each change in its tenant's log; their ids."""
         found = await self.session.scalars(
             select(PluginInstance).where(
                 PluginInstance.plugin_id == plugin_id,
@@ -433,7 +456,9 @@ class PluginService:
                 PluginInstance.enabled.is_(True),
             )
         )
+        ids = []
         for instance in found.all():
+            ids.append(instance.id)
             instance.enabled, instance.updated_at = False, utcnow()
             before: dict[str, Any] = {"enabled": True}
             after: dict[str, Any] = {"enabled": False, "reason": why}
@@ -457,6 +482,7 @@ class PluginService:
                     before=before,
                     after=after,
                 )
+        return ids
 
     async def _upgrade(self, actor: Principal, installed: Installed, version: str) -> list[str]:
         target = next((r for r in installed.versions if r.version == version), None)

@@ -121,6 +121,7 @@ def upgrade() -> None:
         sa.Column("plugin_id", sa.String(length=100), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("disabled_reason", sa.String(length=200), nullable=True),
+        sa.Column("held_instances", sa.JSON(), nullable=False),
         sa.Column("updated_at", UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
@@ -178,12 +179,19 @@ def upgrade() -> None:
             sa.column("tenant_id", sa.String),
             sa.column("plugin_id", sa.String),
             sa.column("enabled", sa.Boolean),
+            sa.column("held_instances", sa.JSON),
             sa.column("updated_at", UTCDateTime(timezone=True)),
         )
         op.bulk_insert(
             states,
             [
-                {"tenant_id": tenant_id, "plugin_id": plugin_id, "enabled": True, "updated_at": now}
+                {
+                    "tenant_id": tenant_id,
+                    "plugin_id": plugin_id,
+                    "enabled": True,
+                    "held_instances": [],
+                    "updated_at": now,
+                }
                 for tenant_id, plugin_id in in_use
             ],
         )
