@@ -240,9 +240,7 @@ async def uninstall_plugin(
     await fc.plugins(session).uninstall(actor, plugin_id, version, force=force)
 
 
-async def _availability_out(
-    service: PluginService, plugin_id: str, found: tuple[bool, list[Any]]
-) -> AvailabilityOut:
+def _availability_out(plugin_id: str, found: tuple[bool, list[Any]]) -> AvailabilityOut:
     everyone, tenants = found
     return AvailabilityOut(
         plugin_id=plugin_id, all_tenants=everyone, tenants=[t.slug for t in tenants]
@@ -255,7 +253,7 @@ async def get_availability(
 ) -> AvailabilityOut:
     """The tenants that may use the plugin: all, or those listed (the operator's alone)."""
     service = fc.plugins(session)
-    return await _availability_out(service, plugin_id, await service.availability(plugin_id))
+    return _availability_out(plugin_id, await service.availability(plugin_id))
 
 
 @plugins.put("/{plugin_id}/availability", response_model=AvailabilityOut)
@@ -267,7 +265,7 @@ async def set_availability(
     change in its audit log, made by "operator"."""
     service = fc.plugins(session)
     found = await service.set_availability(actor, plugin_id, body.all_tenants, body.tenants)
-    return await _availability_out(service, plugin_id, found)
+    return _availability_out(plugin_id, found)
 
 
 @plugins.get("/{plugin_id}/stats", response_model=PluginStats)
