@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -119,8 +120,9 @@ def _allowed_methods(request: Request) -> list[str]:
     """Every method of every route on the request's path."""
     methods: set[str] = set()
     scope = {**request.scope, "method": "GET"}
-    for route in request.app.router.routes:
-        route_methods = getattr(route, "methods", None)
+    # Included routers nest their routes; FastAPI's contexts see each route as mounted.
+    for route in iter_route_contexts(request.app.router.routes):
+        route_methods = route.methods
         if route_methods and route.matches(scope)[0] is not Match.NONE:
             methods |= route_methods
     return sorted(methods)
