@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -77,6 +77,24 @@ async def _forecourt_error(request: Request, exc: Exception) -> Response:
     return from_error(exc, request.url.path)
 
 
+def _json_loc(error: Any) -> tuple[Any, ...]:
+    """The loc of a refused free-JSON value without the union branch pydantic names when the
+    field also takes null (``function-after[...]``)."""
+    loc = tuple(error.get("loc", ()))
+    return loc[:-1] if loc and str(loc[-1]).startswith("function-") else loc
+
+
+def _without_null_branches(errors: Sequence[Any]) -> list[Any]:
+    """Drop the "must be null" error of a field whose free-JSON value was refused: the value
+    is what is wrong, not that it is not null."""
+    refused = {_json_loc(e) for e in errors if e.get("type") == codec.ERROR_TYPE}
+    return [
+        e
+        for e in errors
+        if not (e.get("type") == "none_required" and tuple(e.get("loc", ()))[:-1] in refused)
+    ]
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [
@@ -85,12 +103,12 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
             "field": "body"
             if e.get("type") == "json_invalid"
             # A refused free-JSON value: its loc names the field, ctx the path inside it.
-            else _field(tuple(e.get("loc", ()))) + (e.get("ctx") or {}).get("path", "")
+            else _field(_json_loc(e)) + (e.get("ctx") or {}).get("path", "")
             if e.get("type") == codec.ERROR_TYPE
             else _field(tuple(e.get("loc", ()))),
             "message": e.get("msg", "invalid"),
         }
-        for e in exc.errors()
+        for e in _without_null_branches(exc.errors())
     ]
     if any(e.get("type") == "json_invalid" for e in exc.errors()):
         detail = "The body is not valid JSON."
