@@ -293,3 +293,47 @@ async def test_a_single_attempt_that_fails_unexpectedly_does_not_hold_its_delive
         await worker.stop(deadline_s=0)
     assert attempt.status_code == 200
     assert receiver.ids() == [delivery_id]
+
+
+async def test_an_attempt_that_keeps_failing_unexpectedly_waits_and_holds_nothing(
+    forecourt: MakeForecourt, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fc = await forecourt()
+    good = await add_endpoint(fc, receiver.url("/good"))
+    bad = await add_endpoint(fc, receiver.url("/bad"))
+    good_ids = await publish(fc, good, 3)
+    [bad_id] = await publish(fc, bad, 1)
+    worker = DeliveryWorker(fc)
+    real_send = worker._sender.send
+    calls: list[str] = []
+
+    async def send(url: str, *args: Any) -> Any:
+        if url.endswith("/bad"):
+            calls.append(url)
+            raise RuntimeError("injected")
+        return await real_send(url, *args)
+
+    monkeypatch.setattr(worker._sender, "send", send)
+    await worker.start()
+    try:
+        await settle(fc, {i: SUCCEEDED for i in good_ids} | {bad_id: "pending"})
+        async with fc.sessionmaker() as session:
+            row = await session.get(Delivery, bad_id)
+        assert row is not None and row.lease_owner is None
+        assert row.next_attempt_at is not None and row.next_attempt_at > row.updated_at
+        # Several polls later it has not been tried again: it waits instead of spinning.
+        polls = 0
+
+        async def counted(limit: int) -> Any:
+            nonlocal polls
+            polls += 1
+            return await real_claim(limit)
+
+        real_claim = worker.queue.claim
+        monkeypatch.setattr(worker.queue, "claim", counted)
+        worker.wake()
+        await receiver.wait_for(lambda: polls >= 3, HANG_S, "three polls")
+        assert calls == [receiver.url("/bad")]
+    finally:
+        await worker.stop(deadline_s=0)
+    assert await delivering(fc) == 0

@@ -67,6 +67,7 @@ LAST_ERROR_CHARS = 500
 WORKER_ID_CHARS = 64
 CLAIM_BACKOFF_MAX_S = 5.0  # longest pause between claims while the database is unreachable
 RECORD_STOP_GRACE_S = 5.0  # how long ``stop`` waits for attempts still being recorded
+UNEXPECTED_FAILURE_DELAY_S = 30.0  # a delivery whose attempt raised is due again after this
 SECRET_CACHE_SIZE = 10_000  # endpoints whose decrypted signing secrets are kept
 # Finished attempts waiting for their group commit may hold this many times
 # ``delivery_concurrency`` deliveries, counting those being sent.
@@ -418,8 +419,10 @@ class DeliveryWorker:
             raise
         except Exception:
             LOG.exception("delivery %s failed unexpectedly; handing it back", claim.id)
+            # Due again a while later: a failure that repeats must not spin on one row.
+            due = utcnow() + timedelta(seconds=UNEXPECTED_FAILURE_DELAY_S)
             with contextlib.suppress(Exception):
-                await self.queue.requeue([claim])
+                await self.queue.requeue([claim], next_attempt_at=due)
             self._held.pop(claim.id, None)
         finally:
             self._exchanged(claim)
