@@ -63,8 +63,8 @@ from forecourt.settings import DEFAULT_TIERS, OWNER_KEY_FILE, Settings
 
 SEED = 20261201
 # Cases per operation in the fuzzing phase; the examples and coverage phases add their own.
-MAX_EXAMPLES = 15
-STATEFUL_EXAMPLES = 30
+MAX_EXAMPLES = 10
+STATEFUL_EXAMPLES = 20
 STATEFUL_MAX_STEPS = 10
 SERVER_START_TIMEOUT_S = 30.0
 UNLIMITED = 1_000_000_000
