@@ -138,7 +138,7 @@ def test_keys_list_shows_id_prefix_and_status(cli: Cli) -> None:
     assert raw not in cli.ok("keys", "list").stdout  # only the prefix, never the secret
     assert status == "active"
     assert scopes == "events:publish,webhooks:read"
-    assert rows["owner"][2:] == ["active", "admin"]
+    assert rows["owner"][2:] == ["active", "admin,system:admin"]  # the operator
 
 
 def test_keys_revoke_then_list_shows_revoked(cli: Cli) -> None:
