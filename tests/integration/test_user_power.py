@@ -320,3 +320,17 @@ async def test_ending_sessions_and_changing_a_password_are_audited_without_value
 async def test_unknown_users_are_404(harness: Harness) -> None:
     for method, path in (("DELETE", f"{USERS}/usr_nope"), ("DELETE", f"{USERS}/usr_nope/sessions")):
         assert_problem(await harness.client.request(method, path, headers=harness.auth()), 404)
+
+
+async def test_two_owners_demoted_at_once_leave_one(harness: Harness) -> None:
+    h = harness
+    owners = [await create_user(h, f"o{i}@example.com", "owner") for i in range(2)]
+    responses = await asyncio.gather(
+        *(
+            h.client.patch(f"{USERS}/{owner}", json={"role": "admin"}, headers=h.auth())
+            for owner in owners
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [200, 409], [r.text for r in responses]
+    listed = (await h.client.get(USERS, headers=h.auth())).json()
+    assert [u["role"] for u in listed].count("owner") == 1

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,6 +42,10 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     ),
     "viewer": scope_rules.READ_SCOPES - {"users:read"},
 }
+LAST_OWNER = (
+    "This is the tenant's last enabled owner: it cannot be disabled, demoted or deleted."
+    " Make another user owner first."
+)
 ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -149,7 +153,9 @@ class UserService:
         if data.role is not None and data.role != user.role:
             await self._may_assign(actor, data.role)
         demoted = data.role is not None and data.role != "owner"
-        if user.role == "owner" and user.disabled_at is None and (demoted or data.disabled):
+        removes_owner = user.role == "owner" and user.disabled_at is None
+        removes_owner = removes_owner and bool(demoted or data.disabled)
+        if removes_owner:
             await self._keep_an_owner(user)
         password_hash = None
         if data.password is not None:
@@ -181,6 +187,8 @@ class UserService:
         )
         if ended:
             self._record_sessions_ended(actor, user, ended)
+        if removes_owner:
+            await self._an_owner_is_left(user.tenant_id)
         await self.session.commit()
         await self._forget_keys(revoked)
         return user, keys
@@ -190,7 +198,8 @@ class UserService:
         configured otherwise) revoked."""
         user = await self.get(actor, user_id)
         await self._may_change(actor, user)
-        if user.role == "owner" and user.disabled_at is None:
+        removes_owner = user.role == "owner" and user.disabled_at is None
+        if removes_owner:
             await self._keep_an_owner(user)
         keys, revoked = await self._keys_of_removed(actor, user)
         ended = await self._end_sessions(user.id)
@@ -207,6 +216,8 @@ class UserService:
         if ended:
             self._record_sessions_ended(actor, user, ended)
         await self.session.delete(user)
+        if removes_owner:
+            await self._an_owner_is_left(user.tenant_id)
         await self.session.commit()
         await self._forget_keys(revoked)
         return user, keys
@@ -379,10 +390,21 @@ class UserService:
             .with_for_update()
         )
         if not [owner for owner in owners.all() if owner != user.id]:
-            raise Conflict(
-                "This is the tenant's last enabled owner: it cannot be disabled, demoted or"
-                " deleted. Make another user owner first."
-            )
+            raise Conflict(LAST_OWNER)
+
+    async def _an_owner_is_left(self, tenant_id: str) -> None:
+        """After the change is written (SQLite: this transaction now holds the write lock, so
+        concurrent removals are serialised here): Conflict, undoing it, if no enabled owner
+        is left."""
+        await self.session.flush()
+        left = await self.session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.tenant_id == tenant_id, User.role == "owner", User.disabled_at.is_(None))
+        )
+        if not left:
+            await self.session.rollback()
+            raise Conflict(LAST_OWNER)
 
     async def _acting_user(self, actor: Principal) -> User:
         me = await self.session.get(User, actor.actor_id) if actor.actor_id else None
