@@ -262,7 +262,7 @@ async def test_runs_that_keep_dying_stop_at_the_attempt_limit(harness_factory: A
     )
     router = h.fc.plugin_router
     assert router is not None
-    router.lease = timedelta(seconds=0.3)  # each run outlives its lease: taken over
+    router.lease = timedelta(seconds=1.0)  # each run outlives its lease: taken over
     await instance(h, plugin_id="com.example.hook", name="hook")
     published = await h.client.post(
         "/api/v1/events", json={"type": "alert.triggered", "data": {}}, headers=h.auth()
@@ -277,9 +277,11 @@ async def test_runs_that_keep_dying_stop_at_the_attempt_limit(harness_factory: A
 
     await wait_until(recorded, timeout_s=60)
     await wait_until(drained, timeout_s=60)
-    assert [(e["error_class"], e["attempt"]) for e in await recorded()] == [
-        ("AttemptsExhausted", MAX_ATTEMPTS + 1)
-    ]
+    # One record: the claim past the limit (a claim that found the row taken over again
+    # meanwhile, on a busy machine, records nothing and counts one more attempt).
+    listed = await recorded()
+    assert [e["error_class"] for e in listed] == ["AttemptsExhausted"]
+    assert listed[0]["attempt"] > MAX_ATTEMPTS
     # Exactly MAX_ATTEMPTS runs were started; they are still hanging, never finished.
     pool = h.fc.plugin_runner._pool
     assert pool is not None
