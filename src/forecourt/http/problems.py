@@ -135,15 +135,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method of every route on the request's path."""
-    methods: set[str] = set()
+    """The methods of the path the request names (as the document lists them)."""
     scope = {**request.scope, "method": "GET"}
+    by_path: dict[str, set[str]] = {}
     # Included routers nest their routes; FastAPI's contexts see each route as mounted.
     for route in iter_route_contexts(request.app.router.routes):
         route_methods = route.methods
         if route_methods and route.matches(scope)[0] is not Match.NONE:
-            methods |= route_methods
-    return sorted(methods)
+            by_path.setdefault(route.path_format or "", set()).update(route_methods)
+    # /plugins/types is its own path, not /plugins/{plugin_id}: the fewest parameters win.
+    for path in sorted(by_path, key=lambda path: path.count("{")):
+        return sorted(by_path[path])
+    return []
 
 
 # SQLSTATEs that a request's own text causes: the database cannot hold a character of it
