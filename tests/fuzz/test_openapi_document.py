@@ -86,6 +86,12 @@ async def test_405_lists_every_method_of_the_path(harness: Harness) -> None:
     response = await harness.client.put(f"/api/v1/keys/{key['id']}", headers=harness.auth())
     assert response.status_code == 405
     assert response.headers["allow"] == "DELETE, GET, PATCH"
+    # A literal path is its own, not an instance of a parameter's path beside it.
+    response = await harness.client.put("/api/v1/plugins/types", headers=harness.auth())
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    response = await harness.client.put("/api/v1/events/batch", headers=harness.auth())
+    assert response.headers["allow"] == "POST"
 
 
 async def test_json_integers_booleans_and_times(harness: Harness) -> None:

@@ -88,6 +88,7 @@ REGISTRY_FIELDS: dict[str, str] = {
 }
 # A path inside a field of free JSON (``data``, ``schema``, ``metadata``, ``config``...):
 # "any JSON" in the document, within the codec's limits (64-bit integers, nesting depth).
+HTTP_SERVER_REFUSAL = b"Invalid HTTP request received."
 FREE_JSON_PATH = re.compile(r"^(events\.\*\.)?(data|schema|metadata|config|input)[.\[]")
 
 
@@ -172,6 +173,10 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
     and a key read after its DELETE: deleting a key revokes it, and a revoked key stays
     readable (as revoked) for the audit trail."""
     if isinstance(failure, UseAfterFree) and case.path.startswith("/api/v1/keys/"):
+        return False
+    if response.status_code == 400 and response.content == HTTP_SERVER_REFUSAL:
+        # The HTTP server's own answer to a malformed request (a header it cannot parse),
+        # sent before Forecourt sees the request.
         return False
     if not isinstance(failure, RejectedPositiveData) or response.status_code != 422:
         return True
