@@ -239,11 +239,6 @@ async def test_a_key_with_only_the_scope_needed_gets_past_the_check(
     assert refused == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FastAPI parses a JSON body before it solves the route's dependencies: a body that "
-    "is not JSON answers 422 (too deep: 400) before the 401",
-)
 async def test_a_body_that_is_not_json_is_not_parsed_before_the_caller_is_known(
     harness_factory: Any, app_operations: list[Operation]
 ) -> None:

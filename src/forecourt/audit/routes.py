@@ -10,12 +10,13 @@ from forecourt.audit import service
 from forecourt.audit.schemas import AuditEntryOut
 from forecourt.errors import InvalidInput
 from forecourt.http.deps import DbSession, Paging, require
+from forecourt.http.guard import GuardedRoute
 from forecourt.principal import Principal
 from forecourt.schemas import Page, Timestamp
 
 AuditLogRead = Annotated[Principal, Depends(require("audit-log:read"))]
 
-router = APIRouter(prefix="/api/v1/audit-log", tags=["audit-log"])
+router = APIRouter(route_class=GuardedRoute, prefix="/api/v1/audit-log", tags=["audit-log"])
 
 
 @router.get("", response_model=Page[AuditEntryOut])

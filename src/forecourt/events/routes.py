@@ -25,6 +25,7 @@ from forecourt.events.schemas import (
 )
 from forecourt.events.service import EventFilter, EventService
 from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
+from forecourt.http.guard import GuardedRoute
 from forecourt.principal import Principal
 from forecourt.schemas import Page, Timestamp
 
@@ -50,8 +51,10 @@ IdempotencyKey = Annotated[
 REPLAYED_HEADER = "Idempotent-Replayed"
 JSON = "application/json"
 
-events = APIRouter(prefix="/api/v1/events", tags=["events"])
-event_types = APIRouter(prefix="/api/v1/event-types", tags=["event-types"])
+events = APIRouter(route_class=GuardedRoute, prefix="/api/v1/events", tags=["events"])
+event_types = APIRouter(
+    route_class=GuardedRoute, prefix="/api/v1/event-types", tags=["event-types"]
+)
 
 
 def _service(fc: ForecourtDep, session: AsyncSession) -> EventService:

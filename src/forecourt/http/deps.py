@@ -17,6 +17,8 @@ from forecourt.tenants.service import TenantSuspended
 if TYPE_CHECKING:
     from forecourt.core import Forecourt
 
+# The attribute of a ``require`` dependency naming its scope (read by http/guard.py).
+REQUIRED_SCOPE_ATTR = "required_scope"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
 
@@ -59,12 +61,19 @@ def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
 
     async def dependency(request: Request) -> Principal:
         principal = current_principal(request)
-        if scope not in principal.scopes:
-            raise Forbidden(f"This needs the {scope!r} scope.", required_scope=scope)
+        check_scope(principal, scope)
         return principal
 
     dependency.__name__ = f"require_{scope.replace(':', '_').replace('-', '_')}"
+    # Read by http/guard.py, which checks the caller before the route reads its body.
+    setattr(dependency, REQUIRED_SCOPE_ATTR, scope)
     return dependency
+
+
+def check_scope(principal: Principal, scope: str) -> None:
+    """Forbidden unless ``principal`` holds ``scope``."""
+    if scope not in principal.scopes:
+        raise Forbidden(f"This needs the {scope!r} scope.", required_scope=scope)
 
 
 class PageParams:

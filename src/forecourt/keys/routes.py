@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, status
 
 from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
+from forecourt.http.guard import GuardedRoute
 from forecourt.keys.models import ApiKey
 from forecourt.keys.schemas import KeyCreate, KeyCreated, KeyOut, KeyRotate, KeyUpdate, KeyUsage
 from forecourt.keys.service import status as key_status
@@ -16,7 +17,7 @@ from forecourt.schemas import Page
 KeysRead = Annotated[Principal, Depends(require("keys:read"))]
 KeysWrite = Annotated[Principal, Depends(require("keys:write"))]
 
-router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
+router = APIRouter(route_class=GuardedRoute, prefix="/api/v1/keys", tags=["keys"])
 
 
 def _out(key: ApiKey) -> KeyOut:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile, status
 
 from forecourt.errors import InvalidInput, PayloadTooLarge
 from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
+from forecourt.http.guard import GuardedRoute
 from forecourt.plugins.contracts import TYPES
 from forecourt.plugins.instances import masked_config
 from forecourt.plugins.models import Plugin, PluginInstance
@@ -48,8 +49,10 @@ UPLOAD_PATH = "/api/v1/plugins"
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 MULTIPART_ALLOWANCE_BYTES = 64 * 1024  # a multipart body's framing around the package
 
-plugins = APIRouter(prefix="/api/v1/plugins", tags=["plugins"])
-instances = APIRouter(prefix="/api/v1/plugin-instances", tags=["plugin-instances"])
+plugins = APIRouter(route_class=GuardedRoute, prefix="/api/v1/plugins", tags=["plugins"])
+instances = APIRouter(
+    route_class=GuardedRoute, prefix="/api/v1/plugin-instances", tags=["plugin-instances"]
+)
 
 
 def trust(row: Plugin) -> str:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
+from forecourt.http.guard import GuardedRoute
 from forecourt.plugins import policy
 from forecourt.principal import Principal
 from forecourt.schemas import Page
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 Operator = Annotated[Principal, Depends(require(SYSTEM_ADMIN))]
 
-router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
+router = APIRouter(route_class=GuardedRoute, prefix="/api/v1/tenants", tags=["tenants"])
 
 
 def tenant_out(tenant: Tenant) -> TenantOut:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 
 from forecourt.http import client_ip
 from forecourt.http.deps import DbSession, ForecourtDep, current_principal, require
+from forecourt.http.guard import GuardedRoute
 from forecourt.http.middleware.access import SESSION_COOKIE
 from forecourt.keys.models import ApiKey
 from forecourt.principal import Principal
@@ -29,8 +30,8 @@ CSRF_COOKIE = "fc_csrf"
 UsersRead = Annotated[Principal, Depends(require("users:read"))]
 UsersWrite = Annotated[Principal, Depends(require("users:write"))]
 
-users = APIRouter(prefix="/api/v1/users", tags=["users"])
-auth = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+users = APIRouter(route_class=GuardedRoute, prefix="/api/v1/users", tags=["users"])
+auth = APIRouter(route_class=GuardedRoute, prefix="/api/v1/auth", tags=["auth"])
 
 
 def _out(user: User) -> UserOut:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from forecourt.errors import InvalidInput
 from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
+from forecourt.http.guard import GuardedRoute
 from forecourt.principal import Principal
 from forecourt.schemas import Page, Timestamp
 from forecourt.scopes import WEBHOOK_SECRETS
@@ -35,8 +36,8 @@ DeliveriesRead = Annotated[Principal, Depends(require("deliveries:read"))]
 DeliveriesWrite = Annotated[Principal, Depends(require("deliveries:write"))]
 WebhookSecrets = Annotated[Principal, Depends(require(WEBHOOK_SECRETS))]
 
-webhooks = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
-deliveries = APIRouter(prefix="/api/v1/deliveries", tags=["deliveries"])
+webhooks = APIRouter(route_class=GuardedRoute, prefix="/api/v1/webhooks", tags=["webhooks"])
+deliveries = APIRouter(route_class=GuardedRoute, prefix="/api/v1/deliveries", tags=["deliveries"])
 
 
 def _aware(value: datetime | None, field: str) -> datetime | None:
