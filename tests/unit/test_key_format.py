@@ -188,9 +188,11 @@ def test_validate_of_known_scopes_is_their_sorted_set(chosen: list[str]) -> None
     assert scopes.validate(chosen) == sorted(set(chosen))
 
 
-def test_admin_expands_to_every_scope() -> None:
-    assert scopes.expand(["admin"]) == scopes.ALL_SCOPES
-    assert scopes.expand(["keys:read", "admin"]) == scopes.ALL_SCOPES
+def test_admin_expands_to_every_scope_of_its_tenant() -> None:
+    assert scopes.expand(["admin"]) == scopes.TENANT_SCOPES
+    assert scopes.expand(["keys:read", "admin"]) == scopes.TENANT_SCOPES
+    assert scopes.SYSTEM_ADMIN not in scopes.expand(["admin"])
+    assert scopes.expand(["admin", scopes.SYSTEM_ADMIN]) == scopes.ALL_SCOPES
     assert {"keys:write", "webhooks:write", "events:publish", "audit-log:read"} <= (
         scopes.expand(["admin"])
     )
@@ -350,7 +352,8 @@ def test_invalidate_drops_every_hash_of_the_key() -> None:
     assert cache.get("unknown") == (True, None)
     cache.invalidate("key_1")  # twice is harmless
     cache.invalidate("key_never_seen")
-    assert len(cache) == 2
+    assert len(cache) == 1  # the known keys; the unknown one is among the negatives
+    assert len(cache.negatives) == 1
 
 
 def test_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
