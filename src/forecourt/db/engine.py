@@ -80,6 +80,9 @@ def json_deserializer(value: str | bytes | int | float) -> Any:
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
     kwargs.setdefault("json_deserializer", json_deserializer)
+    # Statement parameters hold secrets (CSRF tokens, header values): never in an error
+    # message or a log line.
+    kwargs.setdefault("hide_parameters", True)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         kwargs.setdefault("json_serializer", sqlite_json_serializer)
