@@ -56,7 +56,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import FailureGroup
 from schemathesis.openapi.checks import RejectedPositiveData, UseAfterFree
 
-from conftest import free_port
+from conftest import REDIS_URL, free_port
 from forecourt.app import create_app
 from forecourt.core import Forecourt
 from forecourt.settings import DEFAULT_TIERS, OWNER_KEY_FILE, Settings
@@ -65,6 +65,7 @@ SEED = 20261201
 # Cases per operation in the fuzzing phase; the examples and coverage phases add their own.
 MAX_EXAMPLES = 10
 STATEFUL_EXAMPLES = 20
+POSTGRES_STATEFUL_EXAMPLES = 10
 STATEFUL_MAX_STEPS = 10
 SERVER_START_TIMEOUT_S = 30.0
 UNLIMITED = 1_000_000_000
@@ -85,6 +86,7 @@ REGISTRY_FIELDS: dict[str, str] = {
     "package": "a plugin package is an archive with a manifest, signed by a trusted publisher",
     "tier": "a rate-limit tier configured on this installation",
     "expires_at": "a time in the future (the document cannot name now)",
+    "event_types": "whether a plugin instance takes event types depends on its plugin's type",
 }
 # A path inside a field of free JSON (``data``, ``schema``, ``metadata``, ``config``...):
 # "any JSON" in the document, within the codec's limits (64-bit integers, nesting depth).
@@ -186,10 +188,9 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
     )
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    data_dir = tmp_path_factory.mktemp("fuzz") / "data"
-    settings = _settings(data_dir)
+@contextlib.contextmanager
+def _serve(settings: Settings) -> Iterator[Served]:
+    """A node under uvicorn on the loopback; ``SERVED`` names it while it runs."""
     fc = Forecourt(settings)
     fc.webhook_config = dataclasses.replace(fc.webhook_config, resolver=LoopbackResolver())
     app = create_app(settings, forecourt=fc, run_workers=False)
@@ -204,14 +205,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         assert thread.is_alive(), "the server stopped while starting"
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
+    previous = dataclasses.replace(SERVED)
     SERVED.base_url = f"http://127.0.0.1:{port}"
-    SERVED.owner_key = (data_dir / OWNER_KEY_FILE).read_text().strip()
-    keys = httpx.get(
-        f"{SERVED.base_url}/api/v1/keys", headers={"Authorization": f"Bearer {SERVED.owner_key}"}
-    )
-    tenants = httpx.get(
-        f"{SERVED.base_url}/api/v1/tenants", headers={"Authorization": f"Bearer {SERVED.owner_key}"}
-    )
+    SERVED.owner_key = (settings.data_dir / OWNER_KEY_FILE).read_text().strip()
+    auth = {"Authorization": f"Bearer {SERVED.owner_key}"}
+    keys = httpx.get(f"{SERVED.base_url}/api/v1/keys", headers=auth)
+    tenants = httpx.get(f"{SERVED.base_url}/api/v1/tenants", headers=auth)
     SERVED.protected = frozenset(
         [k["id"] for k in keys.json()["items"]]
         + [t[field] for t in tenants.json()["items"] for field in ("id", "slug")]
@@ -221,6 +220,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     finally:
         server.should_exit = True
         thread.join(timeout=SERVER_START_TIMEOUT_S)
+        SERVED.base_url, SERVED.owner_key = previous.base_url, previous.owner_key
+        SERVED.protected = previous.protected
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The SQLite node every operation's test calls."""
+    with _serve(_settings(tmp_path_factory.mktemp("fuzz") / "data")) as node:
+        yield node
 
 
 def test_served_document(served: Served) -> None:
@@ -236,7 +244,7 @@ def test_operations(case: Any, served: Served) -> None:
     case.call_and_validate(base_url=served.base_url)
 
 
-def test_stateful(served: Served) -> None:
+def _run_stateful(base_url: str, examples: int) -> None:
     """Chains of calls; every step's failures are collected, then reported all at once.
 
     Each step depends on the server's earlier answers, which Hypothesis cannot replay: a
@@ -248,7 +256,7 @@ def test_stateful(served: Served) -> None:
 
     class Machine(schema.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
-            return {"base_url": served.base_url}
+            return {"base_url": base_url}
 
         def validate_response(self, response: Any, case: Any, *args: Any, **kwargs: Any) -> None:
             nonlocal steps
@@ -261,7 +269,7 @@ def test_stateful(served: Served) -> None:
     with contextlib.suppress(hypothesis.errors.FlakyStrategyDefinition):
         Machine.run(
             settings=hypothesis.settings(
-                max_examples=STATEFUL_EXAMPLES,
+                max_examples=examples,
                 stateful_step_count=STATEFUL_MAX_STEPS,
                 derandomize=True,
                 database=None,
@@ -271,4 +279,19 @@ def test_stateful(served: Served) -> None:
             )
         )
     assert not failures, "\n\n".join(failures)
-    assert steps >= STATEFUL_EXAMPLES, f"only {steps} stateful steps ran"
+    assert steps >= examples, f"only {steps} stateful steps ran"
+
+
+def test_stateful(served: Served) -> None:
+    _run_stateful(served.base_url, STATEFUL_EXAMPLES)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_stateful_postgres(pg_database: str, redis_prefix: str, tmp_path: Path) -> None:
+    """A smaller stateful pass on PostgreSQL + Redis."""
+    settings = _settings(tmp_path / "data").model_copy(
+        update={"database_url": pg_database, "redis_url": REDIS_URL, "redis_prefix": redis_prefix}
+    )
+    with _serve(settings) as node:
+        _run_stateful(node.base_url, POSTGRES_STATEFUL_EXAMPLES)
