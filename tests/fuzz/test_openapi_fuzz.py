@@ -7,7 +7,11 @@ and schemathesis reads its ``/openapi.json`` and calls every operation with the 
   (valid and invalid data: missing and extra fields, wrong types, out-of-range numbers, odd
   strings, unexpected methods), a bounded number of cases each;
 - ``test_stateful``: sequences of calls chained by the links schemathesis infers (create a
-  key, then read, update, rotate and delete it; create an event type, then fetch it; ...).
+  key, then read, update, rotate and delete it; create an event type, then fetch it; ...);
+- ``test_stateful_postgres``: a smaller stateful pass on a node on PostgreSQL + Redis.
+
+The document the operations are drawn from is built at import (one test per operation);
+``test_served_document`` checks it is the one the server serves.
 
 Every check is on, and each must pass on every call:
 
@@ -22,15 +26,22 @@ Every check is on, and each must pass on every call:
 - ``negative_data_rejection``: data that violates the schema is refused with a 4xx
   (``enabled: 0`` is not a boolean, a negative number is not a time, ...);
 - ``positive_data_acceptance``: data that the schema allows is not refused as invalid, except
-  where the schema cannot name the value (see ``REGISTRY_REFUSALS``);
+  with a 422 naming only fields whose values a registry holds (``REGISTRY_FIELDS``: cursors,
+  registered event types, installed plugins, resolvable receivers...) or paths inside free
+  JSON beyond the codec's limits (``FREE_JSON_PATH``), each with its reason;
 - ``missing_required_header``, ``ignored_auth``: a call without the key is a 401;
 - ``unsupported_method``, ``allow_header_conformance``: a method the path does not have is a
   405 whose ``Allow`` lists every method the path has;
-- ``use_after_free``, ``ensure_resource_availability`` (stateful): a deleted resource is gone,
-  a created one can be read.
+- ``use_after_free``, ``ensure_resource_availability`` (stateful): a deleted resource is gone
+  (but a deleted key is revoked and stays readable, by design), a created one can be read.
+
+``filter_failure`` drops nothing else, but the HTTP server's own 400 to a request it cannot
+parse (it never reaches Forecourt). The fuzzer's own key and tenant are never revoked,
+rotated, suspended or deleted (``map_case``): every later call would be a 401.
 
 Calls are deterministic (fixed seed, derandomized Hypothesis, no example database), so a
-failure in CI reproduces locally. Side effects stay inside the process: webhook URLs resolve
+failure in CI reproduces locally; budgets (``MAX_EXAMPLES``...) keep the module near two
+minutes on two cores. Side effects stay inside the process: webhook URLs resolve
 to the loopback, which the SSRF guard refuses before any send (private addresses are not
 allowed), and the node runs no background workers, so nothing is delivered.
 """
