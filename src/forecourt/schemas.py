@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from forecourt.codec import ERROR_TYPE
 from forecourt.codec import JsonObject as JsonObject
 from forecourt.codec import JsonValue as JsonValue
 from forecourt.ratelimit.policy import MAX_LIMIT as MAX_WINDOW_LIMIT
@@ -107,38 +108,46 @@ class StrictModel(BaseModel):
         return value if field is None else json_typed(field.annotation, value)
 
 
-def json_typed(annotation: Any, value: Any) -> Any:
+def json_typed(annotation: Any, value: Any, path: str = "") -> Any:
     """``value`` checked against the JSON type of ``annotation``, as the document states it.
 
     Pydantic's lax mode takes ``0`` and ``"yes"`` as booleans, ``false`` and ``"5"`` as
     integers, while its strict mode refuses ``225.0`` as an integer. JSON Schema's ``boolean``
     is only ``true``/``false``; its ``integer`` is any number without a fraction (``225.0``
     too), never a boolean or a string; its ``number`` is never a boolean or a string. Lists
-    and string-keyed maps of these are checked item by item; other types are left as they are.
+    and string-keyed maps of these are checked item by item, and a refused item is named by
+    its ``path`` inside the field (``rate_limits.minute``); other types are left as they are.
     """
     origin = get_origin(annotation)
     if origin is Annotated:
-        return json_typed(get_args(annotation)[0], value)
+        return json_typed(get_args(annotation)[0], value, path)
     if origin in (Union, UnionType):
         members = [a for a in get_args(annotation) if a is not type(None)]
         if value is None or len(members) != 1:
             return value
-        return json_typed(members[0], value)
+        return json_typed(members[0], value, path)
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ValueError("must be true or false")
+            _refuse("must be true or false", path)
     elif annotation is int:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError("must be an integer")
+            _refuse("must be an integer", path)
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif annotation is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError("must be a number")
+            _refuse("must be a number", path)
     elif origin in (list, set, frozenset) and isinstance(value, list):
         (item,) = get_args(annotation) or (Any,)
-        return [json_typed(item, v) for v in value]
+        return [json_typed(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
     elif origin is dict and isinstance(value, dict) and len(get_args(annotation)) == 2:
         item = get_args(annotation)[1]
-        return {k: json_typed(item, v) for k, v in value.items()}
+        return {k: json_typed(item, v, f"{path}.{k}") for k, v in value.items()}
     return value
+
+
+def _refuse(message: str, path: str) -> None:
+    if not path:
+        raise ValueError(message)
+    # The codec's error type: the problem names the field and this path inside it.
+    raise PydanticCustomError(ERROR_TYPE, message, {"path": path})

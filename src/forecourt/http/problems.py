@@ -85,14 +85,26 @@ def _json_loc(error: Any) -> tuple[Any, ...]:
 
 
 def _without_null_branches(errors: Sequence[Any]) -> list[Any]:
-    """Drop the "must be null" error of a field whose free-JSON value was refused: the value
-    is what is wrong, not that it is not null."""
-    refused = {_json_loc(e) for e in errors if e.get("type") == codec.ERROR_TYPE}
-    return [
-        e
+    """A field that also takes null is a union to pydantic: a refused value is reported once
+    per branch, each loc naming its branch (``name.constrained-str``, ``name.none``). Report
+    the value's own errors at the field, and drop the "must be null" one: the value is what
+    is wrong, not that it is not null."""
+    null_fields = {
+        tuple(e.get("loc", ()))[:-1]
         for e in errors
-        if not (e.get("type") == "none_required" and tuple(e.get("loc", ()))[:-1] in refused)
-    ]
+        if e.get("type") == "none_required" and e.get("loc")
+    }
+    result = []
+    for error in errors:
+        loc = _json_loc(error)
+        if error.get("type") == "none_required" and loc[:-1] in null_fields and len(errors) > 1:
+            continue
+        for field in null_fields:
+            if len(loc) > len(field) and loc[: len(field)] == field:
+                loc = (*field, *loc[len(field) + 1 :])
+                break
+        result.append({**error, "loc": loc})
+    return result
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
@@ -32,11 +32,11 @@ class KeyCreate(StrictModel):
 class KeyUpdate(StrictModel):
     """Only the fields present are changed; ``expires_at: null`` removes the expiry."""
 
-    name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=200)
+    name: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
     description: str | None = Field(default=None, max_length=2000)
-    scopes: list[ScopeName] | SkipJsonSchema[None] = Field(
-        default=None, min_length=1, max_length=64
-    )
+    scopes: (
+        Annotated[list[ScopeName], Field(min_length=1, max_length=64)] | SkipJsonSchema[None]
+    ) = None
     tier: str | None = None
     rate_limits: dict[WindowName, WindowLimit] | None = None
     expires_at: Timestamp | None = None

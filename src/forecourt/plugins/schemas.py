@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
@@ -156,13 +156,13 @@ class InstanceUpdate(StrictModel):
     Only ``description`` may be null; the document does not offer null for the others.
     """
 
-    name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=200)
+    name: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
     description: str | None = Field(default=None, max_length=2000)
     config: JsonObject | SkipJsonSchema[None] = None
     version: str | SkipJsonSchema[None] = Field(
         default=None, description="Move to another installed version."
     )
-    event_types: list[str] | SkipJsonSchema[None] = Field(default=None, max_length=100)
+    event_types: Annotated[list[str], Field(max_length=100)] | SkipJsonSchema[None] = None
     enabled: bool | SkipJsonSchema[None] = None
 
 

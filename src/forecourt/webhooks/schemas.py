@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic.json_schema import SkipJsonSchema
@@ -42,11 +42,11 @@ class EndpointCreate(StrictModel):
 class EndpointUpdate(StrictModel):
     """Only the fields present change; only ``rate_limit_per_s`` may be null (no limit)."""
 
-    url: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=2048)
-    description: str | SkipJsonSchema[None] = Field(default=None, max_length=2000)
-    event_types: list[str] | SkipJsonSchema[None] = Field(default=None, max_length=200)
-    headers: dict[str, str] | SkipJsonSchema[None] = Field(default=None, max_length=50)
-    timeout_s: float | SkipJsonSchema[None] = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
+    url: Annotated[str, Field(min_length=1, max_length=2048)] | SkipJsonSchema[None] = None
+    description: Annotated[str, Field(max_length=2000)] | SkipJsonSchema[None] = None
+    event_types: Annotated[list[str], Field(max_length=200)] | SkipJsonSchema[None] = None
+    headers: Annotated[dict[str, str], Field(max_length=50)] | SkipJsonSchema[None] = None
+    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)] | SkipJsonSchema[None] = None
     retry_policy: RetryPolicy | SkipJsonSchema[None] = None
     rate_limit_per_s: StrictInt | None = Field(default=None, ge=1, le=100_000)
     metadata: JsonObject | SkipJsonSchema[None] = None
