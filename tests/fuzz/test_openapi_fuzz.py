@@ -71,6 +71,7 @@ from conftest import REDIS_URL, free_port
 from forecourt.app import create_app
 from forecourt.core import Forecourt
 from forecourt.settings import DEFAULT_TIERS, OWNER_KEY_FILE, Settings
+from forecourt.webhooks import ssrf
 
 SEED = 20261201
 # Cases per operation in the fuzzing phase; the examples and coverage phases add their own.
@@ -226,11 +227,16 @@ def _serve(settings: Settings) -> Iterator[Served]:
         [k["id"] for k in keys.json()["items"]]
         + [t[field] for t in tenants.json()["items"] for field in ("id", "slug")]
     )
+    # Nothing leaves this machine: the guard refuses every address, a public IP literal in a
+    # generated URL too (names already resolve to the refused loopback).
+    refuse_all = pytest.MonkeyPatch()
+    refuse_all.setattr(ssrf, "_refusal_of", lambda _address, _policy: "not allowed here")
     try:
         yield SERVED
     finally:
         server.should_exit = True
         thread.join(timeout=SERVER_START_TIMEOUT_S)
+        refuse_all.undo()
         SERVED.base_url, SERVED.owner_key = previous.base_url, previous.owner_key
         SERVED.protected = previous.protected
 
