@@ -99,6 +99,7 @@ REGISTRY_FIELDS: dict[str, str] = {
     "tier": "a rate-limit tier configured on this installation",
     "expires_at": "a time in the future (the document cannot name now)",
     "event_types": "whether a plugin instance takes event types depends on its plugin's type",
+    "input": "a plugin's input must match that plugin's own input schema",
 }
 # A path inside a field of free JSON (``data``, ``schema``, ``metadata``, ``config``...):
 # "any JSON" in the document, within the codec's limits (64-bit integers, nesting depth).
@@ -184,9 +185,12 @@ def map_case(context: Any, case: Any) -> Any:
 @schema.hook
 def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
     """Keep every failure but a 422 for values only a registry knows (``REGISTRY_FIELDS``),
-    and a key read after its DELETE: deleting a key revokes it, and a revoked key stays
-    readable (as revoked) for the audit trail."""
-    if isinstance(failure, UseAfterFree) and case.path.startswith("/api/v1/keys/"):
+    and a key or event type read after its DELETE: deleting a key revokes it, and deleting
+    an event type archives it; both stay readable (as revoked, as archived) for the audit
+    trail and for the events that carry the type."""
+    if isinstance(failure, UseAfterFree) and case.path.startswith(
+        ("/api/v1/keys/", "/api/v1/event-types/")
+    ):
         return False
     if response.status_code == 400 and response.content == HTTP_SERVER_REFUSAL:
         # The HTTP server's own answer to a malformed request (a header it cannot parse),

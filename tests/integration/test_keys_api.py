@@ -280,9 +280,9 @@ async def test_revoke_stops_the_key_immediately(harness: Harness) -> None:
     patched = await harness.client.patch(
         f"{KEYS}/{created['id']}", json={"name": "x"}, headers=harness.auth()
     )
-    assert patched.status_code == 422
+    assert patched.status_code == 409
     rotated = await harness.client.post(f"{KEYS}/{created['id']}/rotate", headers=harness.auth())
-    assert rotated.status_code == 422
+    assert rotated.status_code == 409
     assert await status_with(harness, raw) == 401
 
 

@@ -15,7 +15,7 @@ from forecourt import scopes as scope_rules
 from forecourt.audit import service as audit
 from forecourt.broadcast import Broadcast
 from forecourt.db.base import utcnow
-from forecourt.errors import Forbidden, InvalidInput, NotFound
+from forecourt.errors import Conflict, Forbidden, InvalidInput, NotFound
 from forecourt.ids import new_id
 from forecourt.keys import format as key_format
 from forecourt.keys.cache import INVALIDATE_CHANNEL, CachedKey
@@ -153,7 +153,7 @@ class KeyService:
     async def update(self, actor: Principal, key_id: str, data: KeyUpdate) -> ApiKey:
         key = await self.get_covered(actor, key_id)
         if key.revoked_at is not None:
-            raise InvalidInput("A revoked key cannot be changed.", field="id")
+            raise Conflict("A revoked key cannot be changed.")
         before = summary(key)
         fields = data.model_fields_set
         if "name" in fields and data.name is None:
@@ -193,9 +193,7 @@ class KeyService:
             # The caller receives the new secret: the key must hold no more than it may make.
             power.check_may_take_over(await self.actor_power(actor), self._power(key))
         if status(key) != "active":
-            raise InvalidInput(
-                f"Only active keys can be rotated; this one is {status(key)}.", field="id"
-            )
+            raise Conflict(f"Only active keys can be rotated; this one is {status(key)}.")
         grace = self.config.rotation_grace_s if data.grace_period_s is None else data.grace_period_s
         raw = key_format.generate(key.environment)
         now = utcnow()
