@@ -214,6 +214,24 @@ class Harness:
         body: dict[str, Any] = response.json()
         return body
 
+    async def create_tenant(self, slug: str, name: str | None = None) -> dict[str, Any]:
+        """A tenant made by the operator (the owner key): its body, with its first admin key."""
+        response = await self.client.post(
+            "/api/v1/tenants", json={"slug": slug, "name": name or slug}, headers=self.auth()
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+def problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    """The RFC 9457 body of ``response``, asserted to be of ``status`` and problem ``slug``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"urn:forecourt:problem:{slug}", body
+    return body
+
 
 @pytest.fixture
 async def harness_factory(settings_factory: Any) -> AsyncIterator[Any]:

@@ -90,15 +90,6 @@ async def call(h: Harness, method: str, path: str, headers: dict[str, str]) -> h
     return await h.client.request(method, path, json=body, headers=headers)
 
 
-async def new_tenant(h: Harness, slug: str) -> dict[str, Any]:
-    response = await h.client.post(
-        "/api/v1/tenants", json={"slug": slug, "name": slug}, headers=h.auth()
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 def test_the_operator_routes_are_found(routes: list[tuple[str, str]]) -> None:
     assert set(routes) >= KNOWN, sorted(KNOWN - set(routes))
 
@@ -107,8 +98,8 @@ async def test_tenant_b_admin_gets_403_on_every_installation_wide_route(
     harness: Harness, routes: list[tuple[str, str]]
 ) -> None:
     h = harness
-    tenant_b = await new_tenant(h, "beta")
-    victim = await new_tenant(h, "victim")
+    tenant_b = await h.create_tenant("beta")
+    victim = await h.create_tenant("victim")
     # A key with admin in the default tenant is no operator either: admin does not imply it.
     default_admin = await h.create_key(["admin"])
     assert SYSTEM_ADMIN not in expand(["admin"])
@@ -164,7 +155,7 @@ async def sign_in(h: Harness, email: str, role: str, key: str, tenant: str) -> d
 
 async def test_owner_users_of_the_default_tenant_are_operators(harness: Harness) -> None:
     h = harness
-    tenant_b = await new_tenant(h, "beta")
+    tenant_b = await h.create_tenant("beta")
     owner = await sign_in(h, "root@example.com", "owner", h.owner_key, "default")
     admin = await sign_in(h, "admin@example.com", "admin", h.owner_key, "default")
     b_owner = await sign_in(h, "owner@beta.example", "owner", tenant_b["admin_key"], "beta")

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
-from conftest import Harness
+from conftest import Harness, problem
 from forecourt.audit.models import AuditEntry
 from forecourt.db.models import metadata
 from forecourt.keys.models import ApiKey
@@ -23,34 +23,20 @@ SESSION_COOKIE = "fc_session"
 WAIT_S = 15.0
 
 
-async def create_tenant(h: Harness, slug: str, name: str = "") -> dict[str, Any]:
-    response = await h.client.post(
-        "/api/v1/tenants", json={"slug": slug, "name": name or slug.title()}, headers=h.auth()
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["type"] == f"urn:forecourt:problem:{slug}", body
-    return body
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]]) -> None:
-    """Until ``check`` holds (a broadcast reaches another node asynchronously)."""
+async def wait_for_status(
+    node: Harness, headers: dict[str, str], ok: Callable[[int], bool]
+) -> None:
+    """Until ``node`` answers GET /api/v1/keys with ``headers`` by a status ``ok`` accepts (a
+    broadcast reaches another node asynchronously)."""
     deadline = time.monotonic() + WAIT_S
-    while not await check():
+    while not ok((await node.client.get("/api/v1/keys", headers=headers)).status_code):
         assert time.monotonic() < deadline, "not within the wait"
         await asyncio.sleep(0.02)
 
 
 async def test_create_list_get_and_the_first_admin_key(harness: Harness) -> None:
     h = harness
-    created = await create_tenant(h, "acme", "Acme Inc")
+    created = await h.create_tenant("acme", "Acme Inc")
     assert created["slug"] == "acme" and created["name"] == "Acme Inc"
     assert created["suspended"] is False and created["admin_key"].startswith("fck_")
     key = created["admin_key"]
@@ -62,7 +48,7 @@ async def test_create_list_get_and_the_first_admin_key(harness: Harness) -> None
     problem(await h.client.get("/api/v1/tenants", headers=h.auth(key)), 403, "forbidden")
 
     for slug in ("beta", "gamma"):
-        await create_tenant(h, slug)
+        await h.create_tenant(slug)
     first = await h.client.get("/api/v1/tenants", params={"limit": 2}, headers=h.auth())
     assert first.status_code == 200 and first.json()["next_cursor"]
     rest = await h.client.get(
@@ -82,7 +68,7 @@ async def test_create_list_get_and_the_first_admin_key(harness: Harness) -> None
 
 async def test_bad_and_duplicate_input_changes_nothing(harness: Harness) -> None:
     h = harness
-    await create_tenant(h, "acme")
+    await h.create_tenant("acme")
     duplicate = await h.client.post(
         "/api/v1/tenants", json={"slug": "acme", "name": "Again"}, headers=h.auth()
     )
@@ -140,10 +126,10 @@ async def test_suspend_stops_keys_and_sessions_at_once_on_every_node(
     first: Harness = await harness_factory()
     # PostgreSQL + Redis: a second node on the same database; SQLite runs one node.
     nodes = [first, await harness_factory()] if backend == "postgres" else [first]
-    created = await create_tenant(first, "acme")
+    created = await first.create_tenant("acme")
     key = created["admin_key"]
     cookie = await sign_in(first, key, "ada@acme.example", "acme")
-    other = await create_tenant(first, "other")
+    other = await first.create_tenant("other")
 
     async def status(node: Harness, headers: dict[str, str]) -> int:
         return (await node.client.get("/api/v1/keys", headers=headers)).status_code
@@ -156,11 +142,7 @@ async def test_suspend_stops_keys_and_sessions_at_once_on_every_node(
     assert suspended.status_code == 200 and suspended.json()["suspended"] is True
     for node in nodes:
         for headers in (first.auth(key), cookie):
-
-            async def refused(node: Harness = node, headers: dict[str, str] = headers) -> bool:
-                return await status(node, headers) == 403
-
-            await wait_for(refused)
+            await wait_for_status(node, headers, lambda code: code == 403)
             body = problem(
                 await node.client.get("/api/v1/keys", headers=headers), 403, "tenant-suspended"
             )
@@ -174,11 +156,7 @@ async def test_suspend_stops_keys_and_sessions_at_once_on_every_node(
     assert resumed.status_code == 200 and resumed.json()["suspended"] is False
     for node in nodes:
         for headers in (first.auth(key), cookie):
-
-            async def accepted(node: Harness = node, headers: dict[str, str] = headers) -> bool:
-                return await status(node, headers) == 200
-
-            await wait_for(accepted)
+            await wait_for_status(node, headers, lambda code: code == 200)
 
     # A node started while a tenant is suspended knows it from the database.
     await first.client.post("/api/v1/tenants/acme/suspend", headers=first.auth())
@@ -188,7 +166,7 @@ async def test_suspend_stops_keys_and_sessions_at_once_on_every_node(
 
 async def test_each_change_is_in_the_tenants_log_by_operator(harness: Harness) -> None:
     h = harness
-    created = await create_tenant(h, "acme")
+    created = await h.create_tenant("acme")
     for action in ("suspend", "resume"):
         response = await h.client.post(f"/api/v1/tenants/acme/{action}", headers=h.auth())
         assert response.status_code == 200
@@ -217,7 +195,7 @@ async def test_delete_removes_everything_the_tenant_owns(
     local = {"webhook_allow_private": "127.0.0.0/8"}
     first: Harness = await harness_factory(**local)
     nodes = [first, await harness_factory(**local)] if backend == "postgres" else [first]
-    created = await create_tenant(first, "acme")
+    created = await first.create_tenant("acme")
     key = created["admin_key"]
     cookie = await sign_in(first, key, "ada@acme.example", "acme")
     webhook = await first.client.post(
@@ -239,12 +217,7 @@ async def test_delete_removes_everything_the_tenant_owns(
     assert deleted.status_code == 204
     for node in nodes:
         for headers in (first.auth(key), cookie):
-
-            async def gone(node: Harness = node, headers: dict[str, str] = headers) -> bool:
-                response = await node.client.get("/api/v1/keys", headers=headers)
-                return response.status_code in (401, 403)
-
-            await wait_for(gone)
+            await wait_for_status(node, headers, lambda code: code in (401, 403))
     problem(await first.client.get("/api/v1/tenants/acme", headers=first.auth()), 404, "not-found")
     async with first.fc.sessionmaker() as session:
         for table in metadata.sorted_tables:

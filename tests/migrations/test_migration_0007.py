@@ -4,7 +4,6 @@ permissions, tenant deletion takes its audit entries with it; and down again."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +16,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from conftest import RUN_ID, _pg_admin, pg_url
 from forecourt.db import migrate
 from forecourt.db.base import UTCDateTime
 from forecourt.db.engine import create_engine
@@ -72,29 +70,18 @@ audit = sa.table(
 
 
 @pytest.fixture
-async def engine(backend: str, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+async def engine(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[AsyncEngine]:
     """An engine on an empty database of its own."""
     if backend == "sqlite":
         found = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'm0007.db'}")
-        yield found
-        await found.dispose()
-        return
-    name = f"fct_{RUN_ID}_m0007_{uuid.uuid4().hex[:8]}"
-    admin = await _pg_admin()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    found = create_engine(pg_url(name), poolclass=NullPool)
+    else:
+        found = create_engine(request.getfixturevalue("empty_pg_database"), poolclass=NullPool)
     try:
         yield found
     finally:
         await found.dispose()
-        admin = await _pg_admin()
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:

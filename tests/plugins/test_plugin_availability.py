@@ -11,7 +11,7 @@ import httpx
 import pytest
 from plugin_support import files, install, start
 
-from conftest import Harness
+from conftest import Harness, problem
 
 UPPER = "com.example.upper"
 
@@ -23,20 +23,8 @@ async def h(harness_factory: Any) -> Harness:
 
 async def new_tenant(h: Harness, slug: str) -> str:
     """A tenant made through the API: its first admin key."""
-    response = await h.client.post(
-        "/api/v1/tenants", json={"slug": slug, "name": slug}, headers=h.auth()
-    )
-    assert response.status_code == 201, response.text
-    key: str = response.json()["admin_key"]
+    key: str = (await h.create_tenant(slug))["admin_key"]
     return key
-
-
-def problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["type"] == f"urn:forecourt:problem:{slug}", body
-    return body
 
 
 async def plugins(h: Harness, key: str | None = None, **params: Any) -> dict[str, dict[str, Any]]:
