@@ -199,6 +199,12 @@ class PluginRunner:
         """
         started_at = utcnow()
         started = time.perf_counter()
+
+        def record(result: CallResult, metrics: list[dict[str, Any]]) -> PluginExecution:
+            return self._execution(
+                instance, plugin, trigger, event_id, attempt, started_at, result, metrics
+            )
+
         try:
             result = await self._call(instance, plugin, input)
             if result.duration_ms == 0:
@@ -208,8 +214,7 @@ class PluginRunner:
             result = CallResult("error", error_class="Cancelled")
             result.error_message = "the run was cancelled before it ended (Forecourt stopping)"
             result.duration_ms = (time.perf_counter() - started) * 1000
-            execution = self._execution(instance, plugin, trigger, event_id, attempt, started_at)
-            self._fill(execution, result, [])
+            execution = record(result, [])
             # Recorded in a task of its own, which the cancellation does not reach.
             await _shielded(self._record_alone(instance, execution, result.logs))
             raise
@@ -218,8 +223,7 @@ class PluginRunner:
             result = CallResult("error", error_class="InternalError", error_message=_internal(exc))
             result.duration_ms = (time.perf_counter() - started) * 1000
             checked = Checked(result, None, [], [])
-        execution = self._execution(instance, plugin, trigger, event_id, attempt, started_at)
-        self._fill(execution, checked.result, checked.metrics)
+        execution = record(checked.result, checked.metrics)
         try:
             await self._record(
                 instance, plugin, execution, checked.result, checked.output, checked.notes, depth
@@ -227,14 +231,15 @@ class PluginRunner:
         except Exception as exc:
             log.exception("recording a run of plugin %s failed", plugin.plugin_id)
             # The record alone, without its events: the run is known to have happened.
-            failed = self._execution(instance, plugin, trigger, event_id, attempt, started_at)
-            self._fill(failed, checked.result, checked.metrics)
-            failed.status, failed.error_class = "error", "RecordFailed"
-            failed.error_message = (
+            message = (
                 f"the run's outcome could not be recorded ({type(exc).__name__}); "
                 "the server's log has the details"
             )
-            await self._record_alone(instance, failed, checked.result.logs)
+            unrecorded = replace(
+                checked.result, status="error", error_class="RecordFailed", error_message=message
+            )
+            failed = record(unrecorded, checked.metrics)
+            await self._record_alone(instance, failed, unrecorded.logs)
             return Run(failed, None)
         return Run(execution, checked.output)
 
@@ -250,9 +255,10 @@ class PluginRunner:
         attempt: int = 1,
     ) -> PluginExecution:
         """Record a run that was not started (status ``error``), with ``plugin.failed``."""
-        execution = self._execution(instance, plugin, trigger, event_id, attempt, utcnow())
         result = CallResult("error", error_class=error_class, error_message=message)
-        self._fill(execution, result, [])
+        execution = self._execution(
+            instance, plugin, trigger, event_id, attempt, utcnow(), result, []
+        )
         await self._record(instance, plugin, execution, result, None, [], 0)
         return execution
 
@@ -264,7 +270,10 @@ class PluginRunner:
         event_id: str | None,
         attempt: int,
         started_at: datetime,
+        result: CallResult,
+        metrics: list[dict[str, Any]],
     ) -> PluginExecution:
+        """The record of a run that ended with ``result`` (not yet stored; no logs yet)."""
         return PluginExecution(
             id=new_id("pex"),
             tenant_id=instance.tenant_id,
@@ -275,20 +284,15 @@ class PluginRunner:
             attempt=attempt,
             event_id=event_id,
             started_at=started_at,
+            duration_ms=round(result.duration_ms, 3),
+            status=result.status,
+            error_class=result.error_class,
+            error_message=_cut(result.error_message, MAX_MESSAGE_CHARS),
             logs="",
+            cpu_ms=result.cpu_ms,
+            max_rss_kib=result.max_rss_kib,
+            metrics=metrics,
         )
-
-    @staticmethod
-    def _fill(
-        execution: PluginExecution, result: CallResult, metrics: list[dict[str, Any]]
-    ) -> None:
-        execution.duration_ms = round(result.duration_ms, 3)
-        execution.status = result.status
-        execution.error_class = result.error_class
-        execution.error_message = _cut(result.error_message, MAX_MESSAGE_CHARS)
-        execution.cpu_ms = result.cpu_ms
-        execution.max_rss_kib = result.max_rss_kib
-        execution.metrics = metrics
 
     async def _call(self, instance: PluginInstance, plugin: Plugin, input: Any) -> CallResult:
         try:
