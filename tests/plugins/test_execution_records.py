@@ -20,7 +20,7 @@ from conftest import Harness
 from forecourt.db.base import utcnow
 from forecourt.ids import new_id
 from forecourt.plugins import runner as runner_module
-from forecourt.plugins.models import PluginQueueItem
+from forecourt.plugins.models import Plugin, PluginInstance, PluginQueueItem
 from forecourt.plugins.sandbox import WorkerPool
 
 CODE = """
@@ -156,8 +156,6 @@ async def test_a_run_cancelled_mid_call_is_recorded(harness_factory: Any) -> Non
     runner = h.fc.plugin_runner
     loaded = await h.client.get(f"/api/v1/plugin-instances/{created['id']}", headers=h.auth())
     assert loaded.status_code == 200
-    from forecourt.plugins.models import Plugin, PluginInstance
-
     async with h.fc.sessionmaker() as session:
         row = await session.get(PluginInstance, created["id"])
         assert row is not None
@@ -185,27 +183,33 @@ async def test_a_run_cancelled_mid_call_is_recorded(harness_factory: Any) -> Non
 # -- the attempt limit holds across lease takeovers --------------------------------------------
 
 
-async def queued(h: Harness) -> int:
-    async with h.fc.sessionmaker() as session:
-        count = await session.scalar(select(func.count()).select_from(PluginQueueItem))
-    return int(count or 0)
-
-
-async def test_a_row_taken_over_past_its_attempt_limit_is_recorded_and_dropped(
-    harness_factory: Any,
-) -> None:
-    h = await start(harness_factory, plugin_event_max_attempts=MAX_ATTEMPTS)
+async def install_hook(h: Harness, entry: str, **fields: Any) -> None:
     await install(
         h,
         files(
             CODE,
             id="com.example.hook",
             type="hook",
-            entry_point="plugin:hook",
+            entry_point=f"plugin:{entry}",
             permissions={"events": ["alert.*"]},
             config_schema=None,
+            **fields,
         ),
     )
+
+
+async def drained(h: Harness) -> bool:
+    """Whether the plugin event queue is empty."""
+    async with h.fc.sessionmaker() as session:
+        count = await session.scalar(select(func.count()).select_from(PluginQueueItem))
+    return not count
+
+
+async def test_a_row_taken_over_past_its_attempt_limit_is_recorded_and_dropped(
+    harness_factory: Any,
+) -> None:
+    h = await start(harness_factory, plugin_event_max_attempts=MAX_ATTEMPTS)
+    await install_hook(h, "hook")
     # Published before the instance exists, so only the rows written here are queued.
     published = await h.client.post(
         "/api/v1/events", json={"type": "alert.triggered", "data": {}}, headers=h.auth()
@@ -218,15 +222,12 @@ async def test_a_row_taken_over_past_its_attempt_limit_is_recorded_and_dropped(
     # Every attempt so far was claimed and never finished (the nodes died mid-run).
     exhausted = await insert_row(h, tenant_id, created["id"], event["id"], MAX_ATTEMPTS)
 
-    async def drained() -> bool:
-        return await queued(h) == 0
-
     async def recorded(count: int) -> list[dict[str, Any]]:
         listed = await executions(h, "com.example.hook")
         return listed if len(listed) >= count else []
 
     listed = await wait_until(lambda: recorded(1), timeout_s=30)
-    assert await drained()
+    assert await drained(h)
     assert [(e["status"], e["error_class"], e["attempt"]) for e in listed] == [
         ("error", "AttemptsExhausted", MAX_ATTEMPTS + 1)
     ]
@@ -237,7 +238,7 @@ async def test_a_row_taken_over_past_its_attempt_limit_is_recorded_and_dropped(
     # One attempt short of the limit: taken over, it runs once more, as the last attempt.
     await insert_row(h, tenant_id, created["id"], event["id"], MAX_ATTEMPTS - 1)
     listed = await wait_until(lambda: recorded(2), timeout_s=30)
-    await wait_until(drained, timeout_s=30)
+    await wait_until(lambda: drained(h), timeout_s=30)
     assert sorted((e["status"], e["attempt"]) for e in listed) == [
         ("error", MAX_ATTEMPTS + 1),
         ("ok", MAX_ATTEMPTS),
@@ -248,18 +249,7 @@ async def test_runs_that_keep_dying_stop_at_the_attempt_limit(harness_factory: A
     """Each claim's run hangs and its lease runs out, as when the node running it dies; other
     claims take the row over until the limit, and the row then ends with a record."""
     h = await start(harness_factory, plugin_event_max_attempts=MAX_ATTEMPTS)
-    await install(
-        h,
-        files(
-            CODE,
-            id="com.example.hook",
-            type="hook",
-            entry_point="plugin:slow_hook",
-            permissions={"events": ["alert.*"]},
-            config_schema=None,
-            resources={"timeout_s": 100},
-        ),
-    )
+    await install_hook(h, "slow_hook", resources={"timeout_s": 100})
     router = h.fc.plugin_router
     assert router is not None
     router.lease = timedelta(seconds=1.0)  # each run outlives its lease: taken over
@@ -269,14 +259,11 @@ async def test_runs_that_keep_dying_stop_at_the_attempt_limit(harness_factory: A
     )
     assert published.status_code in (200, 201), published.text
 
-    async def drained() -> bool:
-        return await queued(h) == 0
-
     async def recorded() -> list[dict[str, Any]]:
         return await executions(h, "com.example.hook")
 
     await wait_until(recorded, timeout_s=60)
-    await wait_until(drained, timeout_s=60)
+    await wait_until(lambda: drained(h), timeout_s=60)
     # One record: the claim past the limit (a claim that found the row taken over again
     # meanwhile, on a busy machine, records nothing and counts one more attempt).
     listed = await recorded()
