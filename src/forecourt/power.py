@@ -80,7 +80,7 @@ def effective_limits(
 
 
 def aware(when: datetime | None) -> datetime | None:
-    """``when`` with a time zone (naive values are UTC, as the database hands them back)."""
+    """``when`` with a time zone (a naive value is taken as UTC)."""
     if when is not None and when.tzinfo is None:
         return when.replace(tzinfo=UTC)
     return when

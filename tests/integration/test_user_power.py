@@ -96,6 +96,19 @@ async def user_key(h: Harness, session: Session, name: str) -> dict[str, Any]:
     return body
 
 
+async def disable_user_with_key(
+    h: Harness, email: str, key_name: str
+) -> tuple[str, Session, dict[str, Any], httpx.Response]:
+    """An admin user, signed in, with a key of its own; then disabled with the owner key.
+    (user id, its session, its key, the response to the disabling)."""
+    user = await create_user(h, email, "admin")
+    session = await login(h, email)
+    key = await user_key(h, session, key_name)
+    response = await h.client.patch(f"{USERS}/{user}", json={"disabled": True}, headers=h.auth())
+    assert response.status_code == 200, response.text
+    return user, session, key, response
+
+
 # -- the last enabled owner ---------------------------------------------------------------------
 
 
@@ -247,11 +260,7 @@ async def test_deleting_a_user_revokes_its_keys_everywhere_and_ends_its_sessions
 
 async def test_disabling_a_user_revokes_its_keys(harness: Harness) -> None:
     h = harness
-    user = await create_user(h, "off@example.com", "admin")
-    session = await login(h, "off@example.com")
-    key = await user_key(h, session, "mine")
-    response = await h.client.patch(f"{USERS}/{user}", json={"disabled": True}, headers=h.auth())
-    assert response.status_code == 200, response.text
+    user, session, key, response = await disable_user_with_key(h, "off@example.com", "mine")
     assert response.json()["keys"] == [
         {"id": key["id"], "name": "mine", "prefix": key["prefix"], "revoked": True}
     ]
@@ -267,11 +276,7 @@ async def test_disabling_a_user_revokes_its_keys(harness: Harness) -> None:
 
 async def test_keys_of_removed_users_can_be_kept(harness_factory: Any) -> None:
     h = await harness_factory(revoke_keys_of_removed_users=False)
-    user = await create_user(h, "stay@example.com", "admin")
-    session = await login(h, "stay@example.com")
-    key = await user_key(h, session, "kept")
-    response = await h.client.patch(f"{USERS}/{user}", json={"disabled": True}, headers=h.auth())
-    assert response.status_code == 200, response.text
+    user, _, key, response = await disable_user_with_key(h, "stay@example.com", "kept")
     assert response.json()["keys"] == [
         {"id": key["id"], "name": "kept", "prefix": key["prefix"], "revoked": False}
     ]

@@ -73,10 +73,11 @@ class KeyService:
         tier = self.config.policy.check_tier(data.tier or self.config.policy.default_tier)
         limits = validate_limits(data.rate_limits)
         expires_at = _future(data.expires_at)
+        tier_limits = self._tier_limits(tier)
         power.check_child_key(
             await self.actor_power(actor),
-            tier_limits=self._tier_limits(tier),
-            limits=power.effective_limits(self._tier_limits(tier), limits),
+            tier_limits=tier_limits,
+            limits=power.effective_limits(tier_limits, limits),
             expires_at=expires_at,
         )
         raw = key_format.generate(data.environment or self.config.environment)

@@ -88,11 +88,9 @@ async def delete_user(
 
 
 @users.delete("/{user_id}/sessions", response_model=SessionsEnded)
-async def end_user_sessions(
-    user_id: str, actor: UsersWrite, fc: ForecourtDep, session: DbSession
-) -> SessionsEnded:
+async def end_user_sessions(user_id: str, actor: UsersWrite, session: DbSession) -> SessionsEnded:
     """End every sign-in session of the user, on every node."""
-    return SessionsEnded(ended=await _service(fc, session).end_sessions(actor, user_id))
+    return SessionsEnded(ended=await UserService(session).end_sessions(actor, user_id))
 
 
 @auth.post(

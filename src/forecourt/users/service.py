@@ -153,10 +153,7 @@ class UserService:
         if data.role is not None and data.role != user.role:
             await self._may_assign(actor, data.role)
         demoted = data.role is not None and data.role != "owner"
-        removes_owner = user.role == "owner" and user.disabled_at is None
-        removes_owner = removes_owner and bool(demoted or data.disabled)
-        if removes_owner:
-            await self._keep_an_owner(user)
+        removes_owner = await self._keep_an_owner(user, removing=bool(demoted or data.disabled))
         password_hash = None
         if data.password is not None:
             password_hash = await asyncio.to_thread(hash_password, data.password)
@@ -187,10 +184,7 @@ class UserService:
         )
         if ended:
             self._record_sessions_ended(actor, user, ended)
-        if removes_owner:
-            await self._an_owner_is_left(user.tenant_id)
-        await self.session.commit()
-        await self._forget_keys(revoked)
+        await self._commit_removal(user, removes_owner, revoked)
         return user, keys
 
     async def delete(self, actor: Principal, user_id: str) -> tuple[User, builtins.list[ApiKey]]:
@@ -198,9 +192,7 @@ class UserService:
         configured otherwise) revoked."""
         user = await self.get(actor, user_id)
         await self._may_change(actor, user)
-        removes_owner = user.role == "owner" and user.disabled_at is None
-        if removes_owner:
-            await self._keep_an_owner(user)
+        removes_owner = await self._keep_an_owner(user, removing=True)
         keys, revoked = await self._keys_of_removed(actor, user)
         ended = await self._end_sessions(user.id)
         await self.session.execute(delete(UserSession).where(UserSession.user_id == user.id))
@@ -216,10 +208,7 @@ class UserService:
         if ended:
             self._record_sessions_ended(actor, user, ended)
         await self.session.delete(user)
-        if removes_owner:
-            await self._an_owner_is_left(user.tenant_id)
-        await self.session.commit()
-        await self._forget_keys(revoked)
+        await self._commit_removal(user, removes_owner, revoked)
         return user, keys
 
     async def end_sessions(self, actor: Principal, user_id: str) -> int:
@@ -373,13 +362,23 @@ class UserService:
         revoked = await self.keys.revoke_in_transaction(actor, keys) if self.revoke_keys else []
         return keys, revoked
 
-    async def _forget_keys(self, key_ids: builtins.list[str]) -> None:
-        if self.keys is not None and key_ids:
-            await self.keys.invalidate(key_ids)
+    async def _commit_removal(
+        self, user: User, removes_owner: bool, revoked: builtins.list[str]
+    ) -> None:
+        """Commit a change to ``user``: checked first, when it removes an enabled owner, to
+        leave one; then every node forgets the keys ``revoked`` in it."""
+        if removes_owner:
+            await self._an_owner_is_left(user.tenant_id)
+        await self.session.commit()
+        if self.keys is not None and revoked:
+            await self.keys.invalidate(revoked)
 
-    async def _keep_an_owner(self, user: User) -> None:
-        """Conflict unless another enabled owner remains. The tenant's enabled owners are
-        locked (PostgreSQL), so two concurrent removals cannot both pass."""
+    async def _keep_an_owner(self, user: User, *, removing: bool) -> bool:
+        """Whether the change (``removing``: it disables, demotes or deletes ``user``) removes
+        an enabled owner; if so, Conflict unless another enabled owner remains. The tenant's
+        enabled owners are locked (PostgreSQL), so two concurrent removals cannot both pass."""
+        if not (removing and user.role == "owner" and user.disabled_at is None):
+            return False
         owners = await self.session.scalars(
             select(User.id)
             .where(
@@ -391,6 +390,7 @@ class UserService:
         )
         if not [owner for owner in owners.all() if owner != user.id]:
             raise Conflict(LAST_OWNER)
+        return True
 
     async def _an_owner_is_left(self, tenant_id: str) -> None:
         """After the change is written (SQLite: this transaction now holds the write lock, so
@@ -412,29 +412,24 @@ class UserService:
             raise Forbidden(power.USER_REFUSED)
         return me
 
-    async def _may_change(self, actor: Principal, target: User) -> None:
-        """Forbidden unless the caller outranks or equals the target (a user) or holds every
-        scope of the target's role (a key)."""
+    async def _covers_role(self, actor: Principal, role: str) -> bool:
+        """Whether the caller outranks or equals ``role`` (a user) or holds every scope of it
+        (a key); Forecourt itself covers every role."""
         if actor.actor_type == "user":
             me = await self._acting_user(actor)
-            allowed = power.rank_covers(ROLE_RANK[me.role], ROLE_RANK[target.role])
-        elif actor.actor_type == "key":
-            allowed = power.role_covered(actor.scopes, ROLE_SCOPES[target.role])
-        else:
-            allowed = True
-        if not allowed:
+            return power.rank_covers(ROLE_RANK[me.role], ROLE_RANK[role])
+        if actor.actor_type == "key":
+            return power.role_covered(actor.scopes, ROLE_SCOPES[role])
+        return True
+
+    async def _may_change(self, actor: Principal, target: User) -> None:
+        """Forbidden unless the caller covers the target's role."""
+        if not await self._covers_role(actor, target.role):
             raise Forbidden(power.USER_REFUSED)
 
     async def _may_assign(self, actor: Principal, role: str) -> None:
         """Users hand out roles up to their own; keys, roles whose scopes they all hold."""
-        if actor.actor_type == "user":
-            me = await self._acting_user(actor)
-            allowed = power.rank_covers(ROLE_RANK[me.role], ROLE_RANK[role])
-        elif actor.actor_type == "key":
-            allowed = power.role_covered(actor.scopes, ROLE_SCOPES[role])
-        else:
-            allowed = True
-        if not allowed:
+        if not await self._covers_role(actor, role):
             raise Forbidden(f"Your credentials cannot assign the {role} role.")
 
 
