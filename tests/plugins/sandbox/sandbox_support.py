@@ -11,12 +11,14 @@ that every protection is in force.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,15 @@ CORPUS = Path(__file__).parent / "corpus"
 # the pool creates it on first use.
 WORK_ROOT = Path(tempfile.gettempdir()) / f"forecourt-sandbox-tests-{os.getpid()}"
 atexit.register(shutil.rmtree, WORK_ROOT, ignore_errors=True)
+HANG_S = 60.0  # only catches a hang
+
+
+async def until(condition: Callable[[], bool], what: str = "the condition") -> None:
+    """Poll ``condition`` until it holds; fail after :data:`HANG_S`."""
+    deadline = time.monotonic() + HANG_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
 
 
 def corpus_spec(function: str, **fields: Any) -> WorkerSpec:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from typing import Any
 
 import pytest
-from sandbox_support import config, corpus_spec
+from sandbox_support import config, corpus_spec, until
 
 from forecourt.plugins.runner import sandbox_config
 from forecourt.plugins.sandbox import WorkerPool
@@ -22,7 +21,6 @@ from forecourt.settings import Settings
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox tests need root")
 
 IDLE_TIMEOUT_S = 300.0
-HANG_S = 30.0  # only catches a hang
 
 
 class FakeClock:
@@ -31,13 +29,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-async def wait_for(check: Any, timeout_s: float = HANG_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "not true in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_unused_keys_lose_their_workers_at_the_timeout() -> None:
@@ -50,7 +41,7 @@ async def test_unused_keys_lose_their_workers_at_the_timeout() -> None:
             result = await pool.call(spec, input="abc", config={})
             assert (result.status, result.output) == ("ok", "ABC")
         # Each tenant's key keeps its warm worker after the call.
-        await wait_for(lambda: all(pool.workers(s.key) == 1 for s in tenants))
+        await until(lambda: all(pool.workers(s.key) == 1 for s in tenants))
 
         clock.now += IDLE_TIMEOUT_S - 1
         busy = await pool.call(tenants[0], input="x", config={})  # tenant 0 is in use
@@ -84,7 +75,7 @@ async def test_a_key_with_a_call_in_flight_is_kept() -> None:
     try:
         spec = corpus_spec("sleep_forever")
         call = asyncio.create_task(pool.call(spec, input=None, config={}, timeout_s=2.0))
-        await wait_for(lambda: spec.key in pool._keys and bool(pool._keys[spec.key].busy))
+        await until(lambda: spec.key in pool._keys and bool(pool._keys[spec.key].busy))
         clock.now += IDLE_TIMEOUT_S * 10
         assert await pool.sweep() == 0
         assert pool.workers(spec.key) == 1
@@ -100,7 +91,7 @@ async def test_the_background_sweep_retires_idle_workers() -> None:
     try:
         spec = corpus_spec("upper")
         assert (await pool.call(spec, input="a", config={})).ok
-        await wait_for(lambda: pool.workers(spec.key) == 0)
+        await until(lambda: pool.workers(spec.key) == 0)
     finally:
         await pool.close(deadline_s=5.0)
 

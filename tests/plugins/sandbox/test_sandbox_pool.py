@@ -7,15 +7,13 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from sandbox_support import CORPUS, WORK_ROOT, Box, sandbox
+from sandbox_support import CORPUS, HANG_S, WORK_ROOT, Box, sandbox, until
 
 from forecourt.plugins.sandbox import Limits, WorkerSpec
 
 BROKEN = Path(__file__).parent / "corpus_broken"
-HANG_S = 60.0  # only catches a hang
 NAP = "test.nap@1.0.0"
 
 
@@ -23,13 +21,6 @@ def busy(box: Box, key: str = NAP) -> int:
     """Calls of ``key`` that hold a worker right now."""
     keyed = box.pool._keys.get(key)
     return 0 if keyed is None else len(keyed.busy)
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + HANG_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def settled(box: Box) -> None:

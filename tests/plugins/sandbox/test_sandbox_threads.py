@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import resource
 import shutil
 import tempfile
 import zipfile
@@ -173,8 +174,6 @@ def test_without_a_cgroup_the_fallbacks_are_nproc_then_seccomp(
     as_root = _threads(plan(pids_cgroup=None), done)
     assert as_root.startswith(f"RLIMIT_NPROC {MAX_THREADS} on uid 65534")
     assert done["threads"]["mechanism"] == "rlimit_nproc"
-    import resource
-
     assert limits == [(resource.RLIMIT_NPROC, (MAX_THREADS, MAX_THREADS))]
 
     # A cgroup that this process is not in does not count.
