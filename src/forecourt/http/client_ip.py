@@ -36,7 +36,7 @@ def parse_networks(value: str | Iterable[str]) -> tuple[Network, ...]:
         try:
             networks.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
-            raise ValueError(f"{text!r} is not an IP address or CIDR") from None
+            raise ValueError(f"{text!r} is not an IP network in CIDR notation") from None
     return tuple(networks)
 
 

@@ -28,6 +28,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from forecourt.http.guard import caller_requirement
 from forecourt.http.middleware.access import EXCLUDED_PREFIXES
 from forecourt.http.problems import PROBLEM_MEDIA_TYPE
 
@@ -133,7 +134,7 @@ def build(app: FastAPI) -> dict[str, Any]:
         path: str = route.path_format or ""
         dependant: Dependant = route.dependant
         operations = paths.get(path, {})
-        authenticated = _needs_caller(dependant)
+        authenticated, _ = caller_requirement(dependant)
         for method in route.methods or ():
             operation = operations.get(method.lower())
             if operation is None:
@@ -197,12 +198,13 @@ def error_statuses(path: str, dependant: Dependant, method: str, authenticated: 
         statuses.add(429)
     if authenticated:
         statuses |= {401, 403}
-    if _any(dependant, lambda d: bool(d.path_params)):
+    has_path = _any(dependant, lambda d: bool(d.path_params))
+    if has_path:
         statuses.add(404)
     has_body = _any(dependant, lambda d: bool(d.body_params))
     if has_body or _any(dependant, lambda d: bool(d.query_params or d.header_params)):
         statuses.add(422)
-    if _any(dependant, lambda d: bool(d.path_params)) and _path_is_constrained(dependant):
+    if has_path and _path_is_constrained(dependant):
         statuses.add(422)
     if has_body:
         statuses |= {400, 413}
@@ -214,9 +216,7 @@ def error_statuses(path: str, dependant: Dependant, method: str, authenticated: 
 def _problem_response(status: int, declared: dict[str, Any]) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": declared.get("description") or DESCRIPTIONS.get(status, "An error."),
-        "content": {
-            PROBLEM_MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{PROBLEM_SCHEMA_NAME}"}}
-        },
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": SCHEMA_REF + PROBLEM_SCHEMA_NAME}}},
     }
     headers = dict(declared.get("headers") or {})
     if status == 429:
@@ -256,19 +256,6 @@ def _takes_null(node: dict[str, Any]) -> bool:
         for b in branches
         if isinstance(b, dict)
     ) or not any(key in node for key in ("type", "anyOf", "oneOf", "$ref", "allOf"))
-
-
-def _needs_caller(dependant: Dependant) -> bool:
-    """Whether the route checks its caller: ``deps.require(scope)`` or ``current_principal``."""
-    from forecourt.http.deps import current_principal
-
-    for sub in _walk(dependant):
-        call = sub.call
-        if call is current_principal:
-            return True
-        if call is not None and getattr(call, "__qualname__", "").startswith("require."):
-            return True
-    return False
 
 
 def _path_is_constrained(dependant: Dependant) -> bool:

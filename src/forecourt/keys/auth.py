@@ -20,12 +20,11 @@ from forecourt.keys.service import lookup
 
 @dataclass(frozen=True, slots=True)
 class Recalled:
-    """What memory knows of a presented key: ``known`` when no lookup is needed (then
-    ``key`` is the valid key or None); otherwise ``key_hash`` is what to look up."""
+    """What memory knows of a presented key: ``key`` is the valid key or None, unless
+    memory does not know, and then ``lookup`` is the hash to look up."""
 
-    known: bool
     key: CachedKey | None
-    key_hash: str | None
+    lookup: str | None = None
 
 
 class KeyAuthenticator:
@@ -39,23 +38,17 @@ class KeyAuthenticator:
         self.cache = cache
         self._inflight: dict[str, asyncio.Future[CachedKey | None]] = {}
 
-    async def authenticate(self, raw: str) -> CachedKey | None:
-        recalled = self.recall(raw)
-        if recalled.known or recalled.key_hash is None:
-            return recalled.key
-        return await self.load(recalled.key_hash)
-
     def recall(self, raw: str) -> Recalled:
         """The answer memory can give without the database."""
         # Malformed or bad-checksum keys never reach the cache or the database: the format
         # check (a regex and a CRC) is cheaper than remembering them.
         if not key_format.is_well_formed(raw):
-            return Recalled(True, None, None)
+            return Recalled(None)
         key_hash = key_format.hash_key(raw, self._secret)
         hit, value = self.cache.get(key_hash)
         if not hit:
-            return Recalled(False, None, key_hash)
-        return Recalled(True, _valid(value), key_hash)
+            return Recalled(None, lookup=key_hash)
+        return Recalled(_valid(value))
 
     async def load(self, key_hash: str) -> CachedKey | None:
         """The valid key behind ``key_hash`` from the database (remembered either way)."""

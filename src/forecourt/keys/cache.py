@@ -56,9 +56,6 @@ class NegativeCache:
         self.max_entries = max_entries
         self._expiry: OrderedDict[str, float] = OrderedDict()
 
-    def __contains__(self, digest: object) -> bool:
-        return self.hit(str(digest))
-
     def hit(self, digest: str, now: float | None = None) -> bool:
         expires = self._expiry.get(digest)
         if expires is None:

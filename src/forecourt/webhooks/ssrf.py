@@ -52,6 +52,8 @@ import aiohttp
 import idna
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from forecourt.http.client_ip import parse_networks
+
 URL_CACHE_SIZE = 4096  # URLs whose parsed host and port are remembered
 MAX_URL_LENGTH = 2048  # characters
 MAX_LABEL_LENGTH = 63  # characters of one DNS label
@@ -131,16 +133,7 @@ class AllowPolicy:
             return cls(allow_all_private=True)
         if text.lower() in _FALSE:
             return cls()
-        networks: list[IPNetwork] = []
-        for entry in text.split(","):
-            cidr = entry.strip()
-            if not cidr:
-                continue
-            try:
-                networks.append(ipaddress.ip_network(cidr, strict=False))
-            except ValueError:
-                raise ValueError(f"{cidr!r} is not an IP network in CIDR notation") from None
-        return cls(networks=tuple(networks))
+        return cls(networks=parse_networks(text))
 
     def permits(self, address: IPAddress) -> bool:
         """Whether ``address`` is allowed by this policy (the guard is not consulted)."""
@@ -364,9 +357,7 @@ def _check_host_name(host: str) -> None:
             raise UnsafeTarget("the host name has an empty label")
         try:
             if not label.isascii():
-                encoded = idna.encode(label, uts46=True)
-                if len(encoded) > MAX_LABEL_LENGTH:
-                    raise idna.IDNAError("label too long")
+                idna.encode(label, uts46=True)  # refuses an encoded label over 63 characters
             elif len(label) > MAX_LABEL_LENGTH:
                 raise UnsafeTarget(
                     f"the host name has a label longer than {MAX_LABEL_LENGTH} characters"

@@ -21,7 +21,6 @@ refused only the lookups of new credentials while failures from it exceed the li
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from http.cookies import SimpleCookie
 from typing import Any
@@ -39,6 +38,7 @@ from forecourt.principal import Principal
 from forecourt.ratelimit.headers import rate_limit_header_pairs, rate_limit_headers
 from forecourt.ratelimit.policy import Policy
 from forecourt.ratelimit.windows import Decision, Limiter
+from forecourt.users.service import token_hash
 
 SESSION_COOKIE = "fc_session"
 EXCLUDED_PREFIXES = (
@@ -104,10 +104,10 @@ class AccessMiddleware:
         if bearer is not None:
             recalled = self.authenticator.recall(bearer)
             key = recalled.key
-            if not recalled.known and recalled.key_hash is not None:
+            if recalled.lookup is not None:
                 refusal = await self._refused_before_lookup(ip_bucket)
                 if refusal is None:
-                    key = await self.authenticator.load(recalled.key_hash)
+                    key = await self.authenticator.load(recalled.lookup)
             if key is not None:
                 principal = Principal(
                     "key",
@@ -122,7 +122,7 @@ class AccessMiddleware:
         elif cookie is not None:
             morsel = SimpleCookie(cookie).get(SESSION_COOKIE)
             if morsel is not None and morsel.value:
-                digest = hashlib.sha256(morsel.value.encode()).hexdigest()
+                digest = token_hash(morsel.value)
                 if not self.bad_sessions.hit(digest):
                     refusal = await self._refused_before_lookup(ip_bucket)
                     if refusal is None:
