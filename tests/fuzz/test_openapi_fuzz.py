@@ -40,10 +40,10 @@ parse (it never reaches Forecourt). The fuzzer's own key and tenant are never re
 rotated, suspended or deleted (``map_case``): every later call would be a 401.
 
 Calls are deterministic (fixed seed, derandomized Hypothesis, no example database), so a
-failure in CI reproduces locally; budgets (``MAX_EXAMPLES``...) keep the module near two
-minutes on two cores. Side effects stay inside the process: webhook URLs resolve
-to the loopback, which the SSRF guard refuses before any send (private addresses are not
-allowed), and the node runs no background workers, so nothing is delivered.
+failure in CI reproduces locally; budgets (``MAX_EXAMPLES``...) bound its running time.
+Side effects stay inside the process: webhook URLs resolve to the loopback, which the SSRF
+guard refuses before any send (private addresses are not allowed), and the node runs no
+background workers, so nothing is delivered.
 """
 
 from __future__ import annotations

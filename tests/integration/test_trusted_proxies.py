@@ -13,14 +13,20 @@ from conftest import Harness
 KEYS = "/api/v1/keys"
 
 
+def spelled(headers: dict[str, str]) -> dict[str, str]:
+    """``x_forwarded_for=...`` as the header ``x-forwarded-for``."""
+    return {k.replace("_", "-"): v for k, v in headers.items()}
+
+
 async def anonymous(h: Harness, **headers: str) -> httpx.Response:
-    return await h.client.get(KEYS, headers={k.replace("_", "-"): v for k, v in headers.items()})
+    return await h.client.get(KEYS, headers=spelled(headers))
 
 
 async def audit_ip_of_new_key(h: Harness, **headers: str) -> str | None:
-    extra = {k.replace("_", "-"): v for k, v in headers.items()}
     created = await h.client.post(
-        KEYS, json={"name": "via proxy", "scopes": ["keys:read"]}, headers={**h.auth(), **extra}
+        KEYS,
+        json={"name": "via proxy", "scopes": ["keys:read"]},
+        headers={**h.auth(), **spelled(headers)},
     )
     assert created.status_code == 201, created.text
     entries = await h.client.get(
