@@ -83,11 +83,8 @@ async def test_an_existing_open_data_folder_is_tightened(
     assert_private_folder(data_dir, h.fc.settings.plugin_sandbox_gid)
 
 
-async def test_an_old_database_file_is_made_private(
-    settings_factory: Any, backend: str, tmp_path: Path
-) -> None:
-    if backend != "sqlite":
-        pytest.skip("only SQLite keeps its database in the data folder")
+async def test_an_old_database_file_is_made_private(tmp_path: Path) -> None:
+    # Only SQLite keeps its database in a file of its own.
     from forecourt.db.engine import create_engine
 
     database = tmp_path / "old.db"
