@@ -11,19 +11,14 @@ runs one) is stopped first, and endpoint URLs point at a loopback port nobody li
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from standardwebhooks.webhooks import Webhook
 
 import forecourt.client
@@ -48,7 +43,7 @@ from forecourt.client import (
 from forecourt.core import Forecourt
 from forecourt.events.models import Event
 from forecourt.ids import new_id
-from forecourt.settings import OWNER_KEY_FILE, Settings
+from forecourt.settings import Settings
 from forecourt.webhooks import fanout, signing
 from forecourt.webhooks.models import (
     DELIVERING,
@@ -58,11 +53,9 @@ from forecourt.webhooks.models import (
     Delivery,
     Endpoint,
 )
-
-T = TypeVar("T")
+from served import serve
 
 LOOPBACK_CIDR = "127.0.0.0/8"
-SERVER_START_TIMEOUT_S = 30.0
 CLOSE = timedelta(seconds=30)
 
 
@@ -431,55 +424,6 @@ async def test_events_publish_reaches_the_matching_endpoints(wh: Harness) -> Non
 
 
 # -- Client (sync) over a uvicorn server ---------------------------------------------------------
-
-
-@dataclass
-class Served:
-    """An app served by uvicorn on loopback, in a thread with its own event loop."""
-
-    url: str
-    owner_key: str
-    fc: Forecourt
-    loop: asyncio.AbstractEventLoop
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the server's loop (where its Forecourt lives) and wait for it."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
-
-
-@contextlib.contextmanager
-def serve(settings: Settings) -> Iterator[Served]:
-    # The app's lifespan starts its Forecourt inside the server's loop.
-    app = create_app(settings)
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    loop = asyncio.new_event_loop()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(server.serve())
-
-    thread = threading.Thread(target=run, name="forecourt-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not server.started:
-        if not thread.is_alive():
-            pytest.fail("the uvicorn server stopped before it started serving")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            pytest.fail(f"the uvicorn server did not start in {SERVER_START_TIMEOUT_S} s")
-        time.sleep(0.02)
-    try:
-        owner_key = (settings.data_dir / OWNER_KEY_FILE).read_text().strip()
-        yield Served(f"http://127.0.0.1:{port}", owner_key, app.state.forecourt, loop)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=SERVER_START_TIMEOUT_S)
-        assert not thread.is_alive(), "the uvicorn server did not shut down"
-        loop.close()
 
 
 def test_sync_client_against_a_served_app(settings_factory: Any) -> None:
