@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import orjson
 from sqlalchemy import Table, event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -345,11 +343,9 @@ def same_request(row: Event, draft: Draft) -> bool:
 
 
 def canonical(value: Any) -> bytes:
-    """JSON with sorted keys: equal for equal JSON values, and 1 differs from 1.0 and true."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:  # a row stored before the codec's limits
-        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    """JSON with sorted keys: equal for equal JSON values, and 1 differs from 1.0 and true
+    (a row stored before the codec's limits too)."""
+    return codec.dumps_stored(value, sort_keys=True)
 
 
 def after_commit(session: AsyncSession, deliveries: int, hook: OnPublished | None) -> None:

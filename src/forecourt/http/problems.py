@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import iter_route_contexts
@@ -44,12 +42,9 @@ def problem(
     if instance:
         body["instance"] = instance
     body.update(extra)
-    try:
-        content = orjson.dumps(body)
-    except orjson.JSONEncodeError:  # e.g. a lone surrogate of the request named in a field
-        content = json.dumps(body, ensure_ascii=True, default=str).encode()
     return Response(
-        content,
+        # Never refuses: a lone surrogate of the request named in a field is ASCII-escaped.
+        codec.dumps_stored(body),
         status_code=status,
         media_type=PROBLEM_MEDIA_TYPE,
         headers=dict(headers or {}),
@@ -77,18 +72,11 @@ async def _forecourt_error(request: Request, exc: Exception) -> Response:
     return from_error(exc, request.url.path)
 
 
-def _json_loc(error: Any) -> tuple[Any, ...]:
-    """The loc of a refused free-JSON value without the union branch pydantic names when the
-    field also takes null (``function-after[...]``)."""
-    loc = tuple(error.get("loc", ()))
-    return loc[:-1] if loc and str(loc[-1]).startswith("function-") else loc
-
-
 def _without_null_branches(errors: Sequence[Any]) -> list[Any]:
     """A field that also takes null is a union to pydantic: a refused value is reported once
-    per branch, each loc naming its branch (``name.constrained-str``, ``name.none``). Report
-    the value's own errors at the field, and drop the "must be null" one: the value is what
-    is wrong, not that it is not null."""
+    per branch, each loc naming its branch (``name.constrained-str``,
+    ``name.function-after[...]``, ``name.none``). Report the value's own errors at the field,
+    and drop the "must be null" one: the value is what is wrong, not that it is not null."""
     null_fields = {
         tuple(e.get("loc", ()))[:-1]
         for e in errors
@@ -96,7 +84,7 @@ def _without_null_branches(errors: Sequence[Any]) -> list[Any]:
     }
     result = []
     for error in errors:
-        loc = _json_loc(error)
+        loc = tuple(error.get("loc", ()))
         if error.get("type") == "none_required" and loc[:-1] in null_fields and len(errors) > 1:
             continue
         for field in null_fields:
@@ -115,9 +103,9 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
             "field": "body"
             if e.get("type") == "json_invalid"
             # A refused free-JSON value: its loc names the field, ctx the path inside it.
-            else _field(_json_loc(e)) + (e.get("ctx") or {}).get("path", "")
+            else _field(e["loc"]) + (e.get("ctx") or {}).get("path", "")
             if e.get("type") == codec.ERROR_TYPE
-            else _field(tuple(e.get("loc", ()))),
+            else _field(e["loc"]),
             "message": e.get("msg", "invalid"),
         }
         for e in _without_null_branches(exc.errors())
