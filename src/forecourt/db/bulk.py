@@ -199,21 +199,17 @@ def _pg_field(column: Column[Any], index: int, dialect: Dialect) -> str:
 def _converter(column: Column[Any], postgresql: bool) -> Convert | None:
     kind = column.type
     if isinstance(kind, JSON):
-        if not postgresql:
-            return _sqlite_json_or_null if kind.none_as_null else sqlite_json_serializer
-        return _json_or_null if kind.none_as_null else json_serializer
+        serialize = json_serializer if postgresql else sqlite_json_serializer
+        return _or_null(serialize) if kind.none_as_null else serialize
     if isinstance(kind, UTCDateTime):
         # On PostgreSQL orjson writes it as RFC 3339.
         return _utc if postgresql else _sqlite_timestamp
     return None
 
 
-def _json_or_null(value: Any) -> str | None:
-    return None if value is None else json_serializer(value)
-
-
-def _sqlite_json_or_null(value: Any) -> str | bytes | None:
-    return None if value is None else sqlite_json_serializer(value)
+def _or_null(serialize: Convert) -> Convert:
+    """``serialize``, with ``None`` as SQL NULL (a JSON column with ``none_as_null``)."""
+    return lambda value: None if value is None else serialize(value)
 
 
 def _utc(value: datetime | None) -> datetime | None:

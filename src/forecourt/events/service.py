@@ -208,9 +208,10 @@ class EventService:
         """By Forecourt's id, or by CloudEvents id (and ``source``, which tells apart the
         events of two sources that use the same id). Forecourt's id wins if both match; an
         id that several sources use, without ``source``, is an InvalidInput."""
-        match = (Event.id == event_id) | (Event.ce_id == event_id)
+        by_ce_id = Event.ce_id == event_id
         if source is not None:
-            match = (Event.id == event_id) | ((Event.ce_id == event_id) & (Event.source == source))
+            by_ce_id &= Event.source == source
+        match = (Event.id == event_id) | by_ce_id
         rows = (
             await self.session.scalars(
                 select(Event).where(Event.tenant_id == actor.tenant_id, match).limit(MAX_SAME_ID)

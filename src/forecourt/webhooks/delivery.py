@@ -242,15 +242,9 @@ class DeliveryWorker:
             self._exchanging.discard(claim.id)
             with contextlib.suppress(ValueError):
                 self._backlog.remove(claim)
-        task = asyncio.ensure_future(self._requeue_quietly(list(claims)))
+        task = asyncio.ensure_future(self.queue.give_back(list(claims)))
         self._requeues.add(task)
         task.add_done_callback(self._requeues.discard)
-
-    async def _requeue_quietly(self, claims: list[Claim]) -> None:
-        try:
-            await self.queue.requeue(claims)
-        except Exception:
-            LOG.exception("could not give back %d deliveries; leases will run out", len(claims))
 
     async def stop(self, deadline_s: float | None = None) -> None:
         """Stop claiming; wait up to ``deadline_s`` (default: the shutdown grace setting) for
@@ -274,14 +268,8 @@ class DeliveryWorker:
             await asyncio.gather(*self._requeues, return_exceptions=True)
         # Attempts already made are written even if their task was cancelled.
         await self._recorder.drained(RECORD_STOP_GRACE_S)
-        if self._held:
-            try:
-                await self.queue.requeue(list(self._held.values()))
-            except Exception:
-                LOG.exception(
-                    "could not release %d deliveries; their leases will expire", len(self._held)
-                )
-            self._held.clear()
+        await self.queue.give_back(list(self._held.values()))
+        self._held.clear()
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -421,8 +409,7 @@ class DeliveryWorker:
             LOG.exception("delivery %s failed unexpectedly; handing it back", claim.id)
             # Due again a while later: a failure that repeats must not spin on one row.
             due = utcnow() + timedelta(seconds=UNEXPECTED_FAILURE_DELAY_S)
-            with contextlib.suppress(Exception):
-                await self.queue.requeue([claim], next_attempt_at=due)
+            await self.queue.give_back([claim], next_attempt_at=due)
             self._held.pop(claim.id, None)
         finally:
             self._exchanged(claim)

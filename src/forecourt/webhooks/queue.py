@@ -223,7 +223,7 @@ class DeliveryQueue:
                 )
                 bodies, bad_bodies = await _bodies(session, {row.event_id for row in rows})
             except BaseException:
-                await asyncio.shield(self._give_back([(row.id, row.attempts) for row in rows]))
+                await asyncio.shield(self.give_back([_Held(row.id, row.attempts) for row in rows]))
                 raise
         claims: list[Claim] = []
         failed: dict[str, str] = {}
@@ -241,7 +241,7 @@ class DeliveryQueue:
             try:
                 await self._fail(failed, now)
             except BaseException:
-                await asyncio.shield(self._give_back([(c.id, c.attempts) for c in claims]))
+                await asyncio.shield(self.give_back(claims))
                 raise
             if broken is not None:
                 broken.update(failed)
@@ -272,17 +272,21 @@ class DeliveryQueue:
                     )
                 )
 
-    async def _give_back(self, rows: Sequence[tuple[str, int]]) -> None:
-        """Release leased rows (id, attempts made) as ``requeue`` does; never raises (their
-        leases run out otherwise)."""
-        if not rows:
+    # -- handing back, leases ----------------------------------------------------------------
+
+    async def give_back(
+        self, claims: Sequence[Claim | _Held], *, next_attempt_at: datetime | None = None
+    ) -> None:
+        """``requeue`` that never raises: if it fails, the error is logged and the leases
+        run out instead."""
+        if not claims:
             return
         try:
-            await self.requeue([_Held(i, attempts) for i, attempts in rows])
+            await self.requeue(claims, next_attempt_at=next_attempt_at)
         except Exception:
-            LOG.exception("could not give back %d claimed deliveries", len(rows))
-
-    # -- handing back, leases ----------------------------------------------------------------
+            LOG.exception(
+                "could not give back %d deliveries; their leases will run out", len(claims)
+            )
 
     async def requeue(
         self, claims: Sequence[Claim | _Held], *, next_attempt_at: datetime | None = None

@@ -128,11 +128,6 @@ async def by_id_checked(
 
 
 async def by_id(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Target]:
-    """The endpoints of ``ids`` that exist, by id."""
-    found: dict[str, Target] = {}
-    for chunk in bulk.chunks(sorted(set(ids))):
-        statement = select(*_COLUMNS).where(_ENDPOINTS.c.id.in_(chunk))
-        for row in await conn.execute(statement):
-            target = _target(row)
-            found[target.id] = target
+    """The endpoints of ``ids`` that exist and can be read, by id."""
+    found, _ = await by_id_checked(conn, ids)
     return found
