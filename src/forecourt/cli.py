@@ -309,8 +309,8 @@ def tenants_create(
     ] = None,
 ) -> None:
     """Create a tenant and print its first admin key (once)."""
+    from forecourt.tenants.models import SLUG_RE
     from forecourt.tenants.schemas import TenantCreate
-    from forecourt.tenants.service import SLUG_RE
 
     if not SLUG_RE.match(slug):
         fail("--slug: lowercase letters, digits and '-', at most 63, e.g. acme-eu")
@@ -589,19 +589,17 @@ def plugins_list() -> None:
     settings = load_settings()
 
     async def go(fc: Any) -> list[tuple[Any, Any]]:
-        found: list[Any] = []
-        cursor: str | None = None
         async with fc.sessionmaker() as session:
             actor = await _operator(session)
             service = fc.plugins(session)
-            while True:
-                page, cursor = await service.page(
-                    actor, type=None, enabled=None, category=None, cursor=cursor, limit=PAGE_SIZE
-                )
-                found.extend(page)
-                if cursor is None:
-                    states = await service.states(actor, found)
-                    return [(item, states[item.plugin_id]) for item in found]
+            found = await _every_page(
+                lambda a, c, n: service.page(
+                    a, type=None, enabled=None, category=None, cursor=c, limit=n
+                ),
+                actor,
+            )
+            states = await service.states(actor, found)
+            return [(item, states[item.plugin_id]) for item in found]
 
     for item, tenant_state in run(lambda: _with_forecourt(settings, go)):
         latest = item.latest

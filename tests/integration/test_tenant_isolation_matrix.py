@@ -247,17 +247,13 @@ def leaked(body: str, a: Seeded) -> set[str]:
 
 async def test_tenant_b_sees_nothing_of_tenant_a(harness_factory: Any, routes: list[str]) -> None:
     h: Harness = await harness_factory(**SETTINGS)
-    alpha = await ok(
-        h.client.post("/api/v1/tenants", json={"slug": "alpha", "name": "A"}, headers=h.auth())
-    )
+    alpha = await h.create_tenant("alpha", "A")
     a = Seeded(alpha["admin_key"])
     a.params["tenant"] = alpha["id"]
     for make in RESOURCES.values():
         await make(h, a)
     assert set(RESOURCES) <= set(a.params), "every resource made an object"
-    beta = await ok(
-        h.client.post("/api/v1/tenants", json={"slug": "beta", "name": "B"}, headers=h.auth())
-    )
+    beta = await h.create_tenant("beta", "B")
     b_key = beta["admin_key"]
 
     checked: dict[Check, int] = {"list": 0, "item": 0, "own": 0, "operator": 0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from sqlalchemy import String
@@ -10,6 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from forecourt.db.base import ID_LENGTH, Base, utcnow
 
 DEFAULT_TENANT_SLUG = "default"
+# Lowercase letters, digits and '-', at most 63 (the slug column is 64 wide).
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class Tenant(Base):

@@ -7,13 +7,14 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from forecourt.schemas import StrictModel
+from forecourt.tenants.models import SLUG_RE
 
 
 class TenantCreate(StrictModel):
     slug: str = Field(
         min_length=1,
         max_length=63,
-        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        pattern=SLUG_RE.pattern,
         description="Lowercase letters, digits and '-'; unique.",
     )
     name: str = Field(min_length=1, max_length=200)

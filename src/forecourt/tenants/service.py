@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
@@ -29,14 +28,13 @@ from forecourt.keys.models import ApiKey
 from forecourt.keys.schemas import KeyCreate
 from forecourt.pagination import next_cursor, paginate
 from forecourt.principal import Principal
-from forecourt.tenants.models import DEFAULT_TENANT_SLUG, Tenant
+from forecourt.tenants.models import DEFAULT_TENANT_SLUG, SLUG_RE, Tenant
 
 if TYPE_CHECKING:
     from forecourt.keys.service import KeyService
 
 log = logging.getLogger("forecourt.tenants")
 
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 SUSPENSION_CHANNEL = "tenants.suspension"
 RELOAD_INTERVAL_S = 30.0
 FIRST_KEY_NAME = "admin"
@@ -66,6 +64,11 @@ async def ensure(session: AsyncSession, slug: str, name: str | None = None) -> T
         session.add(tenant)
         await session.flush()
     return tenant
+
+
+async def find(session: AsyncSession, ref: str) -> Tenant | None:
+    """The tenant whose id or slug is ``ref``."""
+    return await session.scalar(select(Tenant).where((Tenant.id == ref) | (Tenant.slug == ref)))
 
 
 async def all_ids(session: AsyncSession) -> list[str]:
@@ -157,9 +160,7 @@ class TenantService:
 
     async def get(self, ref: str) -> Tenant:
         """By id or slug."""
-        tenant = await self.session.scalar(
-            select(Tenant).where((Tenant.id == ref) | (Tenant.slug == ref))
-        )
+        tenant = await find(self.session, ref)
         if tenant is None:
             raise NotFound(f"No tenant {ref!r}.")
         return tenant
