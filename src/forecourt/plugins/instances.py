@@ -179,13 +179,7 @@ class InstanceService:
             # It runs after this change: it must be allowed to.
             await policy.check_host_approved(self.session, actor.tenant_id, target)
             if data.enabled and not instance.enabled:
-                if not await policy.is_available(self.session, actor.tenant_id, target):
-                    raise Conflict(
-                        f"The plugin {target.plugin_id} is not available to this tenant."
-                    )
-                state = await self._state(actor, target)
-                if not state.enabled:
-                    raise Conflict(f"The plugin {target.plugin_id} is disabled ({state.reason}).")
+                await self._check_usable(actor, target)
         if data.config is not None or target is not plugin:
             config = None
             if data.config is not None:
@@ -229,11 +223,7 @@ class InstanceService:
     async def execute(self, actor: Principal, ref: str, input: Any) -> Run:
         """Run the instance now on ``input`` (checked against its type's contract: 422)."""
         instance, plugin = await self.get(actor, ref)
-        if not await policy.is_available(self.session, actor.tenant_id, plugin):
-            raise Conflict(f"The plugin {plugin.plugin_id} is not available to this tenant.")
-        state = await self._state(actor, plugin)
-        if not state.enabled:
-            raise Conflict(f"The plugin {plugin.plugin_id} is disabled ({state.reason}).")
+        await self._check_usable(actor, plugin)
         await policy.check_host_approved(self.session, actor.tenant_id, plugin)
         if not instance.enabled:
             raise Conflict(f"The instance {instance.name!r} is disabled.")
@@ -272,8 +262,13 @@ class InstanceService:
         rows = await self.session.scalars(select(Plugin).where(Plugin.id.in_(ids)))
         return {row.id: row for row in rows}
 
-    async def _state(self, actor: Principal, plugin: Plugin) -> policy.TenantState:
-        return policy.tenant_state(plugin, await self._own(actor, plugin))
+    async def _check_usable(self, actor: Principal, plugin: Plugin) -> None:
+        """Conflict unless the plugin is available to the tenant and enabled for it."""
+        if not await policy.is_available(self.session, actor.tenant_id, plugin):
+            raise Conflict(f"The plugin {plugin.plugin_id} is not available to this tenant.")
+        state = policy.tenant_state(plugin, await self._own(actor, plugin))
+        if not state.enabled:
+            raise Conflict(f"The plugin {plugin.plugin_id} is disabled ({state.reason}).")
 
     async def _own(self, actor: Principal, plugin: Plugin) -> PluginTenantState | None:
         # No autoflush: a pending instance with a taken name must fail at the commit (409).

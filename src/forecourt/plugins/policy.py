@@ -91,7 +91,8 @@ async def check_host_approved(session: AsyncSession, tenant_id: str, plugin: Plu
     wanted = host_permissions(plugin)
     if not wanted:
         return
-    missing = [p for p in wanted if p not in await approvals(session, tenant_id)]
+    held = await approvals(session, tenant_id)
+    missing = [p for p in wanted if p not in held]
     if missing:
         raise HostPermissionNotApproved(
             f"{plugin.plugin_id} uses {', '.join(missing)}, which reach the host; the "

@@ -266,19 +266,14 @@ class PluginService:
         installed = await self.get(plugin_id)
         wanted: dict[str, Tenant] = {}
         for index, ref in enumerate(refs):
-            found = await self.session.scalar(
-                select(Tenant).where((Tenant.id == ref) | (Tenant.slug == ref))
-            )
+            found = await tenants.find(self.session, ref)
             if found is None:
                 raise InvalidInput(f"No tenant {ref!r}.", field=f"tenants[{index}]")
             wanted[found.id] = found
         if all_tenants and wanted:
             raise InvalidInput("List tenants only when it is not for all.", field="tenants")
-        everyone = await tenants.all_ids(self.session)
-        before_ids = set(
-            everyone if installed.latest.available_to_all else await self._grantees(plugin_id)
-        )
-        after_ids = set(everyone) if all_tenants else set(wanted)
+        before_ids = set(await self._with_access(installed.latest))
+        after_ids = set(await tenants.all_ids(self.session)) if all_tenants else set(wanted)
         before = {
             "available_to_all": installed.latest.available_to_all,
             "tenants": sorted(before_ids),
@@ -286,7 +281,7 @@ class PluginService:
         for row in installed.versions:
             row.available_to_all, row.updated_at = all_tenants, utcnow()
         await self.session.execute(delete(PluginGrant).where(PluginGrant.plugin_id == plugin_id))
-        for tenant_id in wanted if not all_tenants else ():
+        for tenant_id in wanted:  # none when it is for all (refused above)
             self.session.add(
                 PluginGrant(plugin_id=plugin_id, tenant_id=tenant_id, created_at=utcnow())
             )
@@ -605,14 +600,11 @@ class PluginService:
 
     # -- internals -------------------------------------------------------------------------
 
-    async def _grantees(self, plugin_id: str) -> list[str]:
-        return await policy.grantees(self.session, plugin_id)
-
     async def _with_access(self, plugin: Plugin) -> list[str]:
         """The tenants that may use ``plugin`` (whom a change of its package affects)."""
         if plugin.available_to_all:
             return await tenants.all_ids(self.session)
-        return await self._grantees(plugin.plugin_id)
+        return await policy.grantees(self.session, plugin.plugin_id)
 
     async def _rows(self, plugin_id: str) -> list[Plugin]:
         rows = await self.session.scalars(select(Plugin).where(Plugin.plugin_id == plugin_id))
