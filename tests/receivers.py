@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +155,27 @@ class Receiver:
 
 
 # -- the sending side ----------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def nodes(
+    settings_factory: Any, **defaults: Any
+) -> AsyncIterator[Callable[..., Awaitable[Forecourt]]]:
+    """A factory of Forecourt nodes (no background workers) on the test's database, with
+    ``defaults`` under each call's own settings; every node is stopped on exit."""
+    started: list[Forecourt] = []
+
+    async def make(**overrides: Any) -> Forecourt:
+        fc = Forecourt(settings_factory(**{**defaults, **overrides}))
+        await fc.start(run_workers=False)
+        started.append(fc)
+        return fc
+
+    try:
+        yield make
+    finally:
+        for fc in reversed(started):
+            await fc.stop()
 
 
 async def tenant_id(fc: Forecourt) -> str:

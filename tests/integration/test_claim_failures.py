@@ -21,7 +21,7 @@ from forecourt.webhooks import queue as queue_module
 from forecourt.webhooks import targets
 from forecourt.webhooks.delivery import DeliveryWorker
 from forecourt.webhooks.models import DELIVERING, FAILED, SUCCEEDED, Delivery
-from receivers import Receiver, add_endpoint, publish
+from receivers import Receiver, add_endpoint, nodes, publish
 
 FAST = {
     "webhook_allow_private": "127.0.0.0/8",
@@ -37,17 +37,8 @@ MakeForecourt = Callable[..., Awaitable[Forecourt]]
 
 @pytest.fixture
 async def forecourt(settings_factory: Any) -> AsyncIterator[MakeForecourt]:
-    started: list[Forecourt] = []
-
-    async def make(**overrides: Any) -> Forecourt:
-        fc = Forecourt(settings_factory(**{**FAST, **overrides}))
-        await fc.start(run_workers=False)
-        started.append(fc)
-        return fc
-
-    yield make
-    for fc in reversed(started):
-        await fc.stop()
+    async with nodes(settings_factory, **FAST) as make:
+        yield make
 
 
 @pytest.fixture
@@ -205,6 +196,17 @@ async def node_with_endpoint(harness_factory: Any, receiver: Receiver, **setting
     return h
 
 
+async def all_delivered(h: Harness, receiver: Receiver, worker: DeliveryWorker, count: int) -> None:
+    """Wait until ``count`` deliveries reached the receiver and all succeeded; then none is
+    ``delivering`` and the worker holds none."""
+    await receiver.wait_for(
+        lambda: len(set(receiver.ids())) == count, HANG_S, f"{count} deliveries"
+    )
+    await settle(h.fc, {i: SUCCEEDED for i in await states(h.fc)})
+    assert await delivering(h.fc) == 0
+    assert worker.in_flight == 0
+
+
 def fail_spawn(worker: DeliveryWorker, monkeypatch: pytest.MonkeyPatch, calls: set[int]) -> None:
     """Make the worker's ``_spawn`` raise on the given calls (1-based)."""
     real = worker._spawn
@@ -227,10 +229,7 @@ async def test_a_failed_hand_off_gives_its_deliveries_back(
     assert worker is not None and h.fc.event_writer.handoff is worker
     fail_spawn(worker, monkeypatch, {1})
     await api_publish(h, 3)
-    await receiver.wait_for(lambda: len(set(receiver.ids())) == 3, HANG_S, "3 deliveries")
-    await settle(h.fc, {i: SUCCEEDED for i in await states(h.fc)})
-    assert await delivering(h.fc) == 0
-    assert worker.in_flight == 0
+    await all_delivered(h, receiver, worker, 3)
 
 
 async def test_a_failure_starting_the_local_backlog_gives_it_back(
@@ -256,10 +255,7 @@ async def test_a_failure_starting_the_local_backlog_gives_it_back(
     assert response.status_code == 201, response.text
     assert len(worker._backlog) == 3
     gate.set()
-    await receiver.wait_for(lambda: len(set(receiver.ids())) == 4, HANG_S, "4 deliveries")
-    await settle(h.fc, {i: SUCCEEDED for i in await states(h.fc)})
-    assert await delivering(h.fc) == 0
-    assert worker.in_flight == 0
+    await all_delivered(h, receiver, worker, 4)
 
 
 async def test_a_single_attempt_that_fails_unexpectedly_does_not_hold_its_delivery(

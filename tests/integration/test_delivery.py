@@ -43,7 +43,7 @@ from forecourt.webhooks.models import (
     Endpoint,
 )
 from forecourt.webhooks.sender import EXCERPT_BYTES
-from receivers import SECRET, Receiver, Reply, add_endpoint, publish
+from receivers import SECRET, Receiver, Reply, add_endpoint, nodes, publish
 
 OLD_SECRET = "whsec_" + base64.b64encode(b"o" * 32).decode()
 FAST = {
@@ -64,17 +64,8 @@ MakeWorker = Callable[..., DeliveryWorker]
 @pytest.fixture
 async def forecourt(settings_factory: Any) -> AsyncIterator[MakeForecourt]:
     """Start Forecourt nodes (no background workers) on this test's database."""
-    started: list[Forecourt] = []
-
-    async def make(**overrides: Any) -> Forecourt:
-        fc = Forecourt(settings_factory(**{**FAST, **overrides}))
-        await fc.start(run_workers=False)
-        started.append(fc)
-        return fc
-
-    yield make
-    for fc in reversed(started):
-        await fc.stop()
+    async with nodes(settings_factory, **FAST) as make:
+        yield make
 
 
 @pytest.fixture

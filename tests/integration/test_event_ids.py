@@ -29,6 +29,12 @@ async def post(h: Harness, **fields: Any) -> Any:
     return await h.client.post(EVENTS, json={"type": TYPE, **fields}, headers=h.auth())
 
 
+async def post_batch(h: Harness, *items: tuple[str, str]) -> Any:
+    """One batch of events, each given by its (id, source)."""
+    events = [{"type": TYPE, "id": ce_id, "source": source} for ce_id, source in items]
+    return await h.client.post(f"{EVENTS}/batch", json={"events": events}, headers=h.auth())
+
+
 async def test_two_sources_may_use_the_same_id(harness: Harness) -> None:
     h = harness
     await setup(h)
@@ -76,35 +82,13 @@ async def test_batches_follow_the_same_rule(harness: Harness) -> None:
     h = harness
     await setup(h)
     before = await count(h)
-    both = await h.client.post(
-        f"{EVENTS}/batch",
-        json={
-            "events": [
-                {"type": TYPE, "id": "b-1", "source": "/a"},
-                {"type": TYPE, "id": "b-1", "source": "/b"},
-            ]
-        },
-        headers=h.auth(),
-    )
+    both = await post_batch(h, ("b-1", "/a"), ("b-1", "/b"))
     assert both.status_code == 201, both.text
     assert both.json()["created"] == 2
-    repeated = await h.client.post(
-        f"{EVENTS}/batch",
-        json={
-            "events": [
-                {"type": TYPE, "id": "b-2", "source": "/a"},
-                {"type": TYPE, "id": "b-2", "source": "/a"},
-            ]
-        },
-        headers=h.auth(),
-    )
+    repeated = await post_batch(h, ("b-2", "/a"), ("b-2", "/a"))
     assert repeated.status_code == 422, repeated.text
     assert [e["field"] for e in repeated.json()["errors"]] == ["events.1.id"]
-    replay = await h.client.post(
-        f"{EVENTS}/batch",
-        json={"events": [{"type": TYPE, "id": "b-1", "source": "/b"}]},
-        headers=h.auth(),
-    )
+    replay = await post_batch(h, ("b-1", "/b"))
     assert replay.status_code == 200, replay.text
     assert replay.json()["events"][0]["duplicate"] is True
     assert await count(h) == before + 2

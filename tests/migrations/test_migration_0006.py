@@ -5,7 +5,6 @@ cascade into the deliveries and attempts) and on PostgreSQL."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +30,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from conftest import RUN_ID, _pg_admin, pg_url
 from forecourt.db import migrate
 from forecourt.db.engine import create_engine
 
@@ -108,29 +106,18 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def engine(backend: str, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+async def engine(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[AsyncEngine]:
     """An engine on an empty database (not the migrated template)."""
     if backend == "sqlite":
         made = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
-        yield made
-        await made.dispose()
-        return
-    name = f"fct_{RUN_ID}_m6_{uuid.uuid4().hex[:8]}"
-    admin = await _pg_admin()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    made = create_engine(pg_url(name), poolclass=NullPool)
+    else:
+        made = create_engine(request.getfixturevalue("empty_pg_database"), poolclass=NullPool)
     try:
         yield made
     finally:
         await made.dispose()
-        admin = await _pg_admin()
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:

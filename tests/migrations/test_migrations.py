@@ -15,7 +15,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from conftest import RUN_ID, _pg_admin, pg_url
 from forecourt.audit.models import AuditEntry
 from forecourt.db import migrate
 from forecourt.db.engine import create_engine, create_sessionmaker
@@ -27,29 +26,18 @@ ALEMBIC_TABLE = "alembic_version"
 
 
 @pytest.fixture
-async def empty_engine(backend: str, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+async def empty_engine(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[AsyncEngine]:
     """An engine on a database with nothing in it (not cloned from the migrated template)."""
     if backend == "sqlite":
         engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
-        yield engine
-        await engine.dispose()
-        return
-    name = f"fct_{RUN_ID}_empty_{uuid.uuid4().hex[:8]}"
-    admin = await _pg_admin()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    engine = create_engine(pg_url(name), poolclass=NullPool)
+    else:
+        engine = create_engine(request.getfixturevalue("empty_pg_database"), poolclass=NullPool)
     try:
         yield engine
     finally:
         await engine.dispose()
-        admin = await _pg_admin()
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
