@@ -6,6 +6,7 @@ from forecourt.audit.models import AuditEntry
 from forecourt.db.base import Base
 from forecourt.events.models import Event, EventType
 from forecourt.keys.models import ApiKey, ApiKeyUsage
+from forecourt.metrics.models import MetricPoint, MetricRollup, MetricRollupWork, MetricSeries
 from forecourt.plugins.models import (
     HostApproval,
     Plugin,
@@ -32,6 +33,10 @@ __all__ = [
     "Event",
     "EventType",
     "HostApproval",
+    "MetricPoint",
+    "MetricRollup",
+    "MetricRollupWork",
+    "MetricSeries",
     "Plugin",
     "PluginArchive",
     "PluginExecution",

@@ -1,0 +1,1 @@
+"""The metrics store: time series written in batches, rolled up, pruned and queried."""
