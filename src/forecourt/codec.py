@@ -324,6 +324,13 @@ def _loads_lenient(data: bytes | bytearray | memoryview | str, field: str) -> An
         raise InvalidJson(f"is not valid JSON ({exc})", field=field) from None
 
 
+def may_be_big_integer(number: float) -> bool:
+    """Whether a float orjson parsed could be an integer literal past 64 bits that it did
+    not keep (such a document is re-read exactly before it is checked). Rounded to a double,
+    -2**63-1 reads as -2**63: anything this big counts."""
+    return number.is_integer() and abs(number) >= 2**63
+
+
 def _has_big_number(value: Any) -> bool:
     """Whether a float of ``value`` could be an integer literal orjson did not keep."""
     stack = [value]
@@ -331,8 +338,7 @@ def _has_big_number(value: Any) -> bool:
         current = stack.pop()
         kind = type(current)
         if kind is float:
-            # Rounded to a double, -2**63-1 reads as -2**63: anything this big is re-read.
-            if current.is_integer() and abs(current) >= 2**63:
+            if may_be_big_integer(current):
                 return True
         elif kind is dict:
             stack.extend(current.values())

@@ -233,6 +233,34 @@ NESTED = st.recursive(
 )
 
 
+@pytest.mark.parametrize(
+    "number",
+    [
+        b"-9223372036854775809",  # -2**63-1: read by orjson as the float -2**63
+        b"-9223372036854775808",
+        b"9223372036854775807",
+        b"18446744073709551615",
+        b"18446744073709551616",
+        b"-18446744073709551616",
+        b"1e19",
+        b"-9.3e18",
+        b"-9223372036854775808.0",
+    ],
+)
+def test_a_number_at_the_64_bit_edges_is_decoded_as_the_codec_reads_it(number: bytes) -> None:
+    body = b'{"output":' + number + b"}"
+    limit = codec.max_depth() + FRAME_DEPTH_MARGIN
+    try:
+        expected = codec.loads(body, field="answer", max_depth=limit, max_bytes=MAX_FRAME_BYTES)
+    except codec.InvalidJson:
+        with pytest.raises(InvalidFrame, match="outside the 64-bit range"):
+            decode(body)
+    else:
+        decoded = decode(body)
+        assert decoded == expected
+        assert type(decoded["output"]) is type(expected["output"])
+
+
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(value=NESTED, levels=st.sampled_from([0, 1, 60, 63, 64, 65, 66, 3000]))
 def test_a_frame_is_refused_exactly_when_the_codec_refuses_it(value: Any, levels: int) -> None:

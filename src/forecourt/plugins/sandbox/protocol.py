@@ -70,7 +70,8 @@ def decode(body: bytes) -> Any:
 
 def _plain(value: Any, limit: int) -> bool:
     """Whether parsed JSON nests at most ``limit`` containers (as the codec counts: a scalar
-    0, ``{"a": 1}`` 1) and holds no integral float past 64 bits.
+    0, ``{"a": 1}`` 1) and holds no float the codec would re-read as an integer
+    (:func:`forecourt.codec.may_be_big_integer`: one rule for both).
 
     Level by level, keeping only the containers themselves: no object is allocated per
     value, so walking millions of them starts no garbage collection.
@@ -86,7 +87,7 @@ def _plain(value: Any, limit: int) -> bool:
             elif kind is list:
                 children = current
             elif kind is float:
-                if current.is_integer() and not codec.MIN_INT <= current <= codec.MAX_INT:
+                if codec.may_be_big_integer(current):
                     return False
                 continue
             else:
