@@ -80,15 +80,17 @@ class MetricRollup(Base):
 
 
 class MetricRollupWork(Base):
-    """A bucket (of every series) to roll up again. Writers bump ``version``; a node claims
-    the row with a lease, recomputes the bucket, and drops the row only if ``version`` is
-    still the one it claimed (a write during the rollup leaves it to do again)."""
+    """A bucket of a series to roll up again. Writers bump ``version``; a node claims the
+    row with a lease, recomputes the bucket, and drops the row only if ``version`` is still
+    the one it claimed (a write during the rollup leaves it to do again). No foreign key: a
+    row of a deleted series finds no points and is dropped."""
 
     __tablename__ = "metric_rollup_work"
     __table_args__ = (Index(None, "leased_until"),)
 
     resolution: Mapped[int] = mapped_column(Integer, primary_key=True)  # seconds
     bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch s, start
+    series_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     leased_until: Mapped[datetime | None]
     leased_by: Mapped[str | None] = mapped_column(String(64))

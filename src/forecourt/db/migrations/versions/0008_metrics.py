@@ -96,10 +96,13 @@ def upgrade() -> None:
         "metric_rollup_work",
         sa.Column("resolution", sa.Integer(), nullable=False),
         sa.Column("bucket", sa.BigInteger(), nullable=False),
+        sa.Column("series_id", sa.Integer(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("leased_until", UTCDateTime(), nullable=True),
         sa.Column("leased_by", sa.String(length=64), nullable=True),
-        sa.PrimaryKeyConstraint("resolution", "bucket", name=op.f("pk_metric_rollup_work")),
+        sa.PrimaryKeyConstraint(
+            "resolution", "bucket", "series_id", name=op.f("pk_metric_rollup_work")
+        ),
     )
     op.create_index(
         op.f("ix_metric_rollup_work_leased_until"),
