@@ -17,8 +17,10 @@ from forecourt.http.client_ip import parse_networks
 from forecourt.http.health import router as health_router
 from forecourt.http.middleware.access import AccessMiddleware
 from forecourt.http.middleware.body_limit import BodyLimitMiddleware
+from forecourt.http.middleware.metrics import MetricsMiddleware
 from forecourt.http.middleware.request_id import RequestIdMiddleware
 from forecourt.keys.routes import router as keys_router
+from forecourt.observability import routes as observability_routes
 from forecourt.plugins import routes as plugin_routes
 from forecourt.settings import Settings
 from forecourt.tenants.routes import router as tenants_router
@@ -75,10 +77,14 @@ def create_app(
         plugin_routes.plugins,
         plugin_routes.instances,
         tenants_router,
+        observability_routes.scrape,
+        observability_routes.stats,
+        observability_routes.system,
     ):
         app.include_router(router)
 
-    # Outermost last: request id -> body limit -> access (auth + rate limit) -> routes.
+    # Outermost last: request id -> metrics -> body limit -> access (auth + rate limit) ->
+    # routes.
     app.add_middleware(
         AccessMiddleware,
         authenticator=fc.authenticator,
@@ -95,6 +101,7 @@ def create_app(
         upload_path=plugin_routes.UPLOAD_PATH,
         upload_max_bytes=max(upload_cap, fc.settings.max_body_bytes),
     )
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 

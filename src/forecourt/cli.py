@@ -139,9 +139,10 @@ def serve(
     """Start the API (and, unless --no-workers, the background workers)."""
     import uvicorn
 
+    settings = load_settings(host=host, port=port)
+    share_metrics(settings)
     from forecourt.app import create_app
 
-    settings = load_settings(host=host, port=port)
     application = create_app(settings, run_workers=not no_workers)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it with this handler in
     # place: a requested stop is a clean exit (code 0), as with Ctrl-C.
@@ -154,6 +155,15 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+
+
+def share_metrics(settings: Settings) -> None:
+    """Share this process's Prometheus values with the installation's other processes (the
+    multiprocess folder); must run before anything imports prometheus_client."""
+    from forecourt.observability import multiprocess
+
+    settings.ensure_data_dir()
+    multiprocess.prepare(settings.resolved_prometheus_dir)
 
 
 def _exit_cleanly(signum: int, frame: Any) -> None:
@@ -418,6 +428,7 @@ def worker() -> None:
     """Run delivery workers only (no HTTP), until SIGTERM or Ctrl-C; then finish or release
     in-flight deliveries within FORECOURT_DELIVERY_SHUTDOWN_GRACE_S."""
     settings = load_settings()
+    share_metrics(settings)
 
     async def go() -> None:
         from forecourt import runtime

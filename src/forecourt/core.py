@@ -26,6 +26,8 @@ from forecourt.keys.auth import KeyAuthenticator
 from forecourt.keys.cache import INVALIDATE_CHANNEL, KeyCache
 from forecourt.keys.service import KeyConfig, KeyService
 from forecourt.keys.usage import UsageRecorder
+from forecourt.observability import logring
+from forecourt.observability.backlog import Backlog
 from forecourt.plugins.routing import WAKE_KEY as PLUGINS_WAKE_KEY
 from forecourt.plugins.routing import EventRouter
 from forecourt.plugins.runner import PluginRunner
@@ -79,6 +81,9 @@ class Forecourt:
             info={EMITTED_HOOK: self.on_published, PLUGINS_WAKE_KEY: self._wake_plugins}
         )
         self.write_gate = WriteGate(serialize=s.is_sqlite)
+        # Recent log records for /api/v1/system/logs; the queue's figures for /metrics.
+        logring.install()
+        self.backlog = Backlog(self.sessionmaker)
         codec.configure(max_depth=s.json_max_depth)
         self.event_writer = EventWriter(
             self.sessionmaker,

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     revoke_keys_of_removed_users: bool = True
     usage_flush_interval_s: float = Field(default=5.0, gt=0)
 
+    # Observability (docs/operations.md): the bearer token /metrics asks for (unset: open
+    # when listening on loopback, to loopback clients otherwise), and the folder where the
+    # processes of `forecourt serve` and `forecourt worker` share their Prometheus values
+    # (unset: DATA_DIR/prometheus)
+    metrics_token: str | None = Field(default=None, min_length=16)
+    prometheus_dir: Path | None = None
+
     # Events
     event_retention_days: int = Field(default=30, gt=0)
     max_event_bytes: int = Field(default=262_144, gt=0)
@@ -181,6 +188,11 @@ class Settings(BaseSettings):
     def plugins_dir(self) -> Path:
         """Where installed plugin versions are unpacked."""
         return self.data_dir / "plugins"
+
+    @property
+    def resolved_prometheus_dir(self) -> Path:
+        """Where processes share their Prometheus values (multiprocess mode)."""
+        return self.prometheus_dir or self.data_dir / "prometheus"
 
     @property
     def sandbox_dir(self) -> Path:

@@ -67,6 +67,10 @@ ROUTES: dict[str, Check] = {
     "/api/v1/tenants": "operator",
     "/api/v1/tenants/{tenant}": "operator",
     "/api/v1/tenants/{tenant}/host-permissions": "operator",
+    "/api/v1/stats/operations": "operator",
+    "/api/v1/stats/operations/slow": "operator",
+    "/api/v1/system/logs": "operator",
+    "/api/v1/system/logs/stats": "operator",
 }
 
 # Which of A's objects fills each path parameter (a key of Seeded.params).

@@ -34,6 +34,8 @@ from forecourt.errors import Conflict, ForecourtError
 from forecourt.events import outbox
 from forecourt.events.envelope import StoredEvent
 from forecourt.events.outbox import Draft, OnPublished, Plan
+from forecourt.observability.instruments import events_published
+from forecourt.observability.operations import PUBLISH_COMMIT, timed
 from forecourt.webhooks.models import DELIVERING
 from forecourt.webhooks.queue import Claim
 
@@ -117,7 +119,12 @@ class EventWriter:
         refused: list[tuple[_Request, ForecourtError]] = []
         taken: list[Claim] = []
         try:
-            async with self._gate, self._sessionmaker() as session, session.begin():
+            async with (
+                self._gate,
+                timed(PUBLISH_COMMIT),
+                self._sessionmaker() as session,
+                session.begin(),
+            ):
                 endpoints: outbox.EndpointCache = {}
                 for request in batch:
                     try:
@@ -148,6 +155,7 @@ class EventWriter:
             request.future.set_exception(error)
         for request, plan in planned:
             request.future.set_result(plan.results)
+        events_published(sum(len(plan.events) for _, plan in planned))
         await self._published(
             sum(len(plan.deliveries) for _, plan in planned if plan.events) - len(taken)
         )
@@ -192,6 +200,7 @@ class EventWriter:
                 request.future.set_exception(exc)
                 return
             request.future.set_result(plan.results)
+            events_published(len(plan.events))
             if plan.events:
                 await self._published(len(plan.deliveries))
             return

@@ -55,6 +55,7 @@ from forecourt.events.outbox import (
 )
 from forecourt.events.schemas import MAX_BATCH, EventPublish, EventTypeCreate, EventTypeUpdate
 from forecourt.ids import new_id
+from forecourt.observability.instruments import events_published
 from forecourt.pagination import next_cursor, paginate
 from forecourt.principal import Principal
 
@@ -366,6 +367,7 @@ class EventService:
             except Exception:
                 await self.session.rollback()
                 raise
+            events_published(sum(created for _, created in results))
             if any(created for _, created in results):
                 await _call_hook(self.config.on_published, deliveries)
             return list[tuple[StoredEvent, bool]](results)

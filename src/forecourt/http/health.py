@@ -1,10 +1,10 @@
-"""/healthz (the process is up), /readyz (its dependencies answer), /metrics (Prometheus)."""
+"""/healthz (the process is up), /readyz (its dependencies answer); /metrics is in
+forecourt/observability/routes.py."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from forecourt.http.deps import ForecourtDep
 from forecourt.http.guard import GuardedRoute
@@ -24,8 +24,3 @@ async def readyz(fc: ForecourtDep) -> JSONResponse:
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
     )
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forecourt.db.base import utcnow
@@ -101,10 +101,17 @@ async def check_host_approved(session: AsyncSession, tenant_id: str, plugin: Plu
         )
 
 
-def visible_clause(tenant_id: str) -> ColumnElement[bool]:
+# A tenant in SQL: an id, or a column of the enclosing query (``PluginInstance.tenant_id``),
+# which the clauses below correlate with, so one query checks each row for its own tenant.
+TenantRef = str | SQLColumnExpression[str]
+
+
+def visible_clause(tenant: TenantRef) -> ColumnElement[bool]:
     """Plugin rows the tenant may see and use: available to all, or granted to it."""
-    granted = select(PluginGrant.plugin_id).where(PluginGrant.tenant_id == tenant_id)
-    return or_(Plugin.available_to_all.is_(True), Plugin.plugin_id.in_(granted))
+    granted = exists().where(
+        PluginGrant.plugin_id == Plugin.plugin_id, PluginGrant.tenant_id == tenant
+    )
+    return or_(Plugin.available_to_all.is_(True), granted)
 
 
 async def is_available(session: AsyncSession, tenant_id: str, plugin: Plugin) -> bool:
@@ -154,12 +161,12 @@ async def own_states(
     return {row.plugin_id: row for row in rows}
 
 
-def enabled_clause(tenant_id: str) -> ColumnElement[bool]:
-    """SQL: the plugin row is enabled for ``tenant_id`` (see tenant_state)."""
+def enabled_clause(tenant: TenantRef) -> ColumnElement[bool]:
+    """SQL: the plugin row is enabled for ``tenant`` (see tenant_state)."""
     own = (
         select(PluginTenantState.enabled)
         .where(
-            PluginTenantState.tenant_id == tenant_id,
+            PluginTenantState.tenant_id == tenant,
             PluginTenantState.plugin_id == Plugin.plugin_id,
         )
         .scalar_subquery()
@@ -168,3 +175,10 @@ def enabled_clause(tenant_id: str) -> ColumnElement[bool]:
         Plugin.enabled.is_(True),
         or_(own.is_(True), and_(own.is_(None), Plugin.builtin.is_(False))),
     )
+
+
+def usable_clause(tenant: TenantRef) -> ColumnElement[bool]:
+    """SQL: the plugin row may run for ``tenant``: available to it and enabled for it. Event
+    routing and the scheduler pass ``PluginInstance.tenant_id``, so whatever turned a tenant's
+    instances on or off, nothing runs for a tenant its plugin is not usable for."""
+    return and_(visible_clause(tenant), enabled_clause(tenant))

@@ -3,8 +3,10 @@
 :func:`enqueue` runs inside ``events.outbox.store``, in the transaction that stores the
 events: for each new event, one ``plugin_event_queue`` row per enabled hook or alert instance
 of the tenant whose plugin subscribes to the type (``permissions.events``) and whose own filter
-(``event_types``; empty: everything the plugin subscribes to) takes it. So an accepted event
-never misses a plugin, and publishing never waits for one.
+(``event_types``; empty: everything the plugin subscribes to) takes it, if that plugin is
+usable for the instance's tenant (available to it and enabled by it: ``policy.usable_clause``,
+checked again when the row is run). So an accepted event never misses a plugin, and
+publishing never waits for one.
 
 The :class:`EventRouter` (on nodes that run workers) claims due rows under a lease, as the
 delivery workers do (PostgreSQL: ``FOR UPDATE SKIP LOCKED``), runs each instance on
@@ -37,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from forecourt.db.base import utcnow
 from forecourt.ids import new_id
+from forecourt.plugins import policy
 from forecourt.plugins.models import EVENT_PLUGIN_TYPES, Plugin, PluginInstance, PluginQueueItem
 from forecourt.webhooks.fanout import type_matches
 
@@ -80,7 +83,7 @@ async def enqueue(session: AsyncSession, events: Sequence[Mapping[str, Any]]) ->
                 PluginInstance.tenant_id.in_(tenants),
                 PluginInstance.plugin_type.in_(EVENT_PLUGIN_TYPES),
                 PluginInstance.enabled.is_(True),
-                Plugin.enabled.is_(True),
+                policy.usable_clause(PluginInstance.tenant_id),
             )
         )
     ).all()
@@ -258,17 +261,24 @@ class EventRouter:
         from forecourt.events.models import Event
 
         async with self.sessionmaker() as session:
-            instance = await session.get(PluginInstance, claim.instance_id)
-            plugin = (
-                None if instance is None else await session.get(Plugin, instance.plugin_version_id)
-            )
+            found = (
+                await session.execute(
+                    select(PluginInstance, Plugin)
+                    .join(Plugin, Plugin.id == PluginInstance.plugin_version_id)
+                    .where(
+                        PluginInstance.id == claim.instance_id,
+                        PluginInstance.enabled.is_(True),
+                        policy.usable_clause(PluginInstance.tenant_id),
+                    )
+                )
+            ).first()
             event = await session.get(Event, claim.event_id)
             body = None if event is None else envelope(event)
-        runnable = instance is not None and plugin is not None and body is not None
-        if not runnable or not (instance and instance.enabled and plugin and plugin.enabled):
-            await self._finish(claim)  # deleted or disabled meanwhile: nothing to do
+        if found is None or event is None or body is None:
+            # Deleted, disabled, or no longer usable for its tenant meanwhile: nothing to do.
+            await self._finish(claim)
             return
-        assert instance is not None and plugin is not None and event is not None
+        instance, plugin = found
         limit = self.settings.plugin_event_max_attempts
         if claim.attempts > limit:
             # The attempts before this claim were taken and never finished: their node

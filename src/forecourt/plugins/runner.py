@@ -33,6 +33,7 @@ from forecourt.db.base import utcnow
 from forecourt.errors import ForecourtError, SandboxUnavailable
 from forecourt.events.outbox import OnPublished
 from forecourt.ids import new_id
+from forecourt.observability.instruments import plugin_ran
 from forecourt.plugins import publishing
 from forecourt.plugins.configuration import unseal
 from forecourt.plugins.contracts import validate_output
@@ -224,6 +225,7 @@ class PluginRunner:
             result.duration_ms = (time.perf_counter() - started) * 1000
             checked = Checked(result, None, [], [])
         execution = record(checked.result, checked.metrics)
+        plugin_ran(checked.result.status, checked.result.duration_ms)
         try:
             await self._record(
                 instance, plugin, execution, checked.result, checked.output, checked.notes, depth

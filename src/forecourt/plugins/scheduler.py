@@ -1,12 +1,13 @@
 """Background plugin work on nodes that run workers: scheduled collectors, development folders,
 and pruning old execution records.
 
-**Collectors** run every ``permissions.schedule_interval_s``. Each instance keeps its
-``next_run_at`` in the database; a node claims a due run by moving ``next_run_at`` past the
-run's deadline in one conditional UPDATE, so with several worker nodes each run happens once,
-and a node that dies mid-run only delays the next one. When the run ends, ``next_run_at``
-becomes one interval after its start, or now if the run took longer: runs never overlap,
-missed ones are skipped, not caught up.
+**Collectors** run every ``permissions.schedule_interval_s``, while their plugin is usable for
+their tenant (available to it and enabled by it; a due run waits until it is again). Each
+instance keeps its ``next_run_at`` in the database; a node claims a due run by moving
+``next_run_at`` past the run's deadline in one conditional UPDATE, so with several worker
+nodes each run happens once, and a node that dies mid-run only delays the next one. When the
+run ends, ``next_run_at`` becomes one interval after its start, or now if the run took
+longer: runs never overlap, missed ones are skipped, not caught up.
 
 **Development folders** (``forecourt plugins install DIR``) are watched cheaply: a walk of
 file sizes and modification times each tick. When the folder changes it is read and checked
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -28,7 +30,9 @@ from sqlalchemy import delete, or_, select, update
 
 from forecourt.db.base import utcnow
 from forecourt.errors import ForecourtError
+from forecourt.plugins import policy
 from forecourt.plugins.instances import interval_s
+from forecourt.plugins.models import PluginExecution
 from forecourt.plugins.models import (
     INVALID,
     READY,
@@ -64,6 +68,8 @@ class Scheduler:
         self._seen: dict[str, Signature] = {}
         self._task: asyncio.Task[None] | None = None
         self._pruned_at = 0.0
+        # Told of each scheduled run's record (live streams: execution_complete, metrics).
+        self.on_run: Callable[[PluginExecution], None] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="forecourt-plugin-scheduler")
@@ -109,7 +115,8 @@ class Scheduler:
                     .where(
                         PluginInstance.plugin_type == "collector",
                         PluginInstance.enabled.is_(True),
-                        Plugin.enabled.is_(True),
+                        # Available to the instance's tenant and enabled for it.
+                        policy.usable_clause(PluginInstance.tenant_id),
                         or_(
                             PluginInstance.next_run_at.is_(None), PluginInstance.next_run_at <= now
                         ),
@@ -150,7 +157,11 @@ class Scheduler:
     async def _run(self, instance: PluginInstance, plugin: Plugin, started: datetime) -> None:
         every = interval_s(plugin) or 60
         try:
-            await self.runner.run(instance, plugin, {"interval_s": every}, trigger="schedule")
+            run = await self.runner.run(
+                instance, plugin, {"interval_s": every}, trigger="schedule"
+            )
+            if self.on_run is not None:
+                self.on_run(run.execution)
         finally:
             following = max(started + timedelta(seconds=every), utcnow())
             async with self.sessionmaker() as session, session.begin():

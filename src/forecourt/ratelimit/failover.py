@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from prometheus_client import Counter
 
-from forecourt.prometheus import registered
+from forecourt.observability.instruments import RATE_LIMIT_FAIL_OPEN
+from forecourt.observability.registry import registered
 from forecourt.ratelimit.windows import (
     Decision,
     Limiter,
@@ -132,6 +133,7 @@ class FailoverLimiter:
                 return decision
         if not self._fail_open:
             return _closed(windows)
+        RATE_LIMIT_FAIL_OPEN.inc()
         try:
             return await call(self._fallback)
         except Exception:

@@ -36,7 +36,8 @@ from prometheus_client import Counter, Histogram
 from forecourt.db.base import utcnow
 from forecourt.errors import NotFound
 from forecourt.ids import new_id
-from forecourt.prometheus import registered
+from forecourt.observability.operations import DELIVER, OPERATIONS
+from forecourt.observability.registry import registered
 from forecourt.ratelimit.windows import Window
 from forecourt.webhooks import sender_pool, signing
 from forecourt.webhooks.models import FAILED, RETRYING, SUCCEEDED, Attempt
@@ -502,6 +503,7 @@ class DeliveryWorker:
         }
         _ATTEMPTS_BY_STATE[status].inc()
         ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
+        OPERATIONS.record(DELIVER, result.duration_ms / 1000)
         return Finished(claim, attempt, outcome, status, next_at, _last_error(result), now)
 
     def _next_state(

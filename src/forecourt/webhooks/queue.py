@@ -40,6 +40,7 @@ from forecourt.db.gate import WriteGate
 from forecourt.errors import Conflict, NotFound
 from forecourt.events.envelope import ENVELOPE_COLUMNS, envelope
 from forecourt.events.models import Event
+from forecourt.observability.operations import CLAIM, timed
 from forecourt.webhooks import targets
 from forecourt.webhooks.models import (
     DELIVERING,
@@ -146,13 +147,14 @@ class DeliveryQueue:
         """Take the lease of up to ``limit`` due deliveries of enabled endpoints: waiting ones
         first (oldest due first), then those whose worker's lease ran out."""
         now = utcnow()
-        column = Delivery.next_attempt_at
-        waiting = self._due(WAITING_SQL, column, column <= now, limit)
-        claims = await self._take(waiting, now)
-        if len(claims) < limit:
-            column = Delivery.lease_expires_at
-            expired = self._due(LEASED_SQL, column, column < now, limit - len(claims))
-            claims += await self._take(expired, now)
+        with timed(CLAIM):
+            column = Delivery.next_attempt_at
+            waiting = self._due(WAITING_SQL, column, column <= now, limit)
+            claims = await self._take(waiting, now)
+            if len(claims) < limit:
+                column = Delivery.lease_expires_at
+                expired = self._due(LEASED_SQL, column, column < now, limit - len(claims))
+                claims += await self._take(expired, now)
         return claims
 
     @staticmethod
@@ -487,3 +489,14 @@ async def _bodies(session: AsyncSession, ids: set[str]) -> tuple[dict[str, bytes
             except Exception as exc:
                 broken[row.id] = f"the event's body cannot be built: {exc}"
     return found, broken
+
+
+async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:
+    """Deliveries waiting (pending or retrying), and the earliest time one of them is due:
+    one statement over the partial index of waiting deliveries."""
+    row = (
+        await session.execute(
+            select(func.count(), func.min(Delivery.next_attempt_at)).where(text(WAITING_SQL))
+        )
+    ).one()
+    return int(row[0]), row[1]

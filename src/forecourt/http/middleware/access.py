@@ -34,6 +34,7 @@ from forecourt.http.problems import from_error
 from forecourt.keys.auth import KeyAuthenticator
 from forecourt.keys.cache import MAX_NEGATIVES, NEGATIVE_TTL_S, NegativeCache
 from forecourt.keys.usage import UsageRecorder
+from forecourt.observability.instruments import rate_limit_decided
 from forecourt.principal import Principal
 from forecourt.ratelimit.headers import rate_limit_header_pairs, rate_limit_headers
 from forecourt.ratelimit.policy import Policy
@@ -141,6 +142,12 @@ class AccessMiddleware:
             bucket = f"{principal.actor_type}:{principal.actor_id}"
             windows = self.policy.for_key(principal.tier, principal.rate_limits)
             decision = await self.limiter.hit(bucket, windows)
+        violated = decision.violated
+        rate_limit_decided(
+            "ip" if principal is None else principal.actor_type,
+            decision.allowed,
+            violated.name if violated is not None else None,
+        )
 
         if not decision.allowed:
             headers = rate_limit_headers(decision)
