@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -118,35 +117,6 @@ async def engine(
         yield made
     finally:
         await made.dispose()
-
-
-async def downgrade(engine: AsyncEngine, revision: str) -> None:
-    """Down to ``revision`` as ``migrate.upgrade`` goes up: on SQLite with foreign keys off
-    (a table rebuild drops the old table) and checked before the commit."""
-    if engine.dialect.name != "sqlite":
-        async with engine.begin() as conn:
-            await conn.run_sync(
-                lambda sync: command.downgrade(migrate.alembic_config(sync), revision)
-            )
-        return
-    async with engine.connect() as conn:
-        await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        await conn.commit()
-        try:
-            # An explicit BEGIN: the driver would run the rebuild's CREATE TABLE outside a
-            # transaction, so a failed downgrade would leave its temporary table behind.
-            await conn.exec_driver_sql("BEGIN")
-            await conn.run_sync(
-                lambda sync: command.downgrade(migrate.alembic_config(sync), revision)
-            )
-            assert (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all() == []
-            await conn.commit()
-        except BaseException:
-            await conn.rollback()  # nothing of a failed downgrade is kept
-            raise
-        finally:
-            await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-            await conn.commit()
 
 
 def event(n: int, source: str, ce_id: str, data: Any) -> dict[str, Any]:
@@ -266,7 +236,7 @@ async def test_rows_written_at_0005_survive_the_upgrade_and_the_downgrade(
         await conn.execute(EVENTS.delete().where(EVENTS.c.id == "evt_4"))
     assert await snapshot(engine) == before
 
-    await downgrade(engine, "0005")
+    await migrate.downgrade(engine, "0005")
     assert await snapshot(engine) == before
     # At 0005 ids are unique per tenant again.
     with pytest.raises(IntegrityError):
@@ -287,5 +257,5 @@ async def test_the_downgrade_refuses_ids_that_two_sources_share(engine: AsyncEng
         await conn.execute(EVENTS.insert(), [event(4, "/b", "order-1", None)])
     before = await snapshot(engine)
     with pytest.raises(IntegrityError):
-        await downgrade(engine, "0005")
+        await migrate.downgrade(engine, "0005")
     assert await snapshot(engine) == before  # nothing dropped

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
@@ -82,20 +81,6 @@ async def engine(
         yield found
     finally:
         await found.dispose()
-
-
-async def downgrade(engine: AsyncEngine, revision: str) -> None:
-    """Down to ``revision``, with SQLite's foreign keys off as migrate.upgrade runs them."""
-    sqlite = engine.dialect.name == "sqlite"
-    async with engine.connect() as conn:
-        if sqlite:
-            await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-            await conn.commit()
-        await conn.run_sync(lambda sync: command.downgrade(migrate.alembic_config(sync), revision))
-        await conn.commit()
-        if sqlite:
-            await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-            await conn.commit()
 
 
 def key_row(key_id: str, tenant_id: str, name: str, created_by: str | None) -> dict[str, Any]:
@@ -253,7 +238,7 @@ async def test_upgrade_and_downgrade_with_rows(engine: AsyncEngine) -> None:
     assert await rows(engine, "SELECT tenant_id FROM audit_log") == [("ten_default",)]
     assert await rows(engine, "SELECT count(*) FROM plugin_tenant_states") == [(0,)]
 
-    await downgrade(engine, "0006")
+    await migrate.downgrade(engine, "0006")
     assert await scopes(engine) == {"key_owner": ["admin"], "key_made": ["admin"]}
     states = await plugin_states(engine)
     assert states["forecourt.unused"] == (False, NOT_IN_USE)

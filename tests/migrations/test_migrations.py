@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -38,12 +37,6 @@ async def empty_engine(
         yield engine
     finally:
         await engine.dispose()
-
-
-async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
-    """Take the database down to ``revision``, as migrate.upgrade takes it up."""
-    async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: command.downgrade(migrate.alembic_config(sync), revision))
 
 
 async def tables(engine: AsyncEngine) -> set[str]:
@@ -86,7 +79,7 @@ async def test_upgrade_builds_exactly_the_models_schema(empty_engine: AsyncEngin
 
 async def test_downgrade_to_base_and_up_again(empty_engine: AsyncEngine, backend: str) -> None:
     await migrate.upgrade(empty_engine)
-    await downgrade(empty_engine)
+    await migrate.downgrade(empty_engine, "base")
     assert await tables(empty_engine) <= {ALEMBIC_TABLE}
     if backend == "postgres":
         async with empty_engine.connect() as conn:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
@@ -18,28 +20,46 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the database up to ``revision``.
+    """Bring the database up to ``revision``, all of it or nothing (see :func:`_run`)."""
+    await _run(engine, lambda cfg: command.upgrade(cfg, revision))
 
-    SQLite alters a table by rebuilding it (copy, drop, rename). Dropping a table that other
-    tables reference with ON DELETE CASCADE would delete their rows too, so on SQLite the
-    migrations run with foreign keys off (a pragma that only takes effect outside a
-    transaction), as SQLite's own procedure for altering tables prescribes, and the
-    references are checked before the commit.
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Take the database down to ``revision`` (``base``: nothing), all of it or nothing."""
+    await _run(engine, lambda cfg: command.downgrade(cfg, revision))
+
+
+async def _run(engine: AsyncEngine, step: Callable[[Config], None]) -> None:
+    """Run an Alembic command in one transaction: a migration that fails leaves the database
+    as it was.
+
+    PostgreSQL has transactional DDL: one transaction around the command is enough. SQLite
+    alters a table by rebuilding it (copy, drop, rename). Dropping a table that other tables
+    reference with ON DELETE CASCADE would delete their rows too, so on SQLite the migrations
+    run with foreign keys off (a pragma that only takes effect outside a transaction), as
+    SQLite's own procedure for altering tables prescribes, and the references are checked
+    before the commit. The transaction is begun explicitly: the driver would otherwise run
+    DDL (the rebuild's ``_alembic_tmp_*`` table, a new table) outside any transaction, where
+    a failure could not take it back. Alembic, handed a connection already in a transaction,
+    commits nothing itself.
     """
     if engine.dialect.name != "sqlite":
         async with engine.begin() as conn:
-            await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+            await conn.run_sync(lambda sync: step(alembic_config(sync)))
         return
     async with engine.connect() as conn:
         await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
         await conn.commit()
         try:
-            await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, before any read
+            await conn.run_sync(lambda sync: step(alembic_config(sync)))
             broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
             if broken:
-                await conn.rollback()
                 raise RuntimeError(f"Migration left broken references: {broken[:5]}")
             await conn.commit()
+        except BaseException:
+            await conn.rollback()
+            raise
         finally:
             await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
             await conn.commit()
