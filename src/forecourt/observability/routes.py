@@ -20,6 +20,7 @@ from starlette.responses import Response
 from forecourt.errors import InvalidInput, Unauthenticated
 from forecourt.http.deps import ForecourtDep, require
 from forecourt.http.guard import GuardedRoute
+
 # connections: its gauges are scraped (at 0) before any stream has opened.
 from forecourt.observability import connections, logring, operations, registry
 from forecourt.observability.schemas import (
