@@ -5,8 +5,9 @@ DEBUG) and the process's stdout and stderr: the first start's owner key, keys cr
 rotated, a webhook endpoint with a secret and a custom header of its own, its secret revealed
 and rotated, a delivery to a receiver on loopback, a user created, signed in (once with a
 wrong password), acting through the session cookie and CSRF token, changing password, and
-signing out. Every secret value the flow saw is then looked for in every line and in every
-audit row. The one exception: the owner key, shown once on the terminal at first start.
+signing out. Every secret value the flow saw is then looked for in every line, in the ring
+of recent records and what GET /api/v1/system/logs shows of it, and in every audit row.
+The one exception: the owner key, shown once on the terminal at first start.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import select
 from conftest import Harness
 from forecourt.audit.models import AuditEntry
 from forecourt.http.middleware.access import SESSION_COOKIE
+from forecourt.observability.logring import RING
 from forecourt.users.routes import CSRF_COOKIE
 from receivers import Receiver
 
@@ -224,6 +226,13 @@ async def test_no_secret_reaches_a_log_line_the_terminal_or_the_audit_log(
             await _flow(h, receiver, secrets)
             audit = await _audit_rows(h)
             records = [(r.name, _record_text(r)) for r in caplog.records]
+            # The ring of recent records, directly and as GET /api/v1/system/logs shows it.
+            records += [(f"ring {e.logger}", e.message) for e in RING.entries()]
+            shown = await h.client.get(
+                "/api/v1/system/logs", params={"level": "debug", "limit": 2000}, headers=h.auth()
+            )
+            assert shown.status_code == 200, shown.text
+            records += [("GET /api/v1/system/logs", shown.text)]
     finally:
         _unhear(caplog)
     terminal = capfd.readouterr()
