@@ -21,33 +21,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from forecourt.errors import InvalidInput, PayloadTooLarge
 from forecourt.events import catalog
 from forecourt.events.outbox import OnPublished, publish_in
-from forecourt.plugins.models import Plugin, PluginExecution, PluginInstance
+from forecourt.plugins.models import PluginExecution, PluginInstance
 from forecourt.plugins.routing import source
-from forecourt.plugins.sandbox import CallResult
 from forecourt.settings import Settings
 
-MAX_FOLLOW_UPS = 100  # per run
 MAX_ERROR_CHARS = 500  # of the error message carried in plugin.failed
 
 
 async def follow_ups(
     session: AsyncSession,
     instance: PluginInstance,
-    plugin: Plugin,
-    result: CallResult,
-    output: Any,
+    items: list[dict[str, Any]],
     on_published: OnPublished | None,
 ) -> list[str]:
-    """Publish the run's follow-up events; notes on those left out, for the run's logs."""
-    items = list(result.events)
-    if plugin.type == "hook" and isinstance(output, dict):
-        items += list(output.get("events") or [])
+    """Publish the run's follow-up events (gathered and capped with its output's check,
+    :func:`forecourt.plugins.answers.check_output`); notes on those left out, for the run's
+    logs."""
     notes: list[str] = []
-    if len(items) > MAX_FOLLOW_UPS:
-        notes.append(
-            f"{len(items) - MAX_FOLLOW_UPS} follow-up events over {MAX_FOLLOW_UPS} dropped"
-        )
-        items = items[:MAX_FOLLOW_UPS]
     for item in items:
         kind = str(item.get("type"))
         builtin = catalog.BUILTINS.get(kind)

@@ -3,8 +3,10 @@
 One :class:`PluginRunner` belongs to the Forecourt object. Every run, whatever started it (the
 API, an event, the schedule), goes through :meth:`PluginRunner.run`: the instance's
 configuration is unsealed, the version's files are unpacked on this node if needed, the call
-runs in the :class:`~forecourt.plugins.sandbox.WorkerPool` (started on first use), the output
-is checked against the type's contract, and then, in one transaction, the execution is
+runs in the :class:`~forecourt.plugins.sandbox.WorkerPool` (started on first use), the answer
+is read and its output checked against the type's contract (a large answer in the
+:class:`~forecourt.plugins.answers.AnswerPool`'s processes, so the server never holds its
+objects: see :mod:`forecourt.plugins.answers`), and then, in one transaction, the execution is
 recorded and its events are published (``plugin.execution_completed`` / ``plugin.failed``,
 and the follow-up events the plugin emitted or, for a hook, returned).
 
@@ -35,8 +37,8 @@ from forecourt.events.outbox import OnPublished
 from forecourt.ids import new_id
 from forecourt.observability.instruments import plugin_ran
 from forecourt.plugins import publishing
+from forecourt.plugins.answers import AnswerPool, Checked, Reader, check_output, internal_error
 from forecourt.plugins.configuration import unseal
-from forecourt.plugins.contracts import validate_output
 from forecourt.plugins.models import Plugin, PluginArchive, PluginExecution, PluginInstance
 from forecourt.plugins.package import read_package
 from forecourt.plugins.routing import DEPTH_KEY
@@ -51,15 +53,20 @@ CONFIG_PURPOSE = "plugin-config"
 MAX_LOG_CHARS = 20_000
 MAX_MESSAGE_CHARS = 4096
 CLOSE_DEADLINE_S = 10.0
-MAX_PROBLEMS_SHOWN = 20  # of a broken contract, in the run's error message
 
 
 @dataclass(frozen=True)
 class Run:
-    """A finished run: its record, and its output when it succeeded."""
+    """A finished run: its record, and its output, encoded by the codec, when it succeeded."""
 
     execution: PluginExecution
-    output: Any
+    output_json: bytes | None
+
+    @property
+    def output(self) -> Any:
+        """The output as Python values (parsed on each use: for callers that are not the
+        server, such as the CLI)."""
+        return None if self.output_json is None else codec.loads(self.output_json)
 
 
 def sandbox_config(settings: Settings) -> SandboxConfig:
@@ -110,6 +117,7 @@ class PluginRunner:
         self.config = sandbox_config(settings)
         self.box = SecretBox(settings.resolved_secret_key, CONFIG_PURPOSE)
         self.store = PackageStore(settings.plugins_dir.resolve())
+        self.answers = AnswerPool()
         self._pool: WorkerPool | None = None
         self._pool_lock = asyncio.Lock()
         self._keys: dict[tuple[str, str], set[str]] = {}
@@ -129,11 +137,13 @@ class PluginRunner:
             return self._pool
 
     async def close(self, deadline_s: float = CLOSE_DEADLINE_S) -> None:
-        """Let calls in flight finish (until the deadline), then stop every worker."""
+        """Let calls in flight finish (until the deadline), then stop every worker and the
+        processes that read large answers."""
         async with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close(deadline_s)
+        await self.answers.close()
 
     async def reload(self, plugin_id: str, version: str) -> None:
         """Restart a version's workers gracefully: calls in flight finish on the old code."""
@@ -200,6 +210,8 @@ class PluginRunner:
         """
         started_at = utcnow()
         started = time.perf_counter()
+        declared = list((plugin.manifest.get("permissions") or {}).get("metrics") or [])
+        reader = Reader(self.answers, plugin.type, declared)
 
         def record(result: CallResult, metrics: list[dict[str, Any]]) -> PluginExecution:
             return self._execution(
@@ -207,10 +219,10 @@ class PluginRunner:
             )
 
         try:
-            result = await self._call(instance, plugin, input)
+            result = await self._call(instance, plugin, input, reader)
             if result.duration_ms == 0:
                 result.duration_ms = (time.perf_counter() - started) * 1000
-            checked = await checked_output(plugin, result)
+            checked = reader.checked_for(result, check_output)
         except asyncio.CancelledError:
             result = CallResult("error", error_class="Cancelled")
             result.error_message = "the run was cancelled before it ended (Forecourt stopping)"
@@ -221,15 +233,13 @@ class PluginRunner:
             raise
         except Exception as exc:
             log.exception("running plugin %s failed inside Forecourt", plugin.plugin_id)
-            result = CallResult("error", error_class="InternalError", error_message=_internal(exc))
+            result = internal_error(exc)
             result.duration_ms = (time.perf_counter() - started) * 1000
-            checked = Checked(result, None, [], [])
+            checked = Checked(result, None, [])
         execution = record(checked.result, checked.metrics)
         plugin_ran(checked.result.status, checked.result.duration_ms)
         try:
-            await self._record(
-                instance, plugin, execution, checked.result, checked.output, checked.notes, depth
-            )
+            await self._record(instance, execution, checked, depth)
         except Exception as exc:
             log.exception("recording a run of plugin %s failed", plugin.plugin_id)
             # The record alone, without its events: the run is known to have happened.
@@ -243,7 +253,7 @@ class PluginRunner:
             failed = record(unrecorded, checked.metrics)
             await self._record_alone(instance, failed, unrecorded.logs)
             return Run(failed, None)
-        return Run(execution, checked.output)
+        return Run(execution, checked.output_json)
 
     async def record_unrun(
         self,
@@ -261,7 +271,7 @@ class PluginRunner:
         execution = self._execution(
             instance, plugin, trigger, event_id, attempt, utcnow(), result, []
         )
-        await self._record(instance, plugin, execution, result, None, [], 0)
+        await self._record(instance, execution, Checked(result, None, []), 0)
         return execution
 
     def _execution(
@@ -296,13 +306,15 @@ class PluginRunner:
             metrics=metrics,
         )
 
-    async def _call(self, instance: PluginInstance, plugin: Plugin, input: Any) -> CallResult:
+    async def _call(
+        self, instance: PluginInstance, plugin: Plugin, input: Any, reader: Reader
+    ) -> CallResult:
         try:
             await self.ensure_files(plugin)
             spec = self.spec(plugin, instance.tenant_id)
             config = unseal(instance.config, plugin.manifest.get("config_schema") or {}, self.box)
             pool = await self.pool()
-            return await pool.call(spec, input=input, config=config)
+            return await pool.call(spec, input=input, config=config, read=reader)
         except ForecourtError as exc:  # a required protection is missing; pip failed here
             return CallResult("refused", error_class=type(exc).__name__, error_message=exc.detail)
         except DecryptionFailed:
@@ -313,18 +325,12 @@ class PluginRunner:
             return CallResult("refused", error_class=type(exc).__name__, error_message=str(exc))
         except Exception as exc:  # the pool or a worker failed in a way of its own
             log.exception("calling plugin %s failed", plugin.plugin_id)
-            return CallResult("error", error_class="InternalError", error_message=_internal(exc))
+            return internal_error(exc)
 
     async def _record(
-        self,
-        instance: PluginInstance,
-        plugin: Plugin,
-        execution: PluginExecution,
-        result: CallResult,
-        output: Any,
-        notes: list[str],
-        depth: int,
+        self, instance: PluginInstance, execution: PluginExecution, checked: Checked, depth: int
     ) -> None:
+        result, notes = checked.result, list(checked.notes)
         async with self.sessionmaker() as session:
             row = (
                 await session.execute(
@@ -340,7 +346,7 @@ class PluginRunner:
             session.info[DEPTH_KEY] = depth + 1
             if result.ok:
                 notes += await publishing.follow_ups(
-                    session, instance, plugin, result, output, self.on_published
+                    session, instance, checked.follow_ups, self.on_published
                 )
             await publishing.outcome(
                 session, instance, execution, previous, self.settings, self.on_published
@@ -371,46 +377,6 @@ class PluginRunner:
             await session.commit()
 
 
-@dataclass(frozen=True)
-class Checked:
-    """A call's result once its output was checked against the plugin type's contract."""
-
-    result: CallResult
-    output: Any  # the output when the run succeeded, else None
-    metrics: list[dict[str, Any]]  # what the run recorded: declared, well formed
-    notes: list[str]  # for the run's logs
-
-
-async def checked_output(plugin: Plugin, result: CallResult) -> Checked:
-    """:func:`check_output`, in the codec's bounded thread pool for a large answer: the work
-    is proportional to what the plugin returned, which must not hold the event loop."""
-    declared = list((plugin.manifest.get("permissions") or {}).get("metrics") or [])
-    if result.answer_bytes <= codec.OFFLOAD_BYTES:
-        return check_output(plugin.type, declared, result)
-    # Plain values only cross to the thread: no database object is touched off the loop.
-    return await codec.run_in_pool(check_output, plugin.type, declared, result)
-
-
-def check_output(kind: str, declared: list[str], result: CallResult) -> Checked:
-    """Keep the metrics the plugin ``declared`` and check the output against the contract
-    of its type (``kind``); a broken contract makes the run an ``error``."""
-    notes: list[str] = []
-    metrics = _metrics(declared, result, notes)
-    if not result.ok:
-        return Checked(result, None, metrics, notes)
-    problems = validate_output(
-        kind, result.output, metrics=declared if kind == "collector" else None
-    )
-    if problems:
-        shown = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:MAX_PROBLEMS_SHOWN])
-        broken = replace(result, status="error", error_class="ContractViolation", output=None)
-        broken.error_message = f"the output breaks the {kind} contract: {shown}"
-        return Checked(broken, None, metrics, notes)
-    if kind == "collector":
-        metrics = [*result.output["metrics"], *metrics]
-    return Checked(result, result.output, metrics, notes)
-
-
 async def _shielded(work: Coroutine[Any, Any, None]) -> None:
     """Run ``work`` to its end even if the caller is cancelled meanwhile (errors logged)."""
     task = asyncio.ensure_future(work)
@@ -427,23 +393,6 @@ def _settled(task: asyncio.Future[None]) -> None:
     _pending.discard(task)
     if not task.cancelled() and task.exception() is not None:
         log.error("recording a cancelled plugin run failed", exc_info=task.exception())
-
-
-def _metrics(declared: list[str], result: CallResult, notes: list[str]) -> list[dict[str, Any]]:
-    """The metrics the plugin wrote through the host module, those it declared only."""
-    kept = [m for m in result.metrics if m["name"] in declared]
-    dropped = sorted({m["name"] for m in result.metrics} - set(declared))
-    if dropped:
-        notes.append(f"metrics not declared in permissions.metrics were dropped: {dropped}")
-    return kept
-
-
-def _internal(exc: Exception) -> str:
-    """What a run's record says of a failure of Forecourt's own: its kind, not its text
-    (which may hold internal state); the log has the rest."""
-    return (
-        f"the run failed inside Forecourt ({type(exc).__name__}); the server's log has the details"
-    )
 
 
 def _cut(text: str | None, limit: int) -> str | None:

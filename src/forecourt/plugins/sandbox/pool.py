@@ -30,7 +30,7 @@ from forecourt.plugins.sandbox import capabilities, layout
 from forecourt.plugins.sandbox.capabilities import SandboxReport
 from forecourt.plugins.sandbox.egress import Egress, parse_hosts
 from forecourt.plugins.sandbox.limits import SandboxConfig, WorkerSpec
-from forecourt.plugins.sandbox.process import Worker, WorkerFailed
+from forecourt.plugins.sandbox.process import AnswerReader, Worker, WorkerFailed, read_answer
 from forecourt.plugins.sandbox.result import CallResult, refused
 from forecourt.webhooks.ssrf import AllowPolicy, Resolver
 
@@ -108,8 +108,10 @@ class WorkerPool:
         input: Any,
         config: dict[str, Any],
         timeout_s: float | None = None,
+        read: AnswerReader = read_answer,
     ) -> CallResult:
-        """Run ``spec``'s entry point on ``input`` with the instance ``config``."""
+        """Run ``spec``'s entry point on ``input`` with the instance ``config``; the worker's
+        answer is read by ``read`` (by default, parsed in this process)."""
         if self._closing:
             return refused("the plugin pool is shutting down")
         await self.start()
@@ -131,7 +133,7 @@ class WorkerPool:
                 try:
                     message = {"input": input, "config": config}
                     timeout = spec.limits.timeout_s if timeout_s is None else timeout_s
-                    return await member.worker.call(message, timeout)
+                    return await member.worker.call(message, timeout, read)
                 finally:
                     keyed.busy.discard(member)
                     keyed.used_at = self.clock()

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from forecourt.plugins.sandbox import layout
@@ -32,6 +33,15 @@ EXIT_WAIT_S = 5.0  # for a killed worker's exit to be seen
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 _ids = itertools.count(1)
 logger = logging.getLogger(__name__)
+
+# Turns a worker's answer frame (its body, the call's id) into the call's result; raises
+# InvalidFrame or ProtocolViolation when it is not an answer to that call.
+AnswerReader = Callable[[bytes, int], Awaitable[CallResult]]
+
+
+async def read_answer(body: bytes, call_id: int) -> CallResult:
+    """The default :data:`AnswerReader`: parsed here (a large body in the codec's threads)."""
+    return from_answer(await adecode(body), call_id)
 
 
 class WorkerFailed(Exception):
@@ -102,9 +112,12 @@ class Worker:
         """Whether the process is still running."""
         return not self._retired and not self._exited.is_set()
 
-    async def call(self, message: dict[str, Any], timeout_s: float) -> CallResult:
-        """Run one call; the worker is killed on timeout, on a protocol violation and when the
-        caller cancels (its answer would otherwise be read as the next call's)."""
+    async def call(
+        self, message: dict[str, Any], timeout_s: float, read: AnswerReader = read_answer
+    ) -> CallResult:
+        """Run one call, its answer read by ``read``; the worker is killed on timeout, on a
+        protocol violation and when the caller cancels (its answer would otherwise be read
+        as the next call's)."""
         call_id = next(_ids)
         try:
             frame = encode({**message, "type": "call", "id": call_id})
@@ -120,7 +133,7 @@ class Worker:
             body = await asyncio.wait_for(self._channel.receive_body(), timeout_s)
             if body is None:
                 raise FrameError("the worker closed its result pipe")
-            result = from_answer(await adecode(body), call_id)
+            result = await read(body, call_id)
             result.answer_bytes = len(body)
             discard = False
         except TimeoutError:
