@@ -20,6 +20,7 @@ from forecourt.http.middleware.body_limit import BodyLimitMiddleware
 from forecourt.http.middleware.metrics import MetricsMiddleware
 from forecourt.http.middleware.request_id import RequestIdMiddleware
 from forecourt.keys.routes import router as keys_router
+from forecourt.metrics import routes as metric_routes
 from forecourt.observability import routes as observability_routes
 from forecourt.plugins import routes as plugin_routes
 from forecourt.settings import Settings
@@ -76,6 +77,8 @@ def create_app(
         audit_router,
         plugin_routes.plugins,
         plugin_routes.instances,
+        metric_routes.router,
+        metric_routes.plugin_router,
         tenants_router,
         observability_routes.scrape,
         observability_routes.stats,

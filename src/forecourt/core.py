@@ -26,6 +26,7 @@ from forecourt.keys.auth import KeyAuthenticator
 from forecourt.keys.cache import INVALIDATE_CHANNEL, KeyCache
 from forecourt.keys.service import KeyConfig, KeyService
 from forecourt.keys.usage import UsageRecorder
+from forecourt.metrics.service import Metrics
 from forecourt.observability import logring
 from forecourt.observability.backlog import Backlog
 from forecourt.plugins.routing import WAKE_KEY as PLUGINS_WAKE_KEY
@@ -143,6 +144,9 @@ class Forecourt:
             overlap_s=s.secret_rotation_overlap_s,
         )
         self.worker_id = default_worker_id()
+        # Metrics: the write buffer flushes on every node; rollups and retention run on
+        # nodes that run workers.
+        self.metrics = Metrics(s, self.engine, self.sessionmaker, self.write_gate, self.worker_id)
         self.worker: DeliveryWorker | None = None
         # Plugins: the sandbox pool starts on first use; the router and the scheduler run on
         # nodes that run workers.
@@ -172,6 +176,8 @@ class Forecourt:
 
         await install_bundled(self)
         await self.broadcast.start()
+        self.metrics.default_tenant_id = self.operator_tenant_id
+        self.metrics.start()
         self._tasks.append(asyncio.create_task(self.usage.run(), name="forecourt-usage"))
         self._tasks.append(
             asyncio.create_task(
@@ -198,6 +204,9 @@ class Forecourt:
                     name="forecourt-retention",
                 )
             )
+            self._tasks.append(
+                asyncio.create_task(self.metrics.run_jobs(), name="forecourt-metrics-jobs")
+            )
         self._started = True
 
     async def stop(self) -> None:
@@ -220,6 +229,7 @@ class Forecourt:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.metrics.aclose()
         await self.usage.aclose()
         await self.broadcast.aclose()
         await self.limiter.aclose()

@@ -137,6 +137,18 @@ class Settings(BaseSettings):
     plugin_schedule_events: Literal["failures", "all"] = "failures"
     plugin_execution_retention_days: int = Field(default=30, gt=0)
 
+    # Metrics (docs/metrics.md): retention per resolution, the write buffer, the rollup job
+    metrics_raw_retention_days: int = Field(default=7, gt=0)
+    metrics_minute_retention_days: int = Field(default=90, gt=0)
+    metrics_hour_retention_days: int = Field(default=396, gt=0)  # 13 months
+    metrics_max_series_per_tenant: int = Field(default=10_000, gt=0)
+    metrics_buffer_points: int = Field(default=100_000, gt=0)
+    metrics_flush_interval_s: float = Field(default=0.5, gt=0)
+    metrics_buffer_wait_s: float = Field(default=2.0, ge=0)
+    metrics_rollup_interval_s: float = Field(default=10.0, gt=0)
+    metrics_rollup_lease_s: float = Field(default=60.0, gt=0)
+    metrics_prune_batch: int = Field(default=10_000, gt=0)
+
     @field_validator("rate_limit_tiers")
     @classmethod
     def _tiers_positive(cls, tiers: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:

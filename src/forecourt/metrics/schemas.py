@@ -1,0 +1,170 @@
+"""Request and response bodies of /api/v1/metrics, and the rules a series' name and labels
+follow (one place, read by the API, the in-process API and the collectors' hand-off)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from forecourt.metrics.models import NAME_LENGTH
+from forecourt.schemas import StrictModel, Timestamp
+
+# A name: letters, digits, ``_``, ``.`` and ``:``, starting with a letter or ``_``.
+NAME_RE = re.compile(rf"[A-Za-z_][A-Za-z0-9_.:]{{0,{NAME_LENGTH - 1}}}\Z")
+LABEL_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+MAX_LABELS = 16
+MAX_LABEL_VALUE_CHARS = 256
+# A source given through the API: not ``forecourt`` and not a plugin instance's id, which
+# only Forecourt itself and the collectors write as.
+SOURCE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
+RESERVED_SOURCES = ("forecourt",)
+RESERVED_SOURCE_PREFIX = "pin_"
+DEFAULT_API_SOURCE = "app"
+MAX_POINTS_PER_REQUEST = 5_000
+
+Aggregation = Literal["avg", "min", "max", "sum", "last", "count", "p95"]
+AGGREGATIONS: tuple[str, ...] = ("avg", "min", "max", "sum", "last", "count", "p95")
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` is not a series name, or None."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        return (
+            f"a metric name matches {NAME_RE.pattern[:-2]} (letters, digits, _ . :, "
+            f"at most {NAME_LENGTH} characters)"
+        )
+    return None
+
+
+def labels_problem(labels: object) -> str | None:
+    """Why ``labels`` are not a series' labels, or None."""
+    if not isinstance(labels, dict):
+        return "labels are an object of text values"
+    if len(labels) > MAX_LABELS:
+        return f"at most {MAX_LABELS} labels"
+    for key, value in labels.items():
+        if not isinstance(key, str) or not LABEL_KEY_RE.match(key):
+            return f"label name {key!r} does not match {LABEL_KEY_RE.pattern[:-2]}"
+        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE_CHARS or "\x00" in value:
+            return f"label {key!r} is text of at most {MAX_LABEL_VALUE_CHARS} characters"
+    return None
+
+
+class PointIn(StrictModel):
+    """One point: a series (name and labels) and a finite value at a time (default: now)."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=NAME_LENGTH,
+        examples=["orders.checkout.seconds"],
+        json_schema_extra={"pattern": NAME_RE.pattern[:-2] + "$"},
+    )
+    value: float = Field(allow_inf_nan=False, examples=[0.42])
+    labels: dict[str, str] = Field(
+        default_factory=dict, max_length=MAX_LABELS, examples=[{"region": "eu"}]
+    )
+    time: Timestamp | None = Field(default=None, description="When it was measured; default: now.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        problem = name_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        problem = labels_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class PointsIn(StrictModel):
+    """Points to write, as one source (default ``app``)."""
+
+    points: list[PointIn] = Field(min_length=1, max_length=MAX_POINTS_PER_REQUEST)
+    source: str = Field(
+        default=DEFAULT_API_SOURCE,
+        min_length=1,
+        max_length=64,
+        json_schema_extra={"pattern": SOURCE_RE.pattern[:-2] + "$"},
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if (
+            not SOURCE_RE.match(value)
+            or value in RESERVED_SOURCES
+            or value.startswith(RESERVED_SOURCE_PREFIX)
+        ):
+            raise ValueError(
+                f"a source matches {SOURCE_RE.pattern[:-2]} and is neither 'forecourt' "
+                f"nor a plugin instance's id ({RESERVED_SOURCE_PREFIX}...)"
+            )
+        return value
+
+
+class RefusedSeries(BaseModel):
+    name: str
+    labels: dict[str, str]
+    points: int
+    reason: str
+
+
+class WriteOut(BaseModel):
+    """What a write did: points accepted into the write buffer (stored within a flush
+    interval), and series refused with their reason (their points are not stored)."""
+
+    accepted: int
+    refused: list[RefusedSeries]
+
+
+class SeriesOut(BaseModel):
+    id: int
+    name: str
+    labels: dict[str, Any]
+    source: str
+    first_point_at: str | None = Field(description="RFC 3339; null before the first flush.")
+    last_point_at: str | None
+    last_value: float | None
+
+
+class LatestPoint(BaseModel):
+    series_id: int
+    instance_id: str
+    name: str
+    labels: dict[str, Any]
+    time: str
+    value: float
+
+
+class LatestOut(BaseModel):
+    plugin_id: str
+    points: list[LatestPoint]
+
+
+class SeriesPoints(BaseModel):
+    id: int
+    name: str
+    labels: dict[str, Any]
+    source: str
+    points: list[tuple[str, float]] = Field(
+        description="[time (RFC 3339, the step's start), value] pairs, oldest first."
+    )
+
+
+class QueryOut(BaseModel):
+    name: str
+    agg: Aggregation
+    step: int
+    resolution: Literal["raw", "1m", "1h"] = Field(description="What the points were read from.")
+    approximate: bool = Field(
+        description="p95 read from rollups (bucket averages), past raw retention."
+    )
+    series: list[SeriesPoints]
