@@ -58,11 +58,16 @@ ROUTES: dict[str, Check] = {
     "/api/v1/plugins": "list",
     "/api/v1/plugins/types": "own",
     "/api/v1/plugins/sandbox": "operator",
+    "/api/v1/plugins/publisher-keys": "operator",
     "/api/v1/plugins/{plugin_id}": "item",
     "/api/v1/plugins/{plugin_id}/stats": "item",
     "/api/v1/plugins/{plugin_id}/executions": "item",
     "/api/v1/plugins/{plugin_id}/availability": "operator",
     "/api/v1/plugin-instances": "list",
+    "/api/v1/metrics": "list",
+    "/api/v1/metrics/query": "list",
+    "/api/v1/plugins/{plugin_id}/metrics": "item",
+    "/api/v1/plugins/{plugin_id}/metrics/history": "item",
     "/api/v1/plugin-instances/{instance_id}": "item",
     "/api/v1/tenants": "operator",
     "/api/v1/tenants/{tenant}": "operator",
@@ -71,6 +76,17 @@ ROUTES: dict[str, Check] = {
     "/api/v1/stats/operations/slow": "operator",
     "/api/v1/system/logs": "operator",
     "/api/v1/system/logs/stats": "operator",
+    "/api/v1/alerts": "list",
+    "/api/v1/alerts/summary": "own",
+    "/api/v1/alerts/{alert_id}": "item",
+    "/api/v1/alert-rules": "list",
+    "/api/v1/alert-rules/{rule_id}": "item",
+}
+
+# Query parameters a route needs (beside ``limit`` for a list).
+QUERY: dict[str, dict[str, str]] = {
+    "/api/v1/metrics/query": {"name": "alphaonly.metric"},
+    "/api/v1/plugins/{plugin_id}/metrics/history": {"metric_name": "alphaonly.metric"},
 }
 
 # Which of A's objects fills each path parameter (a key of Seeded.params).
@@ -84,6 +100,8 @@ PARAMS = {
     "plugin_id": "plugin",
     "instance_id": "instance",
     "tenant": "tenant",
+    "alert_id": "alert",
+    "rule_id": "alert_rule",
 }
 
 SETTINGS = {"plugin_allow_unsigned": True, "webhook_allow_private": "127.0.0.0/8"}
@@ -197,6 +215,31 @@ async def make_instance(h: Harness, a: Seeded) -> None:
             a.params["instance"] = made["id"]
 
 
+async def make_metric(h: Harness, a: Seeded) -> None:
+    """A series; its name is echoed by a query, so its label value marks it."""
+    point = {"name": "alphaonly.metric", "value": 1, "labels": {"owner": "alphaonly-series"}}
+    body = {"points": [point]}
+    await ok(h.client.post("/api/v1/metrics", json=body, headers=h.auth(a.key)), 202)
+    await h.fc.metrics.flush()
+    a.add("metric", "alphaonly-series")
+
+
+async def make_alert(h: Harness, a: Seeded) -> None:
+    body = {"type": "alpha.only", "severity": "low", "message": "alpha-only-alert"}
+    created = await ok(h.client.post("/api/v1/alerts", json=body, headers=h.auth(a.key)))
+    a.add("alert", created["id"], "alpha-only-alert", created["fingerprint"])
+
+
+async def make_alert_rule(h: Harness, a: Seeded) -> None:
+    body = {
+        "name": "alpha-only-rule",
+        "query": {"metric": "alpha.only.metric"},
+        "condition": "absent",
+    }
+    created = await ok(h.client.post("/api/v1/alert-rules", json=body, headers=h.auth(a.key)))
+    a.add("alert_rule", created["id"], "alpha-only-rule", "alpha.only.metric")
+
+
 # In order: a resource may use those made before it.
 RESOURCES: dict[str, Callable[[Harness, Seeded], Awaitable[None]]] = {
     "event_type": make_event_type,
@@ -207,6 +250,7 @@ RESOURCES: dict[str, Callable[[Harness, Seeded], Awaitable[None]]] = {
     "user": make_user,
     "plugin": make_plugin,
     "instance": make_instance,
+    "metric": make_metric,
 }
 
 
@@ -264,12 +308,12 @@ async def test_tenant_b_sees_nothing_of_tenant_a(harness_factory: Any, routes: l
     for path in routes:
         check = ROUTES[path]
         url = fill(path, a)
-        params = {"limit": 200} if check == "list" else None
+        params = {**({"limit": 200} if check == "list" else {}), **QUERY.get(path, {})}
         b = await h.client.get(url, params=params, headers=h.auth(b_key))
         if check == "operator":
             assert b.status_code == 403, (path, b.text)
         elif check == "item":
-            mine = await h.client.get(url, headers=h.auth(a.key))
+            mine = await h.client.get(url, params=params, headers=h.auth(a.key))
             assert mine.status_code == 200, (path, mine.text)
             assert b.status_code == 404, (path, b.status_code, b.text)
             # A 404 may name the id asked for, and nothing else of A's.
