@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,6 +37,9 @@ log = logging.getLogger("forecourt.plugins")
 
 INLINE_ANSWER_BYTES = codec.OFFLOAD_BYTES  # answers up to this are read on the event loop
 ANSWER_PROCESSES = 2  # the pool's bound; more large answers wait their turn
+# Added to the pool's processes' nice value: the CPU they share with the server goes to the
+# server first, so reading an answer slows the reading, not the server's answers.
+ANSWER_NICENESS = 10
 MAX_PROBLEMS_SHOWN = 20  # of a broken contract, in the run's error message
 MAX_FOLLOW_UPS = 100  # events a run may publish (emitted, and a hook's output events)
 
@@ -136,9 +140,16 @@ class AnswerPool:
 
     def _started(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            # Spawned, not forked: the server has threads whose locks a fork would copy.
+            # Forked from a fork server, not from the server: the server has threads whose
+            # locks a fork would copy. The fork server imports this module, not the program's
+            # main module (which multiprocessing would run again, guarded or not).
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
             self._executor = ProcessPoolExecutor(
-                self.processes, mp_context=multiprocessing.get_context("spawn")
+                self.processes,
+                mp_context=context,
+                initializer=os.nice,
+                initargs=(ANSWER_NICENESS,),
             )
         return self._executor
 
