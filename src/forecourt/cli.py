@@ -36,12 +36,17 @@ plugins_app = typer.Typer(help="Install, list and run plugins.", no_args_is_help
 tenants_app = typer.Typer(
     help="Manage the installation's tenants (the operator's).", no_args_is_help=True
 )
+publisher_keys_app = typer.Typer(
+    help="The publisher keys trusted to sign plugin packages (the operator's).",
+    no_args_is_help=True,
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
 app.add_typer(events_app, name="events")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(tenants_app, name="tenants")
+plugins_app.add_typer(publisher_keys_app, name="publisher-keys")
 
 DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
 DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -563,7 +568,8 @@ def plugins_install(
     ] = True,
     tenant: TenantOpt = "default",
 ) -> None:
-    """Install a plugin package (FORECOURT_PLUGIN_ALLOW_UNSIGNED and _TRUSTED_KEYS apply)."""
+    """Install a plugin package (FORECOURT_PLUGIN_ALLOW_UNSIGNED, FORECOURT_PLUGIN_TRUSTED_KEYS
+    and the publisher keys added with `plugins publisher-keys add` apply)."""
     settings = load_settings()
     if not path.exists():
         fail(f"{path}: no such file or folder")
@@ -647,6 +653,61 @@ def plugins_disable(plugin_id: str, tenant: TenantOpt = "default") -> None:
     """Disable a plugin for one tenant: its instances there are disabled and stop running
     (calls, events, schedules)."""
     _set_enabled(plugin_id, False, tenant)
+
+
+@publisher_keys_app.command("list")
+def publisher_keys_list() -> None:
+    """List trusted publisher keys: id (- for the configuration's), fingerprint, source,
+    name, key."""
+    from forecourt.plugins.publishers import PublisherKeys
+
+    settings = load_settings()
+
+    async def go(fc: Any) -> list[Any]:
+        async with fc.sessionmaker() as session:
+            return await PublisherKeys(session, fc.settings).list()
+
+    for key in run(lambda: _with_forecourt(settings, go)):
+        typer.echo(
+            f"{key.id or '-'}\t{key.fingerprint}\t{key.source}\t{key.name}\t{key.public_key}"
+        )
+
+
+@publisher_keys_app.command("add")
+def publisher_keys_add(
+    public_key: Annotated[str, typer.Argument(help="ed25519:<base64 of the raw key>.")],
+    name: Annotated[str, typer.Option("--name", help="Who publishes with it.")],
+) -> None:
+    """Trust a publisher key: packages it signed install from now on."""
+    from forecourt.plugins.publishers import PublisherKeys
+
+    settings = load_settings()
+
+    async def go(fc: Any) -> Any:
+        async with fc.sessionmaker() as session:
+            actor = await _operator(session)
+            return await PublisherKeys(session, fc.settings).add(actor, name, public_key)
+
+    key = run(lambda: _with_forecourt(settings, go))
+    typer.echo(f"trusted {key.fingerprint} ({key.name}) as {key.id}")
+
+
+@publisher_keys_app.command("remove")
+def publisher_keys_remove(
+    key_id: Annotated[str, typer.Argument(help="The id `list` shows.")],
+) -> None:
+    """Stop trusting a publisher key added here (versions it signed stay installed)."""
+    from forecourt.plugins.publishers import PublisherKeys
+
+    settings = load_settings()
+
+    async def go(fc: Any) -> None:
+        async with fc.sessionmaker() as session:
+            actor = await _operator(session)
+            await PublisherKeys(session, fc.settings).remove(actor, key_id)
+
+    run(lambda: _with_forecourt(settings, go))
+    typer.echo(f"removed {key_id}")
 
 
 @plugins_app.command("run")

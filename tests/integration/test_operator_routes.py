@@ -41,10 +41,14 @@ KNOWN = {
     ("POST", "/api/v1/tenants/{tenant}/suspend"),
     ("DELETE", "/api/v1/tenants/{tenant}"),
     ("PUT", "/api/v1/tenants/{tenant}/host-permissions/{permission}"),
+    ("GET", "/api/v1/plugins/publisher-keys"),
+    ("POST", "/api/v1/plugins/publisher-keys"),
+    ("DELETE", "/api/v1/plugins/publisher-keys/{publisher_key_id}"),
 }
 PATH_VALUES = {
     "plugin_id": "forecourt.csv-export",
     "permission": "host_metrics",
+    "publisher_key_id": "pbk_unknown",
 }
 
 

@@ -16,6 +16,7 @@ from forecourt.plugins.models import (
     PluginInstance,
     PluginQueueItem,
     PluginTenantState,
+    PublisherKey,
 )
 from forecourt.tenants.models import Tenant
 from forecourt.users.models import User, UserSession
@@ -44,6 +45,7 @@ __all__ = [
     "PluginInstance",
     "PluginQueueItem",
     "PluginTenantState",
+    "PublisherKey",
     "Tenant",
     "User",
     "UserSession",

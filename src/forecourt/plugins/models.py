@@ -1,5 +1,6 @@
 """Installed plugin versions and their packages, per-tenant instances, the record of every
-run, and the queue of events waiting for hook and alert instances."""
+run, the queue of events waiting for hook and alert instances, and the publisher keys the
+installation trusts."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from forecourt.events.models import TYPE_LENGTH
 PLUGIN_ID_LENGTH = 100  # the manifest schema's limit
 VERSION_LENGTH = 64
 STATUS_LENGTH = 16
+PUBLIC_KEY_LENGTH = 100  # "ed25519:" and 44 characters of base64
+FINGERPRINT_LENGTH = 64  # "SHA256:" and 43 characters of base64
 
 # Plugin version status: its files read as a valid package (``ready``), or its development
 # folder stopped being one (``invalid``: the last good files keep running; see status_detail).
@@ -246,3 +249,19 @@ class PluginQueueItem(Base):
     lease_expires_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PublisherKey(Base):
+    """A publisher's public key the operator trusts to sign plugin packages (besides those of
+    FORECOURT_PLUGIN_TRUSTED_KEYS); see plugins.publishers."""
+
+    __tablename__ = "plugin_publisher_keys"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # ``ed25519:<base64 of the raw 32 bytes>``, as plugins.integrity writes it.
+    public_key: Mapped[str] = mapped_column(String(PUBLIC_KEY_LENGTH))
+    # ``SHA256:<base64>`` of the raw key: one row per key, however its base64 was written.
+    fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LENGTH), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(32))

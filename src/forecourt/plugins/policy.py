@@ -5,7 +5,7 @@ keeps), its own switch for each, and the host permissions the operator approved 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, or_, select
@@ -38,16 +38,15 @@ def caps(settings: Settings) -> dict[str, float | None]:
     }
 
 
-def check_package(package: PluginPackage, settings: Settings) -> Trust:
-    """The installation's policies: resource caps (InvalidPackage), signatures (Untrusted)."""
+def check_package(package: PluginPackage, settings: Settings, trusted_keys: Sequence[str]) -> Trust:
+    """The installation's policies: resource caps (InvalidPackage), signatures (Untrusted)
+    by one of ``trusted_keys`` (``publishers.trusted_keys``: the setting's and the stored)."""
     problems = check_resources(package.manifest, caps(settings))
     if problems:
         raise InvalidPackage(
             "The package asks for more than this installation allows", errors=problems
         )
-    return verify_package(
-        package, settings.plugin_trusted_keys, allow_unsigned=settings.plugin_allow_unsigned
-    )
+    return verify_package(package, trusted_keys, allow_unsigned=settings.plugin_allow_unsigned)
 
 
 # -- what each tenant may use -----------------------------------------------------------------

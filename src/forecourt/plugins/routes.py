@@ -15,6 +15,7 @@ from forecourt.plugins.contracts import TYPES
 from forecourt.plugins.instances import masked_config
 from forecourt.plugins.models import Plugin, PluginInstance
 from forecourt.plugins.policy import TenantState
+from forecourt.plugins.publishers import PublisherKeys
 from forecourt.plugins.runner import Run
 from forecourt.plugins.sandbox.result import Status as ExecutionStatus
 from forecourt.plugins.schemas import (
@@ -33,6 +34,8 @@ from forecourt.plugins.schemas import (
     PluginUpdate,
     PluginUpdated,
     PluginVersionOut,
+    PublisherKeyCreate,
+    PublisherKeyOut,
     SandboxOut,
 )
 from forecourt.plugins.service import Installed, PluginService
@@ -166,6 +169,41 @@ async def sandbox(actor: Operator, fc: ForecourtDep) -> SandboxOut:
         uid=fc.settings.plugin_sandbox_uid,
         protections=found["protections"],
     )
+
+
+# /publisher-keys before /{plugin_id}: a literal path, not a plugin's id.
+@plugins.get("/publisher-keys", response_model=Page[PublisherKeyOut])
+async def list_publisher_keys(
+    actor: Operator, fc: ForecourtDep, session: DbSession
+) -> Page[PublisherKeyOut]:
+    """The publisher keys whose signatures this installation trusts, all in one page: those of
+    FORECOURT_PLUGIN_TRUSTED_KEYS (``source: configuration``), then those added here."""
+    found = await PublisherKeys(session, fc.settings).list()
+    return Page[PublisherKeyOut](
+        items=[PublisherKeyOut.model_validate(key, from_attributes=True) for key in found],
+        next_cursor=None,
+    )
+
+
+@plugins.post(
+    "/publisher-keys", status_code=status.HTTP_201_CREATED, response_model=PublisherKeyOut
+)
+async def add_publisher_key(
+    body: PublisherKeyCreate, actor: Operator, fc: ForecourtDep, session: DbSession
+) -> PublisherKeyOut:
+    """Trust a publisher's key: packages it signed install from now on (the operator's
+    alone; every tenant's audit log records it). A key trusted already is 409."""
+    key = await PublisherKeys(session, fc.settings).add(actor, body.name, body.public_key)
+    return PublisherKeyOut.model_validate(key, from_attributes=True)
+
+
+@plugins.delete("/publisher-keys/{publisher_key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def remove_publisher_key(
+    publisher_key_id: str, actor: Operator, fc: ForecourtDep, session: DbSession
+) -> None:
+    """Stop trusting a key added here (those of the configuration change only there);
+    versions it signed stay installed."""
+    await PublisherKeys(session, fc.settings).remove(actor, publisher_key_id)
 
 
 @plugins.post("", status_code=status.HTTP_201_CREATED, response_model=PluginDetail)

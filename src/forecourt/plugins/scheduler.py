@@ -30,9 +30,8 @@ from sqlalchemy import delete, or_, select, update
 
 from forecourt.db.base import utcnow
 from forecourt.errors import ForecourtError
-from forecourt.plugins import policy
+from forecourt.plugins import policy, publishers
 from forecourt.plugins.instances import interval_s
-from forecourt.plugins.models import PluginExecution
 from forecourt.plugins.models import (
     INVALID,
     READY,
@@ -157,9 +156,7 @@ class Scheduler:
     async def _run(self, instance: PluginInstance, plugin: Plugin, started: datetime) -> None:
         every = interval_s(plugin) or 60
         try:
-            run = await self.runner.run(
-                instance, plugin, {"interval_s": every}, trigger="schedule"
-            )
+            run = await self.runner.run(instance, plugin, {"interval_s": every}, trigger="schedule")
             if self.on_run is not None:
                 self.on_run(run.execution)
         finally:
@@ -195,7 +192,9 @@ class Scheduler:
             package = await asyncio.to_thread(
                 read_package, folder, max_bytes=self.settings.plugin_max_package_bytes
             )
-            check_package(package, self.settings)
+            async with self.sessionmaker() as session:
+                trusted = await publishers.trusted_keys(session, self.settings)
+            check_package(package, self.settings, trusted)
             manifest = package.manifest
             if (manifest.id, manifest.version) != (row.plugin_id, row.version):
                 raise ValueError(

@@ -131,6 +131,31 @@ class AvailabilityOut(BaseModel):
     tenants: list[str] = Field(description="Slugs, when not available to all.")
 
 
+PUBLIC_KEY_PATTERN = r"^ed25519:[A-Za-z0-9+/]{43}=$"
+
+
+class PublisherKeyCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=200, description="Who publishes with it.")
+    public_key: str = Field(
+        pattern=PUBLIC_KEY_PATTERN,
+        description="ed25519:<base64 of the raw 32-byte public key> (docs/plugins.md: "
+        "signing packages).",
+    )
+
+
+class PublisherKeyOut(BaseModel):
+    id: str | None = Field(description="None for a key of the configuration.")
+    name: str
+    public_key: str
+    fingerprint: str = Field(description="SHA256:<base64> of the raw key.")
+    source: Literal["database", "configuration"] = Field(
+        description="database: added here, removable; configuration: "
+        "FORECOURT_PLUGIN_TRUSTED_KEYS, changed only there."
+    )
+    created_at: datetime | None
+    created_by: Literal["operator"] | None
+
+
 class PluginUpdated(PluginDetail):
     upgraded_instances: list[str]
 

@@ -30,7 +30,7 @@ from forecourt.ids import new_id
 from forecourt.pagination import decode_key, encode_cursor
 from forecourt.plugins import executions as records
 from forecourt.plugins import instances as instance_rules
-from forecourt.plugins import policy
+from forecourt.plugins import policy, publishers
 from forecourt.plugins.integrity import Trust
 from forecourt.plugins.manifest import semver_key
 from forecourt.plugins.models import (
@@ -115,7 +115,8 @@ class PluginService:
         if isinstance(source, bytes) and len(source) > cap:
             raise PayloadTooLarge(f"The package is {len(source)} bytes; the limit is {cap}")
         package = await asyncio.to_thread(read_package, source, max_bytes=cap)
-        trust = check_package(package, self.settings)
+        trusted = await publishers.trusted_keys(self.session, self.settings)
+        trust = check_package(package, self.settings, trusted)
         archive, source_dir = await asyncio.to_thread(_archive, source, package, dev)
         return await self.add(actor, package, archive, trust, source_dir=source_dir)
 
