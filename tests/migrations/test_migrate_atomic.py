@@ -115,9 +115,9 @@ async def state(engine: AsyncEngine) -> dict[str, Any]:
         tenants = (await conn.execute(select(Tenant.id, Tenant.slug, Tenant.name))).all()
         plugins = (await conn.execute(select(Plugin.id, Plugin.plugin_id))).all()
         archives = (await conn.execute(select(PluginArchive.plugin_version_id))).all()
-        sqlite = []
+        sqlite: list[Any] = []
         if engine.dialect.name == "sqlite":  # every table, index and trigger, as written
-            sqlite = (await conn.execute(text(SQLITE_MASTER))).all()
+            sqlite = list((await conn.execute(text(SQLITE_MASTER))).all())
     return {
         "sqlite_master": sorted(sqlite),
         "schema": schema,
