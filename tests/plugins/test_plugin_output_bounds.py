@@ -32,6 +32,7 @@ from forecourt.plugins.sandbox.protocol import (
     InvalidFrame,
     decode,
 )
+from forecourt.plugins.schemas import ExecutionResult
 from forecourt.settings import Settings
 from served import serve
 
@@ -178,8 +179,10 @@ def test_a_16_mib_output_leaves_healthz_answering(
         assert polls > 10  # polled all along the run, not once at its end
         run_answer = answer["run"]
         assert run_answer.status_code == 200, run_answer.text[:2000]
+        assert run_answer.headers["content-type"] == "application/json"
         body = run_answer.json()
         assert body["status"] == "ok", {k: v for k, v in body.items() if k != "output"}
+        assert list(body) == list(ExecutionResult.model_fields)  # sent in pieces, same shape
         assert len(body["output"]["records"]) == RECORDS
         assert len(run_answer.content) > MAX_FRAME_BYTES - 64 * 1024  # the full 16 MiB
         listed = client.get(

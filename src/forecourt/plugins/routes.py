@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, File, Query, Response, UploadFile, status
+from fastapi.responses import StreamingResponse
 
 from forecourt import codec
 from forecourt.errors import InvalidInput, PayloadTooLarge
@@ -51,6 +53,9 @@ Admin = Annotated[Principal, Depends(require("admin"))]
 Operator = Annotated[Principal, Depends(require(SYSTEM_ADMIN))]
 UPLOAD_PATH = "/api/v1/plugins"
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+# A run's output longer than this is sent in pieces of this size: the server's write buffer
+# then never copies megabytes at once.
+OUTPUT_CHUNK_BYTES = 1024 * 1024
 MULTIPART_ALLOWANCE_BYTES = 64 * 1024  # a multipart body's framing around the package
 
 plugins = APIRouter(route_class=GuardedRoute, prefix="/api/v1/plugins", tags=["plugins"])
@@ -140,9 +145,21 @@ def run_response(run: Run) -> Response:
     """A run as :class:`ExecutionResult`'s JSON, written around the output's bytes as the
     run's check encoded them: an output of megabytes is neither decoded nor encoded here."""
     fields = codec.dumps_stored(ExecutionOut.model_validate(run.execution).model_dump(mode="json"))
+    head = fields[:-1] + b',"output":'
     output = b"null" if run.output_json is None else run.output_json
-    body = b"".join((fields[:-1], b',"output":', output, b"}"))
-    return Response(body, media_type="application/json")
+    if len(output) <= OUTPUT_CHUNK_BYTES:
+        return Response(head + output + b"}", media_type="application/json")
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield head
+        for start in range(0, len(output), OUTPUT_CHUNK_BYTES):
+            yield output[start : start + OUTPUT_CHUNK_BYTES]
+        yield b"}"
+
+    length = str(len(head) + len(output) + 1)
+    return StreamingResponse(
+        pieces(), media_type="application/json", headers={"content-length": length}
+    )
 
 
 # -- /api/v1/plugins -------------------------------------------------------------------------

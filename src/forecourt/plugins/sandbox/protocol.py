@@ -143,7 +143,8 @@ class Channel:
                 length = decode_length(bytes(self._buffer[: HEADER.size]))
                 end = HEADER.size + length
                 if len(self._buffer) >= end:
-                    body = bytes(self._buffer[HEADER.size : end])
+                    with memoryview(self._buffer) as view:  # one copy of the body, not two
+                        body = bytes(view[HEADER.size : end])
                     del self._buffer[:end]
                     return body
             try:
