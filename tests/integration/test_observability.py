@@ -11,6 +11,7 @@
 - /api/v1/stats/operations{,/slow} show the routes called and a background job's timing;
   /api/v1/system/logs{,/stats} show records logged in the process, filtered by level and
   time, with credentials masked. (Who may call them: test_operator_routes.py.)
+- Decisions made by the in-process limiter while Redis is unreachable are counted.
 """
 
 from __future__ import annotations
@@ -24,12 +25,18 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
 from conftest import Harness, free_port, problem
 from forecourt.app import create_app
-from forecourt.observability.instruments import UNMATCHED_ROUTE
+from forecourt.observability.backlog import _age_s
+from forecourt.observability.instruments import RATE_LIMIT_FAIL_OPEN, UNMATCHED_ROUTE
 from forecourt.observability.logring import RING
 from forecourt.observability.operations import OPERATIONS, ROLLUP, timed
+from forecourt.ratelimit.failover import FailoverLimiter
+from forecourt.ratelimit.memory import MemoryLimiter
+from forecourt.ratelimit.policy import to_windows
+from forecourt.ratelimit.redis import RedisLimiter
 from forecourt.webhooks.queue import backlog
 
 TOKEN = "metrics-token-" + "x" * 24
@@ -277,3 +284,29 @@ async def test_logs_unknown_level(harness: Harness, level: str) -> None:
         "/api/v1/system/logs", params={"level": level}, headers=harness.auth()
     )
     assert problem(response, 422, "invalid-input")["errors"][0]["field"] == "level"
+
+
+async def test_fail_open_decisions_are_counted() -> None:
+    """A Redis nothing listens on: each decision the fallback makes counts once."""
+    client = Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5, socket_timeout=0.5
+    )
+    limiter = FailoverLimiter(RedisLimiter(client, prefix="obs:"), MemoryLimiter())
+    before = RATE_LIMIT_FAIL_OPEN._value.get()
+    try:
+        windows = to_windows({"minute": 10})
+        for _ in range(3):
+            assert (await limiter.hit("key:k", windows)).allowed
+    finally:
+        await limiter.aclose()
+        await client.aclose()
+    assert limiter.primary_down
+    assert RATE_LIMIT_FAIL_OPEN._value.get() - before == 3
+
+
+def test_queue_age_counts_from_the_earliest_due_time() -> None:
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert _age_s(None, now) == 0
+    assert _age_s(now + timedelta(seconds=30), now) == 0  # due later: not overdue
+    assert _age_s(now - timedelta(seconds=90), now) == 90
+    assert _age_s((now - timedelta(seconds=5)).replace(tzinfo=None), now) == 5  # SQLite

@@ -27,7 +27,7 @@ WINDOWS_S: dict[str, int] = {"1m": 60, "5m": 300, "1h": 3600}
 RING_SIZE = max(WINDOWS_S.values()) // BUCKET_S
 # Histogram bins grow by 5 %: the relative error of a percentile estimate.
 GROWTH = 1.05
-_LOG_GROWTH = math.log(GROWTH)
+_PER_LOG = 1 / math.log(GROWTH)
 # Durations shorter than this (1 µs) share the lowest bin.
 MIN_DURATION_S = 1e-6
 # The slowest operations kept per bucket, across operations: the most /slow can list.
@@ -45,7 +45,7 @@ ROLLUP = "rollup"
 
 def bin_of(seconds: float) -> int:
     """The histogram bin of a duration: bin k holds [GROWTH**k, GROWTH**(k+1))."""
-    return math.floor(math.log(max(seconds, MIN_DURATION_S)) / _LOG_GROWTH)
+    return math.floor(math.log(max(seconds, MIN_DURATION_S)) * _PER_LOG)
 
 
 def bin_upper(index: int) -> float:
@@ -62,14 +62,6 @@ class _Bucket:
         self.low = math.inf
         self.high = 0.0
         self.bins: dict[int, int] = {}
-
-    def add(self, seconds: float) -> None:
-        self.count += 1
-        self.total += seconds
-        self.low = min(self.low, seconds)
-        self.high = max(self.high, seconds)
-        key = bin_of(seconds)
-        self.bins[key] = self.bins.get(key, 0) + 1
 
 
 class _Series:
@@ -120,6 +112,9 @@ class OperationStats:
         now = self._clock()
         index = int(now // BUCKET_S)
         slot = index % RING_SIZE
+        key = math.floor(
+            math.log(seconds if seconds > MIN_DURATION_S else MIN_DURATION_S) * _PER_LOG
+        )
         with self._lock:
             series = self._series.get(name)
             if series is None:
@@ -127,7 +122,14 @@ class OperationStats:
             bucket = series.ring[slot]
             if bucket is None or bucket.index != index:
                 bucket = series.ring[slot] = _Bucket(index)
-            bucket.add(seconds)
+            bucket.count += 1
+            bucket.total += seconds
+            if seconds < bucket.low:
+                bucket.low = seconds
+            if seconds > bucket.high:
+                bucket.high = seconds
+            bins = bucket.bins
+            bins[key] = bins.get(key, 0) + 1
             slow = self._slow[slot]
             if slow is None or slow[0] != index:
                 slow = self._slow[slot] = (index, [])
