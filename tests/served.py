@@ -57,7 +57,13 @@ def serve(settings: Settings) -> Iterator[Served]:
     app = create_app(settings)
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
+        ws_per_message_deflate=settings.stream_compression,
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()

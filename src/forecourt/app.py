@@ -23,6 +23,7 @@ from forecourt.keys.routes import router as keys_router
 from forecourt.metrics import routes as metric_routes
 from forecourt.observability import routes as observability_routes
 from forecourt.plugins import routes as plugin_routes
+from forecourt.realtime import sse, ws
 from forecourt.settings import Settings
 from forecourt.tenants.routes import router as tenants_router
 from forecourt.users.routes import auth as auth_router
@@ -80,6 +81,8 @@ def create_app(
         metric_routes.router,
         metric_routes.plugin_router,
         tenants_router,
+        sse.router,
+        ws.router,
         observability_routes.scrape,
         observability_routes.stats,
         observability_routes.system,

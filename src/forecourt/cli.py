@@ -159,6 +159,7 @@ def serve(
         log_level="info",
         proxy_headers=False,
         server_header=False,
+        ws_per_message_deflate=settings.stream_compression,
     )
 
 

@@ -41,6 +41,8 @@ from forecourt.ratelimit.redis import RedisLimiter
 from forecourt.ratelimit.windows import Limiter
 from forecourt.scopes import SYSTEM_ADMIN
 from forecourt.settings import Settings
+from forecourt.streams import producers as stream_producers
+from forecourt.streams.hub import StreamHub
 from forecourt.tenants.service import SUSPENSION_CHANNEL, Suspensions, TenantService
 from forecourt.users.service import UserService, user_principal
 from forecourt.users.throttle import SignInThrottle
@@ -49,7 +51,13 @@ from forecourt.webhooks.delivery import DeliveryWorker, default_worker_id
 from forecourt.webhooks.service import SECRET_PURPOSE, EndpointService, WebhookConfig
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from fastapi import FastAPI
+
+    from forecourt.events.envelope import StoredEvent
+    from forecourt.plugins.models import PluginExecution
+    from forecourt.webhooks.queue import Finished
 
     from forecourt.events.service import EventService
     from forecourt.plugins.instances import InstanceService
@@ -136,6 +144,18 @@ class Forecourt:
         # Suspended tenants: checked wherever a caller is resolved, kept current by broadcast.
         self.suspensions = Suspensions()
         self.broadcast.subscribe(SUSPENSION_CHANNEL, self.suspensions.on_message)
+        # Live streams: the hub producers publish to and /ws and /api/v1/stream read from.
+        self.streams = StreamHub(
+            self.broadcast,
+            window_s=s.stream_replay_window_s,
+            max_messages=s.stream_replay_max_messages,
+            heartbeat_s=s.stream_heartbeat_s,
+            max_connections_per_actor=s.stream_max_connections_per_key,
+            redis=self.redis,
+            reader=self._pubsub_redis if self.redis is not None else None,
+            prefix=s.redis_prefix,
+        )
+        self.event_writer.on_stored = self._events_stored
         self.operator_tenant_id: str | None = None
         self.webhook_config = WebhookConfig(
             box=SecretBox(self.key_config.secret, SECRET_PURPOSE),
@@ -176,6 +196,7 @@ class Forecourt:
 
         await install_bundled(self)
         await self.broadcast.start()
+        await self.streams.start()
         self.metrics.default_tenant_id = self.operator_tenant_id
         self.metrics.start()
         self._tasks.append(asyncio.create_task(self.usage.run(), name="forecourt-usage"))
@@ -197,6 +218,7 @@ class Forecourt:
             self.plugin_router = EventRouter(self.plugin_runner, self.worker_id)
             await self.plugin_router.start()
             self.plugin_scheduler = Scheduler(self.plugin_runner)
+            self.plugin_scheduler.on_run = self._execution_finished
             await self.plugin_scheduler.start()
             self._tasks.append(
                 asyncio.create_task(
@@ -231,6 +253,7 @@ class Forecourt:
         self._tasks.clear()
         await self.metrics.aclose()
         await self.usage.aclose()
+        await self.streams.aclose()
         await self.broadcast.aclose()
         await self.limiter.aclose()
         if self.redis is not None:
@@ -282,6 +305,16 @@ class Forecourt:
         """Events were committed with ``deliveries`` deliveries: wake the workers."""
         if deliveries:
             self.wake_workers()
+
+    def _events_stored(self, events: list[StoredEvent]) -> None:
+        stream_producers.events_published(self.streams, events)
+
+    def deliveries_recorded(self, finished: Sequence[Finished]) -> None:
+        """Attempts were recorded: their deliveries' new states go to the live streams."""
+        stream_producers.deliveries_recorded(self.streams, finished)
+
+    def _execution_finished(self, execution: PluginExecution) -> None:
+        stream_producers.execution_finished(self.streams, execution)
 
     async def _endpoint_disabled(self, session: AsyncSession, endpoint: Endpoint) -> None:
         """Publish ``endpoint.disabled`` in the transaction that disables the endpoint."""

@@ -149,6 +149,23 @@ class Settings(BaseSettings):
     metrics_rollup_lease_s: float = Field(default=60.0, gt=0)
     metrics_prune_batch: int = Field(default=10_000, gt=0)
 
+    # Live streams (WebSocket /ws and SSE /api/v1/stream; see docs/streams.md)
+    stream_replay_window_s: float = Field(default=600.0, gt=0, le=86_400)
+    stream_replay_max_messages: int = Field(default=100_000, gt=0)  # the in-process ring
+    stream_heartbeat_s: float = Field(default=30.0, gt=0)
+    stream_keepalive_s: float = Field(default=15.0, gt=0)  # SSE comment
+    stream_send_queue: int = Field(default=256, ge=1, le=100_000)  # messages per client
+    stream_max_subscriptions: int = Field(default=50, ge=1, le=10_000)  # per connection
+    stream_max_connections_per_key: int = Field(default=20, ge=1)  # per node
+    stream_max_client_message_bytes: int = Field(default=4096, ge=64, le=1_048_576)
+    stream_client_messages_per_s: float = Field(default=10.0, gt=0)  # burst: 5 s worth
+    stream_compression: bool = False  # WebSocket per-message deflate
+    # Origins a cookie-authenticated WebSocket may come from (comma-separated); empty: the
+    # server's own origin only.
+    stream_allowed_origins: Annotated[str, NoDecode] = ""
+    # A stream ends after this many seconds (the client reconnects and resumes); 0: never.
+    stream_max_duration_s: float = Field(default=0.0, ge=0)
+
     @field_validator("rate_limit_tiers")
     @classmethod
     def _tiers_positive(cls, tiers: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:

@@ -132,6 +132,8 @@ def _settings(data_dir: Path) -> Settings:
         secret_key="fuzz-secret",
         rate_limit_tiers={tier: {"minute": UNLIMITED} for tier in DEFAULT_TIERS},
         ip_rate_limit={"minute": UNLIMITED},
+        # The event stream answers a bounded response, which the fuzzer reads to its end.
+        stream_max_duration_s=0.2,
     )
 
 

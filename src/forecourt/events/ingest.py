@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -87,6 +87,8 @@ class EventWriter:
         self._waiting: deque[_Request] = deque()
         self._task: asyncio.Task[None] | None = None
         self.handoff: Handoff | None = None
+        # Called with the events each commit stored (the live streams' producer).
+        self.on_stored: Callable[[list[StoredEvent]], None] | None = None
 
     async def write(self, drafts: Sequence[Draft]) -> Results:
         """Store ``drafts`` (of one tenant) and return ``(event, created)`` for each, once
@@ -155,6 +157,7 @@ class EventWriter:
             request.future.set_exception(error)
         for request, plan in planned:
             request.future.set_result(plan.results)
+        self._stored([event for _, plan in planned for event, created in plan.results if created])
         events_published(sum(len(plan.events) for _, plan in planned))
         await self._published(
             sum(len(plan.deliveries) for _, plan in planned if plan.events) - len(taken)
@@ -200,10 +203,19 @@ class EventWriter:
                 request.future.set_exception(exc)
                 return
             request.future.set_result(plan.results)
+            self._stored([event for event, created in plan.results if created])
             events_published(len(plan.events))
             if plan.events:
                 await self._published(len(plan.deliveries))
             return
+
+    def _stored(self, events: list[StoredEvent]) -> None:
+        if self.on_stored is None or not events:
+            return
+        try:
+            self.on_stored(events)
+        except Exception:
+            LOG.exception("after-commit stream hook failed")
 
     async def _published(self, deliveries: int) -> None:
         if self._on_published is None:

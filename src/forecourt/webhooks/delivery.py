@@ -143,7 +143,11 @@ class DeliveryWorker:
             gate=fc.write_gate,
             on_endpoint_disabled=on_endpoint_disabled,
         )
-        self._recorder = Recorder(self.queue.record, give_up_s=settings.delivery_lease_s)
+        self._recorder = Recorder(
+            self.queue.record,
+            give_up_s=settings.delivery_lease_s,
+            on_recorded=fc.deliveries_recorded,
+        )
         self._owns_sender = sender is None
         self._sender = sender if sender is not None else sender_pool.from_settings(settings)
         self._rng = rng

@@ -26,13 +26,17 @@ BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
 
 Write = Callable[[Sequence[Finished]], Awaitable[None]]
+Recorded = Callable[[Sequence[Finished]], None]
 
 
 class Recorder:
     """Queues finished attempts and writes them in batches with ``write``."""
 
-    def __init__(self, write: Write, *, give_up_s: float) -> None:
+    def __init__(
+        self, write: Write, *, give_up_s: float, on_recorded: Recorded | None = None
+    ) -> None:
         self._write = write
+        self._on_recorded = on_recorded  # told of each batch once written (live streams)
         self._give_up_s = give_up_s
         self._waiting: list[tuple[Finished, asyncio.Future[bool]]] = []
         self._task: asyncio.Task[None] | None = None
@@ -76,7 +80,6 @@ class Recorder:
         while True:
             try:
                 await self._write(batch)
-                return True
             except (DBAPIError, PoolTimeout, OSError) as exc:
                 if time.monotonic() + backoff_s > give_up:
                     LOG.error(
@@ -91,6 +94,13 @@ class Recorder:
             except Exception:
                 LOG.exception("recording %d attempts failed unexpectedly", len(batch))
                 return False
+            else:
+                if self._on_recorded is not None:
+                    try:
+                        self._on_recorded(batch)
+                    except Exception:
+                        LOG.exception("after-record hook failed")
+                return True
 
 
 def brief(exc: BaseException) -> str:

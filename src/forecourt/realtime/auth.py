@@ -1,0 +1,154 @@
+"""Who opens a WebSocket, and may they: an API key (``Authorization: Bearer``, or the
+subprotocol ``forecourt.bearer.<key>`` for browsers, which cannot set headers) or a signed-in
+session cookie from an allowed Origin; the caller's rate limit is charged once per connection.
+
+The access middleware does this for HTTP; a WebSocket handshake does not pass through it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
+from typing import TYPE_CHECKING
+
+from starlette.websockets import WebSocket
+
+from forecourt.http.client_ip import ClientAddress, parse_networks
+from forecourt.http.middleware.access import SESSION_COOKIE
+from forecourt.keys import format as key_format
+from forecourt.principal import Principal
+from forecourt.streams.subscriber import FORBIDDEN, TOO_MANY, UNAUTHENTICATED, Ended
+
+if TYPE_CHECKING:
+    from forecourt.core import Forecourt
+
+PROTOCOL = "forecourt.v1"
+BEARER_PROTOCOL_PREFIX = "forecourt.bearer."
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller and how to check, later, that it still is."""
+
+    principal: Principal
+    revalidate: Callable[[], Awaitable[bool]]
+
+
+def subprotocol(websocket: WebSocket) -> str | None:
+    """The subprotocol to answer with: ``forecourt.v1`` when offered, else the offered bearer
+    token (a browser refuses a handshake that answers none of the protocols it offered)."""
+    offered = [str(p) for p in websocket.scope.get("subprotocols") or ()]
+    if PROTOCOL in offered:
+        return PROTOCOL
+    for protocol in offered:
+        if protocol.startswith(BEARER_PROTOCOL_PREFIX):
+            return protocol
+    return None
+
+
+def _allowed_origins(fc: Forecourt) -> set[str]:
+    return {
+        o.strip().rstrip("/") for o in fc.settings.stream_allowed_origins.split(",") if o.strip()
+    }
+
+
+def origin_allowed(websocket: WebSocket, fc: Forecourt) -> bool:
+    """A cookie is sent by the browser whatever page opens the socket: only the server's own
+    origin (or a configured one) may use it."""
+    origin = websocket.headers.get("origin")
+    if not origin:
+        return False
+    origin = origin.rstrip("/")
+    if origin in _allowed_origins(fc):
+        return True
+    host = websocket.headers.get("host", "")
+    return origin in {f"http://{host}", f"https://{host}"}
+
+
+async def authenticate(websocket: WebSocket, fc: Forecourt) -> Caller | Ended:
+    """The caller behind the handshake, or why it is refused (a close code and reason)."""
+    client = websocket.scope.get("client")
+    trusted = parse_networks(fc.settings.trusted_proxies)
+    ip = ClientAddress(trusted).resolve(client[0] if client else None, websocket.scope["headers"])
+    ip_bucket = f"ip:{ip}"
+    bearer: str | None = None
+    authorization = websocket.headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        bearer = token.strip()
+    else:
+        for protocol in websocket.scope.get("subprotocols") or ():
+            if str(protocol).startswith(BEARER_PROTOCOL_PREFIX):
+                bearer = str(protocol)[len(BEARER_PROTOCOL_PREFIX) :]
+                break
+    caller: Caller | None = None
+    if bearer is not None:
+        caller = await _by_key(fc, bearer, ip)
+    else:
+        cookie_header = websocket.headers.get("cookie")
+        token = ""
+        if cookie_header:
+            try:
+                morsel = SimpleCookie(cookie_header).get(SESSION_COOKIE)
+            except CookieError:
+                morsel = None
+            token = morsel.value if morsel is not None else ""
+        if token:
+            if not origin_allowed(websocket, fc):
+                await fc.limiter.hit(ip_bucket, fc.policy.ip_windows)
+                return Ended(FORBIDDEN, "the Origin may not use a session cookie here")
+            caller = await _by_session(fc, token, ip)
+    if caller is None:
+        decision = await fc.limiter.hit(ip_bucket, fc.policy.ip_windows)
+        if not decision.allowed:
+            return Ended(TOO_MANY, f"rate limited; retry in {decision.retry_after_s} s")
+        return Ended(UNAUTHENTICATED, "missing or invalid credentials")
+    principal = caller.principal
+    if principal.tenant_id in fc.suspensions:
+        return Ended(FORBIDDEN, "the tenant is suspended")
+    bucket = f"{principal.actor_type}:{principal.actor_id}"
+    decision = await fc.limiter.hit(
+        bucket, fc.policy.for_key(principal.tier, principal.rate_limits)
+    )
+    if not decision.allowed:
+        return Ended(TOO_MANY, f"rate limited; retry in {decision.retry_after_s} s")
+    return caller
+
+
+async def _by_key(fc: Forecourt, raw: str, ip: str | None) -> Caller | None:
+    if not key_format.is_well_formed(raw):
+        return None
+    recalled = fc.authenticator.recall(raw)
+    key = recalled.key
+    if recalled.lookup is not None:
+        decision = await fc.limiter.peek(f"ip:{ip}", fc.policy.ip_windows)
+        if not decision.allowed:
+            return None
+        key = await fc.authenticator.load(recalled.lookup)
+    if key is None:
+        return None
+    key_hash = key_format.hash_key(raw, fc.key_config.secret)
+
+    async def revalidate() -> bool:
+        hit, cached = fc.authenticator.cache.get(key_hash)
+        if not hit:
+            return await fc.authenticator.load(key_hash) is not None
+        return cached is not None and cached.valid_at(time.time())
+
+    principal = Principal(
+        "key", key.id, key.tenant_id, key.scopes, ip, tier=key.tier, rate_limits=key.rate_limits
+    )
+    return Caller(principal, revalidate)
+
+
+async def _by_session(fc: Forecourt, token: str, ip: str | None) -> Caller | None:
+    resolved = await fc.resolve_session(token, ip, None)
+    if resolved is None:
+        return None
+
+    async def revalidate() -> bool:
+        return await fc.resolve_session(token, ip, None) is not None
+
+    return Caller(resolved[0], revalidate)

@@ -1,0 +1,273 @@
+"""The stream hub: producers ``publish``, subscribers join, and every message of a tenant
+reaches that tenant's subscribers on every node.
+
+Without Redis, ``publish`` appends to the in-process replay ring and offers the message to
+this node's subscribers at once. With Redis, ``publish`` queues the message for one writer
+task that appends it to the shared Redis stream (a pipeline per batch); one reader task per
+node follows the stream and offers each message to the node's subscribers. Every node so
+sees every message once, in the stream's order, with the stream's id.
+
+``publish`` never blocks and never raises: a producer (an after-commit hook, a worker) is
+never held up by streams. Messages a Redis outage keeps from the stream are dropped (live
+streams are best effort; the event log keeps events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from forecourt.broadcast import Broadcast
+from forecourt.errors import InvalidInput
+from forecourt.keys.cache import INVALIDATE_CHANNEL
+from forecourt.streams.messages import HEARTBEAT, ZERO, MessageKey, StreamMessage, format_id
+from forecourt.streams.replay import MemoryLog, RedisLog
+from forecourt.streams.subscriber import FORBIDDEN, GOING_AWAY, TOO_MANY, Subscriber
+from forecourt.tenants.service import SUSPENSION_CHANNEL
+
+log = logging.getLogger("forecourt.streams")
+
+# Messages waiting for the Redis writer; past this (Redis down) the oldest are dropped.
+MAX_PENDING = 10_000
+WRITE_BATCH = 500
+RETRY_DELAY_S = 1.0
+
+Gauge = Callable[[int], None]
+
+
+class StreamHub:
+    """See the module docstring. ``start`` before use, ``aclose`` after."""
+
+    def __init__(
+        self,
+        broadcast: Broadcast,
+        *,
+        window_s: float,
+        max_messages: int,
+        heartbeat_s: float,
+        max_connections_per_actor: int,
+        redis: aioredis.Redis | None = None,
+        reader: aioredis.Redis | None = None,
+        prefix: str = "fc:",
+    ) -> None:
+        self.heartbeat_s = heartbeat_s
+        self.max_connections_per_actor = max_connections_per_actor
+        self._memory: MemoryLog | None = None
+        self._redis: RedisLog | None = None
+        if redis is not None and reader is not None:
+            self._redis = RedisLog(redis, reader, prefix, window_s)
+        else:
+            self._memory = MemoryLog(window_s, max_messages)
+        self.window_s = window_s
+        self._head: MessageKey = ZERO  # the newest message offered to this node's subscribers
+        self._by_tenant: dict[str, set[Subscriber]] = {}
+        self._by_actor: dict[str, set[Subscriber]] = {}
+        self._pending: deque[StreamMessage] = deque(maxlen=MAX_PENDING)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._checks: set[asyncio.Task[None]] = set()
+        self.dropped = 0
+        broadcast.subscribe(SUSPENSION_CHANNEL, self._on_suspension)
+        broadcast.subscribe(INVALIDATE_CHANNEL, self._on_key_changed)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        if self._redis is not None:
+            try:
+                self._head = await self._redis.head()
+            except (RedisError, OSError):
+                log.warning("could not read the stream's head; following it from its start")
+            self._tasks.append(asyncio.create_task(self._write_loop(), name="streams-writer"))
+            self._tasks.append(asyncio.create_task(self._read_loop(), name="streams-reader"))
+        self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="streams-heartbeat"))
+
+    async def aclose(self) -> None:
+        if self._redis is not None and self._pending:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self._flush(), timeout=2.0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for subscriber in list(self.subscribers()):
+            subscriber.end(GOING_AWAY, "the server is shutting down")
+        self._started = False
+
+    # -- producers --------------------------------------------------------------------------
+
+    def publish(
+        self,
+        tenant_id: str,
+        type: str,
+        family: str,
+        channel: str,
+        data: dict[str, Any],
+        keys: Sequence[str] = (),
+    ) -> None:
+        """Produce a message for ``tenant_id``'s subscribers of ``family`` channels."""
+        message = StreamMessage(type, tenant_id, family, channel, data, tuple(keys))
+        if self._memory is not None:
+            self._dispatch(self._memory.append(message))
+            return
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1
+        self._pending.append(message)
+        self._wake.set()
+
+    # -- subscribers ------------------------------------------------------------------------
+
+    @property
+    def head(self) -> MessageKey:
+        return self._head
+
+    @property
+    def active_connections(self) -> int:
+        return sum(len(s) for s in self._by_tenant.values())
+
+    def subscribers(self) -> list[Subscriber]:
+        return [s for group in self._by_tenant.values() for s in group]
+
+    def join(self, subscriber: Subscriber) -> bool:
+        """Register ``subscriber``; False (and it is ended) past the connections per actor."""
+        same = self._by_actor.setdefault(subscriber.actor, set())
+        if len(same) >= self.max_connections_per_actor:
+            subscriber.end(
+                TOO_MANY,
+                f"too many connections for this key ({self.max_connections_per_actor})",
+            )
+            if not same:
+                del self._by_actor[subscriber.actor]
+            return False
+        same.add(subscriber)
+        self._by_tenant.setdefault(subscriber.tenant_id, set()).add(subscriber)
+        subscriber.cursor = max(subscriber.cursor, self._head)
+        return True
+
+    def leave(self, subscriber: Subscriber) -> None:
+        for index, key in (
+            (self._by_tenant, subscriber.tenant_id),
+            (self._by_actor, subscriber.actor),
+        ):
+            group = index.get(key)
+            if group is not None:
+                group.discard(subscriber)
+                if not group:
+                    del index[key]
+
+    async def resume(self, subscriber: Subscriber, last_id: MessageKey) -> None:
+        """Queue what ``subscriber`` missed after ``last_id`` on its channels, then go on
+        live; a ``resync`` when that is past the window. InvalidInput for an id the stream
+        has not reached (nothing changes)."""
+        log_ = self._memory or self._redis
+        assert log_ is not None
+        if last_id > self._head:
+            newest = await log_.head()
+            if last_id > newest:
+                raise InvalidInput(
+                    f"last_id {format_id(last_id)} is ahead of the stream (its newest message "
+                    f"is {format_id(newest)}).",
+                    field="last_id",
+                    code="invalid_last_id",
+                )
+        subscriber.hold(last_id)
+        try:
+            if log_.lost_after(last_id):
+                subscriber.resync(self._head)
+            else:
+                await subscriber.replay(await log_.after(last_id))
+        finally:
+            subscriber.release()
+
+    # -- delivery to this node's subscribers ------------------------------------------------
+
+    def _dispatch(self, message: StreamMessage) -> None:
+        if message.key > self._head:
+            self._head = message.key
+        for subscriber in tuple(self._by_tenant.get(message.tenant_id, ())):
+            subscriber.offer(message)
+
+    async def _write_loop(self) -> None:
+        assert self._redis is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._flush()
+            except (RedisError, OSError):
+                log.warning("could not append to the stream; retrying", exc_info=True)
+                await asyncio.sleep(RETRY_DELAY_S)
+                self._wake.set()
+
+    async def _flush(self) -> None:
+        assert self._redis is not None
+        while self._pending:
+            batch = [self._pending[i] for i in range(min(WRITE_BATCH, len(self._pending)))]
+            await self._redis.append_many(batch)
+            for _ in batch:
+                self._pending.popleft()
+
+    async def _read_loop(self) -> None:
+        assert self._redis is not None
+        while True:
+            try:
+                messages = await self._redis.read(self._head)
+            except (RedisError, OSError):
+                log.warning("could not read the stream; retrying", exc_info=True)
+                await asyncio.sleep(RETRY_DELAY_S)
+                continue
+            for message in messages:
+                self._dispatch(message)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            count = self.active_connections
+            for subscriber in self.subscribers():
+                if subscriber.heartbeats:
+                    subscriber.send_control(HEARTBEAT, self._head, active_connections=count)
+                if subscriber.revalidate is not None:
+                    self._revalidate(subscriber)
+
+    # -- revocation and suspension ----------------------------------------------------------
+
+    def _on_suspension(self, message: str) -> None:
+        action, _, tenant_id = message.partition(" ")
+        if action == "suspend":
+            for subscriber in tuple(self._by_tenant.get(tenant_id, ())):
+                subscriber.end(FORBIDDEN, "the tenant is suspended")
+
+    def _on_key_changed(self, key_id: str) -> None:
+        for subscriber in tuple(self._by_actor.get(f"key:{key_id}", ())):
+            self._revalidate(subscriber)
+
+    def _revalidate(self, subscriber: Subscriber) -> None:
+        check = subscriber.revalidate
+        if check is None:
+            return
+
+        async def run() -> None:
+            try:
+                valid = await check()
+            except Exception:  # the database is away: keep the connection, check later
+                log.warning("could not check a stream client's credentials", exc_info=True)
+                return
+            if not valid:
+                subscriber.end(FORBIDDEN, "the credentials were revoked or expired")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
