@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from forecourt import __version__, runtime
+from forecourt.alerts import routes as alert_routes
 from forecourt.audit.routes import router as audit_router
 from forecourt.core import Forecourt
 from forecourt.events.routes import routers as event_routers
@@ -83,6 +84,8 @@ def create_app(
         tenants_router,
         sse.router,
         ws.router,
+        alert_routes.alerts,
+        alert_routes.rules,
         observability_routes.scrape,
         observability_routes.stats,
         observability_routes.system,

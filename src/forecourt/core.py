@@ -15,6 +15,8 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from forecourt import codec
+from forecourt.alerts.evaluator import RuleEvaluator
+from forecourt.alerts.service import AlertHooks
 from forecourt.broadcast import Broadcast, MemoryBroadcast, RedisBroadcast
 from forecourt.crypto import SecretBox
 from forecourt.db import migrate
@@ -173,6 +175,11 @@ class Forecourt:
         self.plugin_runner = PluginRunner(s, self.sessionmaker, on_published=self.on_published)
         self.plugin_router: EventRouter | None = None
         self.plugin_scheduler: Scheduler | None = None
+        # Alerts: rules are evaluated on nodes that run workers.
+        self.alert_hooks = AlertHooks()
+        self.alert_evaluator = RuleEvaluator(
+            self.sessionmaker, self.write_gate, self.alert_hooks, s.alert_evaluation_interval_s
+        )
         self.broadcast.subscribe(WAKE_CHANNEL, self._wake_local)
         self._wake_pending = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -226,6 +233,10 @@ class Forecourt:
                     name="forecourt-retention",
                 )
             )
+            if self.settings.alert_evaluation_interval_s > 0:
+                self._tasks.append(
+                    asyncio.create_task(self.alert_evaluator.run(), name="forecourt-alert-rules")
+                )
             self._tasks.append(
                 asyncio.create_task(self.metrics.run_jobs(), name="forecourt-metrics-jobs")
             )

@@ -24,6 +24,7 @@ RESOURCE_ACTIONS: dict[str, tuple[str, ...]] = {
     "deliveries": ("read", "write"),
     "plugins": ("read", "write", "execute"),
     "metrics": ("read", "write"),
+    "alerts": ("read", "write"),
     "connections": ("read", "write"),
     "consents": ("read", "write"),
     "audit-log": ("read",),

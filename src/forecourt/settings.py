@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     endpoint_disable_min_failures: int = Field(default=10, gt=0)
     secret_rotation_overlap_s: int = Field(default=86_400, ge=0)
 
+    # Alert rules (docs/alerts.md): how often worker nodes evaluate them; 0: never in the
+    # background (a rule is then evaluated only when asked to, as the tests do).
+    alert_evaluation_interval_s: float = Field(default=30.0, ge=0, le=86_400)
+
     # Plugins: packages and trust
     plugin_max_package_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     plugin_allow_unsigned: bool = False

@@ -250,6 +250,8 @@ RESOURCES: dict[str, Callable[[Harness, Seeded], Awaitable[None]]] = {
     "user": make_user,
     "plugin": make_plugin,
     "instance": make_instance,
+    "alert": make_alert,
+    "alert_rule": make_alert_rule,
     "metric": make_metric,
 }
 

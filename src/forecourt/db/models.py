@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from forecourt.alerts.models import Alert, AlertRule
 from forecourt.audit.models import AuditEntry
 from forecourt.db.base import Base
 from forecourt.events.models import Event, EventType
@@ -25,6 +26,8 @@ from forecourt.webhooks.models import Attempt, Delivery, Endpoint
 metadata = Base.metadata
 
 __all__ = [
+    "Alert",
+    "AlertRule",
     "ApiKey",
     "ApiKeyUsage",
     "Attempt",
