@@ -11,6 +11,7 @@ exception's class and message. During a call it may use::
     fp.metric("rows", 12, {"table": "orders"})
     fp.emit("export.finished", {"rows": 12}, subject="orders")
     fp.fetch("https://api.example.com/v1/items").json()
+    fp.send_datagrams("statsd.example.com:8125", [b"orders:1|c"])
 
 ``print`` and anything written to stdout or stderr also end up in the call's logs (truncated).
 ``fetch`` reaches only the hosts the plugin declared, through Forecourt's egress proxy; the
@@ -43,6 +44,7 @@ __all__ = [
     "fetch",
     "log",
     "metric",
+    "send_datagrams",
 ]
 
 MAX_METRICS_PER_CALL = 1000
@@ -50,6 +52,9 @@ MAX_EVENTS_PER_CALL = 1000
 MAX_NAME_CHARS = 200  # metric names and event types
 FETCH_TIMEOUT_S = 10.0
 MAX_FETCH_TIMEOUT_S = 60.0
+MAX_DATAGRAM_BYTES = 8192  # the egress proxy's bounds, checked here first for a clear error
+MAX_DATAGRAMS_PER_CALL = 1000
+DATAGRAM_TIMEOUT_S = 10.0
 EGRESS_GRACE_S = 5.0  # on top of a fetch's own timeout, for the proxy to answer
 
 
@@ -164,10 +169,47 @@ def fetch(
         "body": None if payload is None else base64.b64encode(payload).decode(),
         "timeout": timeout,
     }
+    answer = _ask_egress(request, timeout)
+    return Response(
+        status=int(answer["status"]),
+        headers={str(k): str(v) for k, v in answer["headers"].items()},
+        body=base64.b64decode(answer["body"]),
+    )
+
+
+def send_datagrams(target: str, datagrams: list[bytes]) -> int:
+    """Send UDP datagrams to ``target`` (``host:port``) through Forecourt's egress proxy.
+
+    ``target`` must be declared with its port; its addresses pass the SSRF guard as for
+    :func:`fetch`. At most 1,000 datagrams of at most 8,192 bytes each per call; a call that
+    breaks a bound sends nothing. Returns how many were sent. Raises :class:`EgressRefused`
+    when the proxy refuses, :class:`FetchError` when sending fails, :class:`NotAvailable`
+    when the plugin declared no hosts.
+    """
+    if _egress_socket is None:
+        raise NotAvailable("this plugin declared no network hosts, so it has no network")
+    if len(datagrams) > MAX_DATAGRAMS_PER_CALL:
+        raise ValueError(f"at most {MAX_DATAGRAMS_PER_CALL} datagrams may be sent per call")
+    for datagram in datagrams:
+        if not isinstance(datagram, bytes):
+            raise TypeError("a datagram is bytes")
+        if len(datagram) > MAX_DATAGRAM_BYTES:
+            raise ValueError(f"a datagram is over {MAX_DATAGRAM_BYTES} bytes")
+    request = {
+        "op": "datagrams",
+        "target": target,
+        "datagrams": [base64.b64encode(datagram).decode() for datagram in datagrams],
+    }
+    answer = _ask_egress(request, DATAGRAM_TIMEOUT_S)
+    return int(answer["sent"])
+
+
+def _ask_egress(request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One request to the egress proxy; its answer when ``ok``, else the error it names."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout + EGRESS_GRACE_S)
-            sock.connect(_egress_socket)
+            sock.connect(str(_egress_socket))
             _wire.send_frame(sock, request)
             answer = _wire.recv_frame(sock)
     except (OSError, _wire.FrameError) as exc:
@@ -177,11 +219,7 @@ def fetch(
     if not answer.get("ok"):
         error = EgressRefused if answer.get("refused") else FetchError
         raise error(str(answer.get("message", "the request failed")))
-    return Response(
-        status=int(answer["status"]),
-        headers={str(k): str(v) for k, v in answer["headers"].items()},
-        body=base64.b64decode(answer["body"]),
-    )
+    return answer
 
 
 def connection_token(name: str) -> str:

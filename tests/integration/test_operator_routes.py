@@ -44,6 +44,10 @@ KNOWN = {
     ("GET", "/api/v1/plugins/publisher-keys"),
     ("POST", "/api/v1/plugins/publisher-keys"),
     ("DELETE", "/api/v1/plugins/publisher-keys/{publisher_key_id}"),
+    ("GET", "/api/v1/stats/operations"),
+    ("GET", "/api/v1/stats/operations/slow"),
+    ("GET", "/api/v1/system/logs"),
+    ("GET", "/api/v1/system/logs/stats"),
 }
 PATH_VALUES = {
     "plugin_id": "forecourt.csv-export",

@@ -26,6 +26,8 @@ import re
 import sys
 from pathlib import Path
 
+from forecourt.settings import ensure_private_dir
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LOCK_FILE = ".lock"
 MARKER_PREFIX = "live-"
@@ -39,7 +41,9 @@ def prepare(path: Path) -> Path:
         raise RuntimeError("prometheus_client was imported before its multiprocess folder was set")
     existing = os.environ.get(MULTIPROC_ENV)
     folder = Path(existing) if existing else path
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The files are created by prometheus_client with the umask's mode: the folder (0700)
+    # is what keeps them the owner's.
+    ensure_private_dir(folder, tighten=True)
     # Before anything imports prometheus_client (its value class is chosen at import).
     os.environ[MULTIPROC_ENV] = str(folder)
     pid = os.getpid()

@@ -15,6 +15,11 @@ A request goes out only if:
 
 Redirects are returned to the plugin, not followed (a redirect could lead anywhere). Bodies
 are capped both ways.
+
+``forecourt_plugin.send_datagrams`` sends UDP datagrams the same way (StatsD, say): to a
+declared ``host:port`` (a rule with an explicit port; a port-less rule covers HTTP only),
+to the first address the SSRF guard passes, at most ``MAX_DATAGRAMS_PER_CALL`` datagrams of
+at most ``MAX_DATAGRAM_BYTES`` each per call. A request that breaks a bound sends nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import logging
 import math
 import os
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +51,10 @@ MAX_TIMEOUT_S = 60.0
 MIN_TIMEOUT_S = 0.1
 DEFAULT_TIMEOUT_S = 10.0
 MAX_CONCURRENT_REQUESTS = 4  # per worker
+MAX_DATAGRAM_BYTES = 8192  # one UDP payload; StatsD agents read 8 KiB at most by default
+MAX_DATAGRAMS_PER_CALL = 1000
+DATAGRAM_TIMEOUT_S = 10.0  # for one call's datagrams to leave
+DATAGRAMS = "datagrams"  # the ``op`` of a request that sends datagrams
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 DROPPED_HEADERS = frozenset(
     {"connection", "host", "keep-alive", "proxy-authorization", "proxy-connection", "te",
@@ -100,6 +110,22 @@ def parse_hosts(entries: Iterable[str]) -> tuple[HostRule, ...]:
     return tuple(rules)
 
 
+def check_declared_datagram(target: str, rules: tuple[HostRule, ...]) -> tuple[str, int]:
+    """The host and port of ``target`` (``host:port``), if declared with that very port;
+    :class:`Refused` if not."""
+    try:
+        parts = urlsplit("//" + target)
+        port = parts.port
+    except ValueError:
+        raise Refused(f"datagram target {target!r} is not host:port") from None
+    if not parts.hostname or port is None or parts.path or "@" in parts.netloc:
+        raise Refused(f"datagram target {target!r} is not host:port")
+    host = _normal(parts.hostname)
+    if not any(rule.port == port and rule.matches(host, port, "http") for rule in rules):
+        raise Refused(f"{host}:{port} is not among the hosts this plugin declared")
+    return host, port
+
+
 def check_declared(url: str, rules: tuple[HostRule, ...]) -> None:
     """Raise :class:`Refused` unless ``url`` is well formed and its host:port is declared."""
     try:
@@ -149,6 +175,34 @@ class Egress:
             await self._session.close()
             self._session = None
 
+    async def answer(self, request: Any, rules: tuple[HostRule, ...]) -> dict[str, Any]:
+        """The answer to one request of a worker: an HTTP request or datagrams to send."""
+        if isinstance(request, dict) and request.get("op") == DATAGRAMS:
+            return await self.send_datagrams(request, rules)
+        return await self.fetch(request, rules)
+
+    async def send_datagrams(self, request: Any, rules: tuple[HostRule, ...]) -> dict[str, Any]:
+        """Send one worker's datagrams over UDP; the answer to frame back (``sent``: how
+        many left)."""
+        try:
+            target, payloads = _parse_datagrams(request)
+            host, port = check_declared_datagram(target, rules)
+            bracketed = f"[{host}]" if ":" in host else host
+            addresses = await ssrf.check_url(
+                f"http://{bracketed}:{port}/", self._policy, self._resolver or ssrf.SystemResolver()
+            )
+            sent = await asyncio.wait_for(
+                asyncio.to_thread(_send_udp, addresses[0], port, payloads), DATAGRAM_TIMEOUT_S
+            )
+            return {"ok": True, "sent": sent}
+        except Refused as exc:
+            return {"ok": False, "refused": True, "message": str(exc)}
+        except ssrf.UnsafeTarget as exc:
+            message = f"refused by the SSRF guard: {exc.reason}"
+            return {"ok": False, "refused": True, "message": message}
+        except (TimeoutError, OSError, ValueError) as exc:
+            return {"ok": False, "refused": False, "message": f"{type(exc).__name__}: {exc}"}
+
     async def fetch(self, request: Any, rules: tuple[HostRule, ...]) -> dict[str, Any]:
         """Make one request from a worker; the answer to frame back."""
         try:
@@ -194,7 +248,7 @@ class Egress:
         try:
             length = decode_length(await reader.readexactly(HEADER.size))
             request = await adecode(await reader.readexactly(length))  # large: off the loop
-            writer.write(encode(await self.fetch(request, rules)))
+            writer.write(encode(await self.answer(request, rules)))
             await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, FrameError):
             pass  # a worker that sends garbage or hangs up gets nothing
@@ -227,6 +281,38 @@ def _parse(request: Any) -> tuple[str, str, dict[str, str], bytes | None, float]
     if payload is not None and len(payload) > MAX_REQUEST_BODY_BYTES:
         raise Refused(f"the request body is over {MAX_REQUEST_BODY_BYTES} bytes")
     return method, url, headers, payload, _timeout(request.get("timeout"))
+
+
+def _parse_datagrams(request: dict[str, Any]) -> tuple[str, list[bytes]]:
+    target = request.get("target")
+    if not isinstance(target, str):
+        raise Refused("the datagrams have no target host:port")
+    encoded = request.get("datagrams")
+    if not isinstance(encoded, list) or not all(isinstance(item, str) for item in encoded):
+        raise Refused("datagrams must be a list of base64 strings")
+    if len(encoded) > MAX_DATAGRAMS_PER_CALL:
+        raise Refused(f"at most {MAX_DATAGRAMS_PER_CALL} datagrams may be sent per call")
+    try:
+        payloads = [base64.b64decode(item, validate=True) for item in encoded]
+    except ValueError:
+        raise Refused("a datagram is not valid base64") from None
+    for index, payload in enumerate(payloads):
+        if len(payload) > MAX_DATAGRAM_BYTES:
+            raise Refused(f"datagram {index} is over {MAX_DATAGRAM_BYTES} bytes")
+        if not payload:
+            raise Refused(f"datagram {index} is empty")
+    return target, payloads
+
+
+def _send_udp(address: str, port: int, payloads: list[bytes]) -> int:
+    """Send ``payloads`` to the checked ``address`` (blocking); how many were sent."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(DATAGRAM_TIMEOUT_S)
+        sock.connect((address, port))  # the address checked, never a name looked up again
+        for payload in payloads:
+            sock.send(payload)
+    return len(payloads)
 
 
 def _timeout(value: Any) -> float:

@@ -266,6 +266,19 @@ def fetch(request):
     return {"status": response.status, "body": response.text, "headers": response.headers}
 
 
+def datagrams(request):
+    """Send ``request["datagrams"]`` (text) to ``request["target"]`` through the proxy."""
+    import forecourt_plugin as fp
+
+    payloads = [item.encode() for item in request["datagrams"]]
+    try:
+        return {"sent": fp.send_datagrams(request["target"], payloads)}
+    except fp.FetchError as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+    except (fp.NotAvailable, ValueError) as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+
+
 def scratch(_):
     """Write a file in the working directory and read it back."""
     with open("notes.txt", "w") as file:
