@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -176,7 +176,7 @@ class Forecourt:
         self.plugin_router: EventRouter | None = None
         self.plugin_scheduler: Scheduler | None = None
         # Alerts: rules are evaluated on nodes that run workers.
-        self.alert_hooks = AlertHooks()
+        self.alert_hooks = AlertHooks(on_change=self._alert_changed)
         self.alert_evaluator = RuleEvaluator(
             self.sessionmaker, self.write_gate, self.alert_hooks, s.alert_evaluation_interval_s
         )
@@ -323,6 +323,10 @@ class Forecourt:
     def deliveries_recorded(self, finished: Sequence[Finished]) -> None:
         """Attempts were recorded: their deliveries' new states go to the live streams."""
         stream_producers.deliveries_recorded(self.streams, finished)
+
+    def _alert_changed(self, tenant_id: str, alert: dict[str, Any]) -> None:
+        """An alert opened, repeated, was acknowledged or resolved: to the live streams."""
+        stream_producers.alert_changed(self.streams, tenant_id, alert)
 
     def _execution_finished(self, execution: PluginExecution) -> None:
         stream_producers.execution_finished(self.streams, execution)
