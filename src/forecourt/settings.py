@@ -151,6 +151,7 @@ class Settings(BaseSettings):
     metrics_buffer_wait_s: float = Field(default=2.0, ge=0)
     metrics_rollup_interval_s: float = Field(default=10.0, gt=0)
     metrics_rollup_lease_s: float = Field(default=60.0, gt=0)
+    metrics_rollup_batch: int = Field(default=1_000, gt=0, le=100_000)  # entries per claim
     metrics_prune_batch: int = Field(default=10_000, gt=0)
 
     # Live streams (WebSocket /ws and SSE /api/v1/stream; see docs/streams.md)

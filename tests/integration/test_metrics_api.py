@@ -24,9 +24,7 @@ def hour_start(hours_ago: int) -> datetime:
 
 
 async def write(h: Harness, points: list[dict[str, Any]], key: str | None = None) -> Any:
-    response = await h.client.post(
-        "/api/v1/metrics", json={"points": points}, headers=h.auth(key)
-    )
+    response = await h.client.post("/api/v1/metrics", json={"points": points}, headers=h.auth(key))
     assert response.status_code == 202, response.text
     return response.json()
 
@@ -58,7 +56,10 @@ async def test_write_then_query_at_each_resolution(harness_factory: Any) -> None
     assert raw["resolution"] == "raw"
     [series] = raw["series"]
     assert series["labels"] == {"host": "a"}
-    assert series["points"][:2] == [[iso(base), 0 + 1 + 2], [iso(base + timedelta(seconds=30)), 3 + 4 + 5]]
+    assert series["points"][:2] == [
+        [iso(base), 0 + 1 + 2],
+        [iso(base + timedelta(seconds=30)), 3 + 4 + 5],
+    ]
 
     minute = await query(h, name="app.load", labels="host:b", step=300, agg="max", **span)
     assert minute["resolution"] == "1m"
@@ -162,7 +163,7 @@ async def test_bad_writes_store_nothing(harness: Harness, body: Any, field: str)
         422,
         "invalid-input",
     )
-    assert field in {e["field"] for e in found["errors"]}, found
+    assert any(e["field"].startswith(field) for e in found["errors"]), found
     await harness.fc.metrics.flush()
     listed = await harness.client.get("/api/v1/metrics", headers=harness.auth())
     assert listed.json()["items"] == []
@@ -170,7 +171,7 @@ async def test_bad_writes_store_nothing(harness: Harness, body: Any, field: str)
 
 async def test_non_finite_values_are_refused(harness: Harness) -> None:
     for text in ("NaN", "Infinity", "-Infinity", "1e999"):
-        raw = '{"points": [{"name": "ok", "value": %s}]}' % text
+        raw = '{"points": [{"name": "ok", "value": ' + text + "}]}"
         response = await harness.client.post(
             "/api/v1/metrics",
             content=raw,
@@ -195,7 +196,10 @@ BAD_QUERIES = [
     ({"name": "bad name"}, "name"),
     ({}, "name"),
     ({"name": "x", "from": "2026-01-01T00:00:00"}, "from"),
-    ({"name": "x", "from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z", "step": 1}, "step"),
+    (
+        {"name": "x", "from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z", "step": 1},
+        "step",
+    ),
 ]
 
 
@@ -206,4 +210,4 @@ async def test_bad_queries(harness: Harness, params: dict[str, Any], field: str)
         422,
         "invalid-input",
     )
-    assert field in {e["field"] for e in found["errors"]}, found
+    assert any(e["field"].startswith(field) for e in found["errors"]), found

@@ -86,11 +86,19 @@ class Claimed:
 class Rollups:
     """Claims and does rollup work; ``run_once`` is one pass over both resolutions."""
 
-    def __init__(self, engine: AsyncEngine, gate: WriteGate, worker_id: str, lease_s: float):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        gate: WriteGate,
+        worker_id: str,
+        lease_s: float,
+        batch: int = CLAIM_BATCH,
+    ) -> None:
         self.engine = engine
         self.gate = gate
         self.worker_id = worker_id
         self.lease_s = lease_s
+        self.batch = batch
         self.buckets_done = 0  # (bucket, series) entries rolled up by this node
 
     async def run_once(self, now: datetime | None = None) -> int:
@@ -98,7 +106,7 @@ class Rollups:
         done = 0
         for resolution in RESOLUTIONS:
             while True:
-                claimed = await self.claim(resolution, now or utcnow())
+                claimed = await self.claim(resolution, now or utcnow(), self.batch)
                 if not claimed:
                     break
                 await self.roll_up(claimed)

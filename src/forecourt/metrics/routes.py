@@ -14,7 +14,10 @@ from forecourt.errors import InvalidInput
 from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
 from forecourt.http.guard import GuardedRoute
 from forecourt.metrics import query as q
+from forecourt.metrics.models import NAME_LENGTH
 from forecourt.metrics.schemas import (
+    LABELS_QUERY_PATTERN,
+    NAME_PATTERN,
     Aggregation,
     LatestOut,
     PointsIn,
@@ -124,9 +127,21 @@ async def query_points(
     actor: MetricsRead,
     fc: ForecourtDep,
     session: DbSession,
-    name: Annotated[str, Query(min_length=1, max_length=200, examples=["system.cpu.percent"])],
+    name: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=NAME_LENGTH,
+            pattern=NAME_PATTERN,
+            examples=["system.cpu.percent"],
+        ),
+    ],
     labels: Annotated[
-        str | None, Query(max_length=4096, description="key:value pairs, comma-separated.")
+        str | None,
+        Query(
+            pattern=LABELS_QUERY_PATTERN,
+            description="key:value pairs, comma-separated; a series matches if it has them all.",
+        ),
     ] = None,
     start: Annotated[
         Timestamp | None, Query(alias="from", description="Inclusive; default: an hour before to.")
@@ -231,11 +246,11 @@ async def plugin_history(
     actor: MetricsRead,
     fc: ForecourtDep,
     session: DbSession,
-    metric_name: Annotated[str, Query(min_length=1, max_length=200)],
+    metric_name: Annotated[str, Query(min_length=1, max_length=NAME_LENGTH, pattern=NAME_PATTERN)],
     hours: Annotated[int, Query(ge=1, le=MAX_HISTORY_HOURS)] = 24,
     step: Annotated[int, Query(ge=1, le=q.MAX_STEP_S)] = 60,
     agg: Aggregation = "avg",
-    labels: Annotated[str | None, Query(max_length=4096)] = None,
+    labels: Annotated[str | None, Query(pattern=LABELS_QUERY_PATTERN)] = None,
 ) -> Response:
     """``metric_name`` of your instances of the plugin over the last ``hours``, per step."""
     sources = await _instance_ids(fc, session, actor, plugin_id)

@@ -4,9 +4,9 @@ follow (one place, read by the API, the in-process API and the collectors' hand-
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from forecourt.metrics.models import NAME_LENGTH
 from forecourt.schemas import StrictModel, Timestamp
@@ -22,6 +22,14 @@ SOURCE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
 RESERVED_SOURCES = ("forecourt",)
 RESERVED_SOURCE_PREFIX = "pin_"
 DEFAULT_API_SOURCE = "app"
+# ``labels`` of a query: ``key:value`` pairs separated by commas.
+_PAIR = rf"[A-Za-z_][A-Za-z0-9_]{{0,63}}:[^,\x00]{{0,{MAX_LABEL_VALUE_CHARS}}}"
+LABELS_QUERY_PATTERN = rf"^{_PAIR}(,{_PAIR}){{0,{MAX_LABELS - 1}}}$"
+NAME_PATTERN = "^" + NAME_RE.pattern[:-2] + "$"
+LabelName = Annotated[str, StringConstraints(pattern="^" + LABEL_KEY_RE.pattern[:-2] + "$")]
+LabelValue = Annotated[
+    str, StringConstraints(max_length=MAX_LABEL_VALUE_CHARS, pattern=r"^[^\x00]*$")
+]
 MAX_POINTS_PER_REQUEST = 5_000
 
 Aggregation = Literal["avg", "min", "max", "sum", "last", "count", "p95"]
@@ -59,11 +67,15 @@ class PointIn(StrictModel):
         min_length=1,
         max_length=NAME_LENGTH,
         examples=["orders.checkout.seconds"],
-        json_schema_extra={"pattern": NAME_RE.pattern[:-2] + "$"},
+        json_schema_extra={"pattern": NAME_PATTERN},
     )
     value: float = Field(allow_inf_nan=False, examples=[0.42])
-    labels: dict[str, str] = Field(
-        default_factory=dict, max_length=MAX_LABELS, examples=[{"region": "eu"}]
+    labels: dict[LabelName, LabelValue] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        examples=[{"region": "eu"}],
+        # Pydantic lists the key pattern under patternProperties alone: no other key.
+        json_schema_extra={"additionalProperties": False},
     )
     time: Timestamp | None = Field(default=None, description="When it was measured; default: now.")
 
@@ -92,7 +104,7 @@ class PointsIn(StrictModel):
         default=DEFAULT_API_SOURCE,
         min_length=1,
         max_length=64,
-        json_schema_extra={"pattern": SOURCE_RE.pattern[:-2] + "$"},
+        json_schema_extra={"pattern": "^" + SOURCE_RE.pattern[:-2] + "$"},
     )
 
     @field_validator("source")

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from forecourt.db.base import utcnow
 from forecourt.db.gate import WriteGate
 from forecourt.errors import InvalidInput
 from forecourt.metrics import query as q
-from forecourt.metrics.models import MetricSeries
+from forecourt.metrics.models import MetricPoint, MetricSeries
 from forecourt.metrics.retention import Retention, prune
 from forecourt.metrics.rollup import Rollups
 from forecourt.metrics.schemas import AGGREGATIONS, labels_problem, name_problem
@@ -86,11 +86,11 @@ def parse_labels(text: str | None, *, field_name: str = "labels") -> dict[str, s
     labels: dict[str, str] = {}
     for part in text.split(","):
         key, sep, value = part.partition(":")
-        if not sep or not key.strip():
+        if not sep or not key:
             raise InvalidInput(
                 f"labels are key:value pairs separated by commas, not {part!r}", field=field_name
             )
-        labels[key.strip()] = value.strip()
+        labels[key] = value
     problem = labels_problem(labels)
     if problem:
         raise InvalidInput(problem, field=field_name)
@@ -124,7 +124,13 @@ class Metrics:
             interval_s=settings.metrics_flush_interval_s,
             wait_s=settings.metrics_buffer_wait_s,
         )
-        self.rollups = Rollups(engine, gate, worker_id, settings.metrics_rollup_lease_s)
+        self.rollups = Rollups(
+            engine,
+            gate,
+            worker_id,
+            settings.metrics_rollup_lease_s,
+            settings.metrics_rollup_batch,
+        )
         self.gate = gate
         self.refused: Counter[str] = Counter()  # reason -> points refused
         self.default_tenant_id: str | None = None
@@ -323,6 +329,35 @@ class Metrics:
             .limit(limit)
         )
         return list((await session.scalars(stmt)).all())
+
+    async def points_after(
+        self,
+        session: AsyncSession,
+        series: Sequence[MetricSeries],
+        after: tuple[int, int],
+        until_ms: int,
+        limit: int,
+    ) -> list[tuple[int, int, float]]:
+        """Raw points (ts, series id, value) of ``series`` after ``after`` (ts, series id)
+        and at or before ``until_ms``, in that order, at most ``limit``: what an exporter
+        reads past its cursor (plugins/exports.py)."""
+        if not series:
+            return []
+        ts, series_id = after
+        stmt = (
+            select(MetricPoint.ts, MetricPoint.series_id, MetricPoint.value)
+            .where(
+                MetricPoint.series_id.in_([s.id for s in series]),
+                MetricPoint.ts <= until_ms,
+                or_(
+                    MetricPoint.ts > ts,
+                    and_(MetricPoint.ts == ts, MetricPoint.series_id > series_id),
+                ),
+            )
+            .order_by(MetricPoint.ts, MetricPoint.series_id)
+            .limit(limit)
+        )
+        return [(row[0], row[1], row[2]) for row in (await session.execute(stmt)).all()]
 
 
 def check_query(query: SeriesQuery) -> None:

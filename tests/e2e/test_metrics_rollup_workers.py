@@ -1,0 +1,132 @@
+"""Two ``forecourt worker`` processes roll up the metrics of one PostgreSQL database at once:
+each bucket is claimed by one of them at a time (both are seen holding claims), and once the
+work list is empty every series' 1-minute and 1-hour counts and sums equal those of its raw
+points: nothing is counted twice, nothing is missed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from processes import Node, terminate_all, wait_until
+
+from commands import clean_env
+from commands import run as cli
+from conftest import REDIS_URL
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+SERIES = 30
+MINUTES = 50
+ROUNDS = 4
+DRAIN_TIMEOUT_S = 120.0
+
+
+def sql(url: str, statement: str) -> list[Any]:
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            return list(await conn.fetch(statement))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def deployment(
+    tmp_path: Path, empty_pg_database: str, redis_prefix: str
+) -> Iterator[tuple[Node, list[Node], str]]:
+    env = clean_env(
+        tmp_path / "data",
+        database_url=empty_pg_database,
+        redis_url=REDIS_URL,
+        redis_prefix=redis_prefix,
+        secret_key="metrics-e2e-" + "k" * 24,
+        metrics_rollup_interval_s="0.2",
+        metrics_rollup_batch="20",
+        metrics_flush_interval_s="0.1",
+    )
+    migrated = cli(env, tmp_path, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    nodes: list[Node] = []
+    try:
+        nodes.append(Node.serve(env, tmp_path, "--no-workers").start())
+        nodes.append(Node.worker(env, tmp_path, name="worker-a").start())
+        nodes.append(Node.worker(env, tmp_path, name="worker-b").start())
+        yield nodes[0], nodes[1:], empty_pg_database
+        assert terminate_all(nodes) == [0, 0, 0]
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+def test_two_workers_roll_up_without_double_counting(
+    deployment: tuple[Node, list[Node], str], tmp_path: Path
+) -> None:
+    api, _workers, url = deployment
+    key = (tmp_path / "data" / "owner-key").read_text().strip()
+    headers = {"Authorization": f"Bearer {key}"}
+    start_s = int(time.time()) // 60 * 60 - MINUTES * 60
+    holders: set[str] = set()
+    with httpx.Client(base_url=api.base_url, headers=headers, timeout=30.0) as client:
+        for round_no in range(ROUNDS):
+            # Every round adds a point to every minute of every series, so each round's
+            # minutes (and their hours) are rolled up again.
+            points = [
+                {
+                    "name": "e2e.load",
+                    "value": float(round_no * 1000 + minute),
+                    "labels": {"series": str(s)},
+                    "time": time.strftime(
+                        "%Y-%m-%dT%H:%M:%SZ",
+                        time.gmtime(start_s + minute * 60 + round_no * 10),
+                    ),
+                }
+                for s in range(SERIES)
+                for minute in range(MINUTES)
+            ]
+            for i in range(0, len(points), 500):
+                response = client.post("/api/v1/metrics", json={"points": points[i : i + 500]})
+                assert response.status_code == 202, response.text
+                assert response.json()["refused"] == []
+
+            def drained(round_no: int = round_no) -> bool:
+                rows = sql(url, "SELECT leased_by FROM metric_rollup_work")
+                holders.update(r["leased_by"] for r in rows if r["leased_by"])
+                stored = sql(url, "SELECT count(*) AS n FROM metric_points")[0]["n"]
+                return stored == (round_no + 1) * SERIES * MINUTES and not rows
+
+            wait_until(drained, DRAIN_TIMEOUT_S, f"round {round_no} rolled up")
+
+    assert len(holders) == 2, f"claims seen from {holders}"
+    raw = {
+        r["series_id"]: (r["n"], r["s"])
+        for r in sql(
+            url,
+            "SELECT series_id, count(*) AS n, sum(value) AS s FROM metric_points "
+            "GROUP BY series_id",
+        )
+    }
+    assert len(raw) == SERIES
+    for resolution in (60, 3600):
+        rolled = {
+            r["series_id"]: (r["n"], r["s"])
+            for r in sql(
+                url,
+                "SELECT series_id, sum(count) AS n, sum(sum) AS s FROM metric_rollups "
+                f"WHERE resolution = {resolution} GROUP BY series_id",
+            )
+        }
+        assert rolled.keys() == raw.keys()
+        for sid, (count, total) in raw.items():
+            assert rolled[sid][0] == count == ROUNDS * MINUTES, (resolution, sid)
+            assert rolled[sid][1] == pytest.approx(total), (resolution, sid)
+    minutes = sql(url, "SELECT count(*) AS n FROM metric_rollups WHERE resolution = 60")
+    assert minutes[0]["n"] == SERIES * MINUTES
