@@ -330,6 +330,10 @@ class Forecourt:
 
     def _execution_finished(self, execution: PluginExecution) -> None:
         stream_producers.execution_finished(self.streams, execution)
+        # A collector's metrics become series of its instance; the record keeps its summary.
+        self.metrics.take_run(
+            execution.tenant_id, execution.instance_id, execution.started_at, execution.metrics
+        )
 
     async def _endpoint_disabled(self, session: AsyncSession, endpoint: Endpoint) -> None:
         """Publish ``endpoint.disabled`` in the transaction that disables the endpoint."""

@@ -134,6 +134,7 @@ class Metrics:
         self.gate = gate
         self.refused: Counter[str] = Counter()  # reason -> points refused
         self.default_tenant_id: str | None = None
+        self._handoffs: set[asyncio.Task[int]] = set()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -215,6 +216,24 @@ class Metrics:
         accepted, _ = await self.write(tenant_id, instance_id, points)
         return accepted
 
+    def take_run(
+        self, tenant_id: str, instance_id: str | None, at: datetime, metrics: list[Any]
+    ) -> None:
+        """``record_run`` from synchronous code (the scheduler's hook after a run): started
+        as a task, which ``aclose`` waits for before the last flush."""
+        if not metrics or instance_id is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.record_run(tenant_id, instance_id, at, metrics)
+        )
+        self._handoffs.add(task)
+        task.add_done_callback(self._handed_off)
+
+    def _handed_off(self, task: asyncio.Task[int]) -> None:
+        self._handoffs.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("metrics: a collector's metrics were not stored", exc_info=task.exception())
+
     async def flush(self) -> int:
         """Write what is buffered now (tests, shutdown)."""
         return await self.writer.flush()
@@ -225,6 +244,8 @@ class Metrics:
         self.writer.start()
 
     async def aclose(self) -> None:
+        if self._handoffs:
+            await asyncio.wait(list(self._handoffs))
         await self.writer.aclose()
 
     async def run_jobs(self) -> None:
