@@ -55,7 +55,7 @@ async def publish(
     response = await client.post(served.url + "/api/v1/events", json=body, headers=headers)
     if response.status_code == 422 and "Unknown event type" in response.text:
         registered = await client.post(
-            served.url + "/api/v1/event-types", json={"name": type}, headers=served.auth()
+            served.url + "/api/v1/event-types", json={"name": type}, headers=headers
         )
         assert registered.status_code == 201, registered.text
         response = await client.post(served.url + "/api/v1/events", json=body, headers=headers)

@@ -20,7 +20,7 @@ from forecourt.http.deps import current_principal
 from forecourt.http.guard import GuardedRoute
 from forecourt.principal import Principal
 from forecourt.streams import channels as ch
-from forecourt.streams.messages import SUBSCRIBED, parse_id
+from forecourt.streams.messages import ID_PATTERN, SUBSCRIBED, parse_id
 from forecourt.streams.subscriber import Ended, Subscriber
 
 if TYPE_CHECKING:
@@ -28,6 +28,17 @@ if TYPE_CHECKING:
 
 MEDIA_TYPE = "text/event-stream"
 RETRY_MS = 2000  # how long an EventSource waits before it reconnects
+
+# One event of the stream (what a client's SSE parser yields).
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "The message id (resume after it)."},
+        "event": {"type": "string", "description": "The message type."},
+        "data": {"type": "string", "description": "The message as JSON."},
+        "retry": {"type": "integer", "description": "Milliseconds before reconnecting."},
+    },
+}
 
 router = APIRouter(prefix="/api/v1", tags=["streams"], route_class=GuardedRoute)
 
@@ -49,8 +60,9 @@ def _frame(text: str) -> str:
         200: {
             "description": "An event stream: each event's id is the message id, its name the "
             "message type and its data the message as JSON (see docs/streams.md).",
-            "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
-        }
+            "content": {MEDIA_TYPE: {"schema": EVENT_SCHEMA}},
+        },
+        409: {"description": "Last-Event-ID (or last_id) is ahead of the stream."},
     },
     summary="Live messages over Server-Sent Events",
 )
@@ -62,6 +74,8 @@ async def stream(
         Query(
             min_length=1,
             max_length=4000,
+            # Documented, and checked by the route itself to name the channel that is wrong.
+            json_schema_extra={"pattern": ch.LIST_PATTERN},
             description="Comma-separated channels: events[:<type pattern>], "
             "deliveries[:<endpoint id>], metrics[:<plugin id or series pattern>], "
             "executions[:<plugin id>], alerts.",
@@ -69,7 +83,10 @@ async def stream(
     ],
     last_id: Annotated[
         str | None,
-        Query(max_length=40, description="Resume after this message id (as Last-Event-ID)."),
+        Query(
+            pattern=ID_PATTERN.pattern,
+            description="Resume after this message id (as Last-Event-ID).",
+        ),
     ] = None,
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", max_length=40, include_in_schema=False)

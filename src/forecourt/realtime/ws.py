@@ -67,6 +67,8 @@ def _error_fields(exc: ForecourtError) -> tuple[str, dict[str, object]]:
     fields: dict[str, object] = {}
     if isinstance(exc, InvalidInput):
         fields["field"] = exc.field
+    elif "field" in exc.extra:
+        fields["field"] = exc.extra["field"]
     if "required_scope" in exc.extra:
         fields["required_scope"] = exc.extra["required_scope"]
     return code, fields

@@ -38,9 +38,17 @@ SCOPES: dict[str, str] = {
     EXECUTIONS: "plugins:read",
     ALERTS: "metrics:read",
 }
-MAX_CHANNEL_CHARS = 200
+MAX_CHANNEL_CHARS = 4000
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 METRIC_PATTERN = re.compile(r"^[A-Za-z0-9_.:*?-]{1,200}$")
+_ONE = (
+    r"(events(:(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?))?"
+    r"|deliveries(:[A-Za-z0-9_.-]{1,100})?|executions(:[A-Za-z0-9_.-]{1,100})?"
+    r"|metrics(:[A-Za-z0-9_.:*?-]{1,200})?|alerts)"
+)
+# A comma-separated list of channels, as the event stream's query takes it (the pattern of the
+# OpenAPI document: what it accepts, the route accepts).
+LIST_PATTERN = f"^{_ONE}(,{_ONE}){{0,49}}$"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from forecourt.broadcast import Broadcast
-from forecourt.errors import InvalidInput
+from forecourt.errors import Conflict
 from forecourt.keys.cache import INVALIDATE_CHANNEL
 from forecourt.streams.messages import HEARTBEAT, ZERO, MessageKey, StreamMessage, format_id
 from forecourt.streams.replay import MemoryLog, RedisLog
@@ -171,13 +171,13 @@ class StreamHub:
     async def resume(self, subscriber: Subscriber, last_id: MessageKey) -> None:
         """Queue what ``subscriber`` missed after ``last_id`` on its channels, then go on
         live; a ``resync`` when that is past the window. InvalidInput for an id the stream
-        has not reached (nothing changes)."""
+        has not reached, Conflict (nothing changes)."""
         log_ = self._memory or self._redis
         assert log_ is not None
         if last_id > self._head:
             newest = await log_.head()
             if last_id > newest:
-                raise InvalidInput(
+                raise Conflict(
                     f"last_id {format_id(last_id)} is ahead of the stream (its newest message "
                     f"is {format_id(newest)}).",
                     field="last_id",
