@@ -226,6 +226,7 @@ class Forecourt:
             await self.plugin_router.start()
             self.plugin_scheduler = Scheduler(self.plugin_runner)
             self.plugin_scheduler.on_run = self._execution_finished
+            self.plugin_scheduler.metrics = self.metrics
             await self.plugin_scheduler.start()
             self._tasks.append(
                 asyncio.create_task(

@@ -33,11 +33,15 @@ EXPECTED = {
     "docker_monitor",
     "jmespath_transform",
     "json_export",
+    "pushgateway_export",
     "slack_alert",
+    "statsd_export",
     "system_info",
 }
 # Values for the required settings that have no default.
 REQUIRED_EXAMPLES = {
+    "address": "127.0.0.1:8125",
+    "url": "http://127.0.0.1:9091",
     "webhook_url": "https://hooks.slack.com/services/T000/B000/XXXX",
     "expression": "{name: name}",
 }

@@ -84,7 +84,7 @@ async def test_install_list_enable_disable_and_run(booted: Cli, tmp_path: Path) 
         "Upper",
     ]
     assert listed["forecourt.csv-export"][2:4] == ["disabled", "builtin"]
-    assert len(listed) == 8
+    assert len(listed) == 10
 
     assert cli.ok("plugins", "disable", "com.example.upper").stdout.strip() == (
         "disabled com.example.upper"

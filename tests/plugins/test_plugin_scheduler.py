@@ -116,7 +116,7 @@ async def test_builtins_are_installed_on_first_start(harness_factory: Any) -> No
     h = await start(harness_factory)
     listed = await h.client.get("/api/v1/plugins", headers=h.auth())
     builtins = {p["id"]: p for p in listed.json()["items"]}
-    assert len(builtins) == 6 and all(p["trust"] == "builtin" for p in builtins.values())
+    assert len(builtins) == 8 and all(p["trust"] == "builtin" for p in builtins.values())
     assert [i for i, p in builtins.items() if p["enabled"]] == ["forecourt.system-info"]
     found = await h.client.get("/api/v1/plugin-instances/system-info", headers=h.auth())
     assert found.status_code == 200
@@ -154,7 +154,7 @@ async def test_builtins_are_installed_on_first_start(harness_factory: Any) -> No
         async with again.sessionmaker() as session:
             versions = await session.scalar(select(func.count()).select_from(Plugin))
             instances = await session.scalar(select(func.count()).select_from(PluginInstance))
-        assert versions == 6 and instances == 1
+        assert versions == 8 and instances == 1
     finally:
         await again.stop()
 

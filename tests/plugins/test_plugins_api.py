@@ -37,7 +37,9 @@ BUILTINS = {
     "forecourt.docker-monitor",
     "forecourt.jmespath-transform",
     "forecourt.json-export",
+    "forecourt.pushgateway-export",
     "forecourt.slack-alert",
+    "forecourt.statsd-export",
     "forecourt.system-info",
 }
 
@@ -88,7 +90,7 @@ async def test_install_a_zip_then_list_get_and_filter(h: Harness) -> None:
     page = await h.client.get("/api/v1/plugins", params={"limit": 3}, headers=h.auth())
     second = await h.client.get(
         "/api/v1/plugins",
-        params={"limit": 5, "cursor": page.json()["next_cursor"]},
+        params={"limit": 6, "cursor": page.json()["next_cursor"]},
         headers=h.auth(),
     )
     walked = [p["id"] for p in page.json()["items"] + second.json()["items"]]

@@ -84,6 +84,7 @@ class Permissions(BaseModel):
     schedule_interval_s: int | None = None
     host_metrics: bool = False
     unix_sockets: tuple[str, ...] = ()
+    metrics_export: str | None = None
 
 
 class Resources(BaseModel):
@@ -219,17 +220,41 @@ def semantic_problems(
             problem("permissions.events", f"a {kind} plugin must subscribe to at least one event")
         )
     interval = "schedule_interval_s" in permissions
+    exporter = "metrics_export" in permissions  # plugins/exports.py
     if kind == "collector" and not interval:
         problems.append(problem("permissions.schedule_interval_s", "required for a collector"))
-    elif kind in PLUGIN_TYPES and kind != "collector" and interval:
+    elif exporter and not interval:
+        problems.append(problem("permissions.schedule_interval_s", "required for metrics_export"))
+    elif kind in PLUGIN_TYPES and kind != "collector" and interval and not exporter:
         problems.append(
-            problem("permissions.schedule_interval_s", "only collectors run on a schedule")
+            problem(
+                "permissions.schedule_interval_s",
+                "only collectors and metrics exporters run on a schedule",
+            )
         )
+    if exporter:
+        problems += _export_problems(kind, permissions["metrics_export"], raw.get("config_schema"))
     problems += dependency_problems(raw.get("dependencies"))
     config_schema = raw.get("config_schema")
     if isinstance(config_schema, Mapping):
         problems += config_schema_problems(config_schema)
     return problems
+
+
+def _export_problems(kind: Any, target: Any, config_schema: Any) -> list[Problem]:
+    """``metrics_export`` names a required property of an export plugin's config_schema."""
+    field = "permissions.metrics_export"
+    if kind != "export":
+        return [problem(field, "only export plugins export metrics")]
+    schema = config_schema if isinstance(config_schema, Mapping) else {}
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping) or not isinstance(target, str):
+        properties = {}
+    if target not in properties:
+        return [problem(field, "must name a property of config_schema (the target)")]
+    if target not in (schema.get("required") or ()):
+        return [problem(field, f"config_schema must require {target!r}")]
+    return []
 
 
 def config_schema_problems(config_schema: Mapping[str, Any]) -> list[Problem]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     ForeignKey,
     Index,
     Integer,
@@ -265,3 +266,18 @@ class PublisherKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LENGTH), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str] = mapped_column(String(32))
+
+
+class PluginExportCursor(Base):
+    """Where a metrics exporter instance's last successful export ended: the time and series
+    of the last point it sent, in the order exports read points (``ts``, then series id).
+    Written in the run's wake, only when the run succeeded (see plugins/exports.py)."""
+
+    __tablename__ = "plugin_export_cursors"
+
+    instance_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("plugin_instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    ts: Mapped[int] = mapped_column(BigInteger)  # epoch ms
+    series_id: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

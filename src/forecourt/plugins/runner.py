@@ -39,6 +39,7 @@ from forecourt.observability.instruments import plugin_ran
 from forecourt.plugins import publishing
 from forecourt.plugins.answers import AnswerPool, Checked, Reader, check_output, internal_error
 from forecourt.plugins.configuration import unseal
+from forecourt.plugins.exports import target_hosts
 from forecourt.plugins.models import Plugin, PluginArchive, PluginExecution, PluginInstance
 from forecourt.plugins.package import read_package
 from forecourt.plugins.routing import DEPTH_KEY
@@ -175,8 +176,9 @@ class PluginRunner:
         await self.store.unpack(package, plugin.sha256, host=host)
         await self.reload(plugin.plugin_id, plugin.version)  # workers on the files replaced
 
-    def spec(self, plugin: Plugin, tenant_id: str) -> WorkerSpec:
-        key = f"{plugin.plugin_id}@{plugin.version}/{tenant_id}"
+    def spec(self, plugin: Plugin, tenant_id: str, hosts: tuple[str, ...] = ()) -> WorkerSpec:
+        # ``hosts``: an exporter instance's target (exports.target_hosts), on workers of its own.
+        key = f"{plugin.plugin_id}@{plugin.version}/{tenant_id}" + "".join(f" {h}" for h in hosts)
         self._keys.setdefault((plugin.plugin_id, plugin.version), set()).add(key)
         permissions = plugin.manifest.get("permissions") or {}
         return WorkerSpec(
@@ -185,7 +187,7 @@ class PluginRunner:
             entry_point=plugin.manifest["entry_point"],
             runtime="wasm" if plugin.runtime == "wasm" else "python",
             site_dirs=(self.store.site_dir(plugin.plugin_id, plugin.version),),
-            network_hosts=tuple(permissions.get("network") or ()),
+            network_hosts=tuple(permissions.get("network") or ()) + hosts,
             limits=limits(plugin.manifest, self.settings),
             host_metrics=bool(permissions.get("host_metrics", False)),
             unix_sockets=tuple(permissions.get("unix_sockets") or ()),
@@ -311,8 +313,8 @@ class PluginRunner:
     ) -> CallResult:
         try:
             await self.ensure_files(plugin)
-            spec = self.spec(plugin, instance.tenant_id)
             config = unseal(instance.config, plugin.manifest.get("config_schema") or {}, self.box)
+            spec = self.spec(plugin, instance.tenant_id, target_hosts(plugin.manifest, config))
             pool = await self.pool()
             return await pool.call(spec, input=input, config=config, read=reader)
         except ForecourtError as exc:  # a required protection is missing; pip failed here

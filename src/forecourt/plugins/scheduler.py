@@ -30,7 +30,8 @@ from sqlalchemy import delete, or_, select, update
 
 from forecourt.db.base import utcnow
 from forecourt.errors import ForecourtError
-from forecourt.plugins import policy, publishers
+from forecourt.metrics.service import Metrics
+from forecourt.plugins import exports, policy, publishers
 from forecourt.plugins.instances import interval_s
 from forecourt.plugins.models import (
     INVALID,
@@ -69,6 +70,8 @@ class Scheduler:
         self._pruned_at = 0.0
         # Told of each scheduled run's record (live streams: execution_complete, metrics).
         self.on_run: Callable[[PluginExecution], None] | None = None
+        # What metrics exporters read (plugins/exports.py); without it they get no batch.
+        self.metrics: Metrics | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="forecourt-plugin-scheduler")
@@ -112,7 +115,11 @@ class Scheduler:
                     select(PluginInstance, Plugin)
                     .join(Plugin, Plugin.id == PluginInstance.plugin_version_id)
                     .where(
-                        PluginInstance.plugin_type == "collector",
+                        # Collectors, and metrics exporters (the exports with a next run).
+                        or_(
+                            PluginInstance.plugin_type == "collector",
+                            PluginInstance.next_run_at.is_not(None),
+                        ),
                         PluginInstance.enabled.is_(True),
                         # Available to the instance's tenant and enabled for it.
                         policy.usable_clause(PluginInstance.tenant_id),
@@ -156,7 +163,13 @@ class Scheduler:
     async def _run(self, instance: PluginInstance, plugin: Plugin, started: datetime) -> None:
         every = interval_s(plugin) or 60
         try:
-            run = await self.runner.run(instance, plugin, {"interval_s": every}, trigger="schedule")
+            batch = None
+            if exports.is_exporter(plugin) and self.metrics is not None:
+                batch = await exports.batch(self.metrics, self.sessionmaker, instance, every)
+            payload = {"interval_s": every} if batch is None else batch.input
+            run = await self.runner.run(instance, plugin, payload, trigger="schedule")
+            if batch is not None and run.execution.status == "ok":
+                await batch.commit(self.sessionmaker)
             if self.on_run is not None:
                 self.on_run(run.execution)
         finally:
