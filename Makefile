@@ -22,6 +22,7 @@ run: $(STAMP)
 	$(BIN)/forecourt serve
 
 test: $(STAMP)
+	scripts/install-test-tools.sh
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
