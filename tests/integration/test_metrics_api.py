@@ -19,8 +19,10 @@ def iso(moment: datetime) -> str:
 
 
 def hour_start(hours_ago: int) -> datetime:
+    """An even hour at least ``hours_ago`` back: steps of 2 h start at even hours."""
     now = datetime.now(UTC)
-    return now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours_ago)
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours_ago)
+    return start - timedelta(hours=start.hour % 2)
 
 
 async def write(h: Harness, points: list[dict[str, Any]], key: str | None = None) -> Any:

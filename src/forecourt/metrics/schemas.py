@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from forecourt.metrics.models import NAME_LENGTH
-from forecourt.schemas import StrictModel, Timestamp
+from forecourt.schemas import Timestamp
 
 # A name: letters, digits, ``_``, ``.`` and ``:``, starting with a letter or ``_``.
 NAME_RE = re.compile(rf"[A-Za-z_][A-Za-z0-9_.:]{{0,{NAME_LENGTH - 1}}}\Z")
@@ -26,9 +26,12 @@ DEFAULT_API_SOURCE = "app"
 _PAIR = rf"[A-Za-z_][A-Za-z0-9_]{{0,63}}:[^,\x00]{{0,{MAX_LABEL_VALUE_CHARS}}}"
 LABELS_QUERY_PATTERN = rf"^{_PAIR}(,{_PAIR}){{0,{MAX_LABELS - 1}}}$"
 NAME_PATTERN = "^" + NAME_RE.pattern[:-2] + "$"
-LabelName = Annotated[str, StringConstraints(pattern="^" + LABEL_KEY_RE.pattern[:-2] + "$")]
+LabelName = Annotated[
+    str, StringConstraints(strict=True, pattern="^" + LABEL_KEY_RE.pattern[:-2] + "$")
+]
 LabelValue = Annotated[
-    str, StringConstraints(max_length=MAX_LABEL_VALUE_CHARS, pattern=r"^[^\x00]*$")
+    str,
+    StringConstraints(strict=True, max_length=MAX_LABEL_VALUE_CHARS, pattern=r"^[^\x00]*$"),
 ]
 MAX_POINTS_PER_REQUEST = 5_000
 
@@ -60,48 +63,46 @@ def labels_problem(labels: object) -> str | None:
     return None
 
 
-class PointIn(StrictModel):
-    """One point: a series (name and labels) and a finite value at a time (default: now)."""
+class PointIn(BaseModel):
+    """One point: a series (name and labels) and a finite value at a time (default: now).
 
-    name: str = Field(
-        min_length=1,
-        max_length=NAME_LENGTH,
-        examples=["orders.checkout.seconds"],
-        json_schema_extra={"pattern": NAME_PATTERN},
-    )
-    value: float = Field(allow_inf_nan=False, examples=[0.42])
+    Checked by the schema's own constraints alone (no per-field Python validators: a request
+    carries thousands of points): strict types (a value is a JSON number, never a string or a
+    boolean), patterns for the name and label names, no NUL in label values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[
+        str,
+        Field(
+            strict=True,
+            min_length=1,
+            max_length=NAME_LENGTH,
+            pattern=NAME_PATTERN,
+            examples=["orders.checkout.seconds"],
+        ),
+    ]
+    value: Annotated[float, Field(strict=True, allow_inf_nan=False, examples=[0.42])]
     labels: dict[LabelName, LabelValue] = Field(
         default_factory=dict,
         max_length=MAX_LABELS,
+        strict=True,
         examples=[{"region": "eu"}],
         # Pydantic lists the key pattern under patternProperties alone: no other key.
         json_schema_extra={"additionalProperties": False},
     )
     time: Timestamp | None = Field(default=None, description="When it was measured; default: now.")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        problem = name_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        problem = labels_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-
-class PointsIn(StrictModel):
+class PointsIn(BaseModel):
     """Points to write, as one source (default ``app``)."""
 
-    points: list[PointIn] = Field(min_length=1, max_length=MAX_POINTS_PER_REQUEST)
+    model_config = ConfigDict(extra="forbid")
+
+    points: list[PointIn] = Field(min_length=1, max_length=MAX_POINTS_PER_REQUEST, strict=True)
     source: str = Field(
         default=DEFAULT_API_SOURCE,
+        strict=True,
         min_length=1,
         max_length=64,
         json_schema_extra={"pattern": "^" + SOURCE_RE.pattern[:-2] + "$"},

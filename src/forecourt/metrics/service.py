@@ -145,19 +145,26 @@ class Metrics:
         accepted, and the series refused (over the tenant's bound, or too old) with why."""
         now_ms = int(time.time() * 1000)
         oldest_ms = now_ms - self.retention.raw_days * 86_400_000
+        # One key per distinct (name, labels) of the batch: a batch holds few series.
+        memo: dict[tuple[str, tuple[tuple[str, str], ...]], SeriesKey] = {}
         keys: list[SeriesKey] = []
         labels: dict[SeriesKey, dict[str, str]] = {}
-        too_old: Counter[SeriesKey] = Counter()
         for point in points:
-            key = SeriesKey(tenant_id, source, point.name, labels_key(point.labels))
-            labels.setdefault(key, point.labels)
+            seen = (point.name, tuple(point.labels.items()))
+            key = memo.get(seen)
+            if key is None:
+                key = SeriesKey(tenant_id, source, point.name, labels_key(point.labels))
+                memo[seen] = key
+                labels.setdefault(key, point.labels)
             keys.append(key)
-        ids = await self.registry.resolve(keys, labels)
+        ids = await self.registry.resolve(list(labels), labels)
+        by_key = {id(k): ids.get(k) for k in memo.values()}
         rows: list[Row] = []
         missing: Counter[SeriesKey] = Counter()
+        too_old: Counter[SeriesKey] = Counter()
         for key, point in zip(keys, points, strict=True):
             ts = now_ms if point.ts_ms is None else point.ts_ms
-            series_id = ids.get(key)
+            series_id = by_key[id(key)]
             if series_id is None:
                 missing[key] += 1
             elif ts < oldest_ms:
