@@ -3,7 +3,8 @@
 PostgreSQL and Redis are real servers (FORECOURT_TEST_POSTGRES_URL, FORECOURT_TEST_REDIS_URL;
 defaults: the local ones). A test that needs one it cannot reach fails with a clear message.
 Each test gets its own database (PostgreSQL: cloned from a migrated template made once per
-run) and its own Redis key prefix, so runs never collide.
+run, then reset to the template's state and reused under a new name, see database_pool.py) and
+its own Redis key prefix, so runs never collide.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
+from database_pool import DatabasePool
 from forecourt.app import create_app
 from forecourt.core import Forecourt
 from forecourt.settings import OWNER_KEY_FILE, Settings
@@ -132,13 +134,28 @@ def admin_sql(sql: str) -> None:
     _in_thread(run)
 
 
+async def _pg_connect(database: str | None) -> asyncpg.Connection:
+    """A connection to ``database`` (None: the server's admin database)."""
+    if database is None:
+        return await _pg_admin()
+    return await asyncpg.connect(_pg_dsn(database), timeout=5)
+
+
+@pytest.fixture(scope="session")
+def pg_pool(pg_template: str) -> Iterator[DatabasePool]:
+    """Databases cloned from the template, reset and handed to the next test (database_pool.py)."""
+    pool = DatabasePool(_pg_connect, pg_template, f"fct_{RUN_ID}")
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-def pg_database(pg_template: str) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for one test; its SQLAlchemy URL."""
-    name = f"fct_{RUN_ID}_{uuid.uuid4().hex[:8]}"
-    admin_sql(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+def pg_database(pg_pool: DatabasePool) -> Iterator[str]:
+    """A migrated PostgreSQL database in the template's state, for this test alone (its name
+    is new; no other test uses it meanwhile); its SQLAlchemy URL."""
+    name = pg_pool.acquire()
     yield pg_url(name)
-    admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_pool.release(name)
 
 
 @pytest.fixture
