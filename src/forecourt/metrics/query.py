@@ -110,9 +110,14 @@ async def read(
             _ROLLUPS,
             {"ids": list(ids), "resolution": how.resolution, "start": start_s, "end": end_s},
         )
-        pick = _PICK[agg]
-        for sid, bucket, count, total, low, high, last, _ in result:
-            out[sid].append((bucket, pick(count, total, low, high, last)))
+        rows = result.all()  # one fetch, not one call per row
+        if agg == "avg":
+            for sid, bucket, count, total, *_ in rows:
+                out[sid].append((bucket, total / count))
+        else:
+            pick = _PICK[agg]
+            for sid, bucket, count, total, low, high, last, _ in rows:
+                out[sid].append((bucket, pick(count, total, low, high, last)))
         return out
     else:
         result = await conn.execute(

@@ -182,7 +182,7 @@ async def _answer(fc: Any, session: DbSession, actor: Principal, query: SeriesQu
                 "name": s.name,
                 "labels": s.labels,
                 "source": s.source,
-                "points": [[iso(t), v] for t, v in points],
+                "points": [(iso(t), v) for t, v in points],
             }
             for s, points in found
         ],
