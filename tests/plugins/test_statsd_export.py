@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from exporter_support import at, run_once, write_points
-from plugin_support import instance, start
+from plugin_support import execute, instance, start, wait_until
 
 STATSD = "forecourt.statsd-export"
 SETTINGS = {"webhook_allow_private": "127.0.0.0/8"}
@@ -196,3 +196,26 @@ def _epoch(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text).timestamp()
+
+
+async def test_run_from_the_api_it_sends_records_and_leaves_the_cursor(
+    harness_factory: Any, listener: Listener
+) -> None:
+    h = await start(harness_factory, **SETTINGS)
+    created = await instance(
+        h, plugin_id=STATSD, name="statsd", config={"address": listener.address}
+    )
+    records = [{"name": "deploys", "value": 1, "labels": {"app": "shop"}}]
+    result = await execute(h, created["id"], {"records": records, "format": "statsd"})
+    assert result["status"] == "ok", result
+
+    async def arrived() -> list[Line]:
+        return received(listener, 1432)
+
+    assert await wait_until(arrived, timeout_s=WAIT_S) == [
+        ("deploys", "1", "g", ("app:shop",), None)
+    ]
+    # The scheduled export still starts where it would have.
+    await write_points(h, [point("app.requests", 3, 4)])
+    assert (await run_once(h, created, STATSD))["status"] == "ok"
+    assert [line[:2] for line in received(listener, 1432)] == [("app.requests", "3")]
