@@ -43,12 +43,9 @@ PLUGIN_RUN = "plugin_run"
 ROLLUP = "rollup"
 
 
-def bin_of(seconds: float) -> int:
-    """The histogram bin of a duration: bin k holds [GROWTH**k, GROWTH**(k+1))."""
-    return math.floor(math.log(max(seconds, MIN_DURATION_S)) * _PER_LOG)
-
-
 def bin_upper(index: int) -> float:
+    """The upper edge of histogram bin ``index``, which holds [GROWTH**index, its upper
+    edge); ``record`` files a duration under floor(log(duration) / log(GROWTH))."""
     return float(GROWTH ** (index + 1))
 
 
