@@ -272,6 +272,20 @@ async def test_rule_crud_and_bad_input(harness_factory: Any) -> None:
     assert (await h.client.get(url, headers=h.auth())).status_code == 200
 
 
+async def test_worker_nodes_evaluate_in_the_background(harness_factory: Any) -> None:
+    """With an interval, a node that runs workers evaluates rules by itself."""
+    h: Harness = await harness_factory(alert_evaluation_interval_s=0.2)
+    rule = await make_rule(
+        h, name="silent", condition="absent", threshold=None, for_s=0, severity="low"
+    )
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while not (opened := await alerts(h)):
+        assert asyncio.get_running_loop().time() < deadline, "no background evaluation"
+        await asyncio.sleep(0.05)
+    assert opened[0]["rule_id"] == rule["id"] and opened[0]["type"] == "metric.absent"
+    assert (await rule_status(h, rule["id"]))["evaluated_at"] is not None
+
+
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_one_node_evaluates_a_rule_at_a_time(harness_factory: Any) -> None:
     """Node A holds the rule claimed; node B's pass at the same time evaluates nothing, and
