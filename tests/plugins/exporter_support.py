@@ -16,10 +16,13 @@ from forecourt.plugins.models import PluginInstance
 RUN_WAIT_S = 60.0  # only catches a hang
 
 
-async def write_points(h: Harness, points: list[dict[str, Any]], source: str = "app") -> None:
-    """Write ``points`` through the API and wait until the store holds them."""
+async def write_points(
+    h: Harness, points: list[dict[str, Any]], source: str = "app", key: str | None = None
+) -> None:
+    """Write ``points`` through the API (as ``key``'s tenant, the owner's by default) and wait
+    until the store holds them."""
     response = await h.client.post(
-        "/api/v1/metrics", json={"points": points, "source": source}, headers=h.auth()
+        "/api/v1/metrics", json={"points": points, "source": source}, headers=h.auth(key)
     )
     assert response.status_code in (200, 202), response.text
     assert response.json()["refused"] == [], response.text

@@ -111,6 +111,9 @@ async def test_every_selected_point_arrives_once_with_its_tags(
     points += [point("app.temperature", -3.5, 3)]
     points += [point("other.ignored", 1, 5)]  # not selected
     await write_points(h, points)
+    # Another tenant's series of the same name is never this instance's to send.
+    other = await h.create_tenant("other")
+    await write_points(h, [point("app.latency_s", 99, 6, env="prod")], key=other["admin_key"])
 
     lines: list[Line] = []
     for _ in range(3):  # 18 selected points, at most 7 a run
