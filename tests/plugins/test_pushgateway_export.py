@@ -191,3 +191,25 @@ async def test_a_bad_configuration_is_refused_and_changes_nothing(harness_factor
         assert response.status_code == 422, (config, response.text)
     listed = await h.client.get("/api/v1/plugin-instances", headers=h.auth())
     assert [i for i in listed.json()["items"] if i["plugin_id"] == PLUGIN] == []
+
+
+async def test_put_replaces_the_group_with_what_the_run_pushes(
+    harness_factory: Any, gateway: Gateway
+) -> None:
+    h = await start(harness_factory, **SETTINGS)
+    created = await instance(
+        h,
+        plugin_id=PLUGIN,
+        name="pushgateway",
+        config={"url": gateway.url, "job": "put", "method": "PUT"},
+    )
+    await write_points(h, [point("app.a", 1, 6), point("app.b", 2, 6)])
+    assert (await run_once(h, created, PLUGIN))["status"] == "ok"
+    both = await gateway.samples("put")
+    assert {name for name, _ in both} >= {"app_a", "app_b"}
+
+    await write_points(h, [point("app.a", 3, 3)])
+    assert (await run_once(h, created, PLUGIN))["status"] == "ok"
+    after = await gateway.samples("put")
+    assert after[sample("app_a", job="put", instance="", source="app")] == 3.0
+    assert "app_b" not in {name for name, _ in after}  # no new point: out of the group
