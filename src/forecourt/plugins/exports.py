@@ -42,6 +42,7 @@ PERMISSION = "metrics_export"
 MAX_POINTS_PER_RUN = 10_000  # default and cap of an instance's max_points_per_run
 SETTLE_MS = 1000  # on top of the write buffer's flush interval
 SERIES_PAGE = 1000
+SERIES_PER_QUERY = 5000  # series ids bound in one points query
 
 
 def is_exporter(plugin: Plugin) -> bool:
@@ -111,7 +112,13 @@ async def batch(
             start = instance.created_at - timedelta(seconds=interval_s)
             after = (int(start.timestamp() * 1000), 0)
         series = await _selected(metrics, session, instance.tenant_id, patterns, wanted)
-        points = await metrics.points_after(session, series, after, until_ms, limit + 1)
+        # In chunks, each under the databases' bound on bound parameters; every chunk's
+        # first points in order hold the first points of all.
+        points: list[tuple[int, int, float]] = []
+        for first in range(0, len(series), SERIES_PER_QUERY):
+            chunk = series[first : first + SERIES_PER_QUERY]
+            points += await metrics.points_after(session, chunk, after, until_ms, limit + 1)
+        points = sorted(points)[: limit + 1]
         await session.commit()
     more = len(points) > limit
     points = points[:limit]
