@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from forecourt import codec
 from forecourt.alerts.evaluator import RuleEvaluator
-from forecourt.alerts.service import AlertHooks
+from forecourt.alerts.rules import RuleService
+from forecourt.alerts.service import AlertHooks, AlertService
 from forecourt.broadcast import Broadcast, MemoryBroadcast, RedisBroadcast
 from forecourt.crypto import SecretBox
 from forecourt.db import migrate
@@ -306,6 +307,13 @@ class Forecourt:
         from forecourt.plugins.instances import InstanceService
 
         return InstanceService(session, self.plugin_runner)
+
+    def alerts(self, session: AsyncSession) -> AlertService:
+        """Alerts in ``session``: ``await fc.alerts(session).trigger(actor, NewAlert(...))``."""
+        return AlertService(session, self.alert_hooks)
+
+    def alert_rules(self, session: AsyncSession) -> RuleService:
+        return RuleService(session, self.alert_hooks)
 
     def events(self, session: AsyncSession) -> EventService:
         from forecourt.events.service import EventConfig, EventService

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from forecourt.alerts.rules import RuleService, rule_out
+from forecourt.alerts.rules import rule_out
 from forecourt.alerts.schemas import (
     AlertOut,
     AlertRuleCreate,
@@ -18,14 +17,11 @@ from forecourt.alerts.schemas import (
     Severity,
     State,
 )
-from forecourt.alerts.service import AlertFilter, AlertService, NewAlert
+from forecourt.alerts.service import AlertFilter, NewAlert
 from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
 from forecourt.http.guard import GuardedRoute
 from forecourt.principal import Principal
 from forecourt.schemas import Page, Timestamp
-
-if TYPE_CHECKING:
-    from forecourt.core import Forecourt
 
 AlertsRead = Annotated[Principal, Depends(require("alerts:read"))]
 AlertsWrite = Annotated[Principal, Depends(require("alerts:write"))]
@@ -37,14 +33,6 @@ Since = Annotated[
     Timestamp | None, Query(description="Alerts last seen at or after this time (RFC 3339).")
 ]
 Until = Annotated[Timestamp | None, Query(description="Alerts first seen before this time.")]
-
-
-def _alerts(fc: Forecourt, session: AsyncSession) -> AlertService:
-    return AlertService(session, fc.alert_hooks)
-
-
-def _rules(fc: Forecourt, session: AsyncSession) -> RuleService:
-    return RuleService(session, fc.alert_hooks)
 
 
 @alerts.post(
@@ -59,7 +47,7 @@ async def trigger_alert(
     """Trigger an alert. 201 with a new alert; 200 with the unresolved alert of the same
     type and labels, its ``count`` and ``last_seen_at`` moved on, when there is one."""
     new = NewAlert(body.type, body.severity, body.message, body.source, body.labels)
-    alert, created = await _alerts(fc, session).trigger(actor, new)
+    alert, created = await fc.alerts(session).trigger(actor, new)
     return Response(
         AlertOut.model_validate(alert).model_dump_json(),
         status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -81,9 +69,7 @@ async def list_alerts(
 ) -> Page[AlertOut]:
     """Your tenant's alerts, newest first."""
     filters = AlertFilter(severity, state, type, since, until)
-    rows, cursor = await _alerts(fc, session).page(
-        actor.tenant_id, filters, page.cursor, page.limit
-    )
+    rows, cursor = await fc.alerts(session).page(actor.tenant_id, filters, page.cursor, page.limit)
     return Page[AlertOut](items=[AlertOut.model_validate(r) for r in rows], next_cursor=cursor)
 
 
@@ -96,7 +82,7 @@ async def alert_summary(
     until: Until = None,
 ) -> AlertSummary:
     """How many alerts there are, by state, and by severity and state."""
-    counts = await _alerts(fc, session).summary(
+    counts = await fc.alerts(session).summary(
         actor.tenant_id, AlertFilter(since=since, until=until)
     )
     return AlertSummary.model_validate(counts)
@@ -106,7 +92,7 @@ async def alert_summary(
 async def get_alert(
     alert_id: str, actor: AlertsRead, fc: ForecourtDep, session: DbSession
 ) -> AlertOut:
-    return AlertOut.model_validate(await _alerts(fc, session).get(actor.tenant_id, alert_id))
+    return AlertOut.model_validate(await fc.alerts(session).get(actor.tenant_id, alert_id))
 
 
 @alerts.post("/{alert_id}/acknowledge", response_model=AlertOut)
@@ -114,7 +100,7 @@ async def acknowledge_alert(
     alert_id: str, actor: AlertsWrite, fc: ForecourtDep, session: DbSession
 ) -> AlertOut:
     """Acknowledge an open alert; 409 if it is acknowledged or resolved already."""
-    return AlertOut.model_validate(await _alerts(fc, session).acknowledge(actor, alert_id))
+    return AlertOut.model_validate(await fc.alerts(session).acknowledge(actor, alert_id))
 
 
 @alerts.post("/{alert_id}/resolve", response_model=AlertOut)
@@ -123,7 +109,7 @@ async def resolve_alert(
 ) -> AlertOut:
     """Resolve an open or acknowledged alert; 409 if it is resolved already. The next
     trigger of its type and labels opens a new alert."""
-    return AlertOut.model_validate(await _alerts(fc, session).resolve(actor, alert_id))
+    return AlertOut.model_validate(await fc.alerts(session).resolve(actor, alert_id))
 
 
 @rules.post("", status_code=status.HTTP_201_CREATED, response_model=AlertRuleOut)
@@ -132,7 +118,7 @@ async def create_rule(
 ) -> AlertRuleOut:
     """A rule: it opens an alert when its condition has held for ``for_s`` seconds and
     resolves it at the first evaluation where it no longer holds."""
-    return rule_out(await _rules(fc, session).create(actor, body))
+    return rule_out(await fc.alert_rules(session).create(actor, body))
 
 
 @rules.get("", response_model=Page[AlertRuleOut])
@@ -140,7 +126,7 @@ async def list_rules(
     actor: AlertsRead, fc: ForecourtDep, session: DbSession, page: Paging
 ) -> Page[AlertRuleOut]:
     """Your tenant's alert rules with their status, newest first."""
-    rows, cursor = await _rules(fc, session).page(actor.tenant_id, page.cursor, page.limit)
+    rows, cursor = await fc.alert_rules(session).page(actor.tenant_id, page.cursor, page.limit)
     return Page[AlertRuleOut](items=[rule_out(r) for r in rows], next_cursor=cursor)
 
 
@@ -148,7 +134,7 @@ async def list_rules(
 async def get_rule(
     rule_id: str, actor: AlertsRead, fc: ForecourtDep, session: DbSession
 ) -> AlertRuleOut:
-    return rule_out(await _rules(fc, session).get(actor.tenant_id, rule_id))
+    return rule_out(await fc.alert_rules(session).get(actor.tenant_id, rule_id))
 
 
 @rules.patch("/{rule_id}", response_model=AlertRuleOut)
@@ -159,7 +145,7 @@ async def update_rule(
     disabling a firing rule resolves its alert."""
     changes = body.model_dump(exclude_unset=True)
     changes = {k: v for k, v in changes.items() if v is not None or k == "threshold"}
-    return rule_out(await _rules(fc, session).update(actor, rule_id, changes))
+    return rule_out(await fc.alert_rules(session).update(actor, rule_id, changes))
 
 
 @rules.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -167,4 +153,4 @@ async def delete_rule(
     rule_id: str, actor: AlertsWrite, fc: ForecourtDep, session: DbSession
 ) -> None:
     """Delete the rule; its alert, if it is firing, is resolved."""
-    await _rules(fc, session).delete(actor, rule_id)
+    await fc.alert_rules(session).delete(actor, rule_id)
