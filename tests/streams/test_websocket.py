@@ -338,3 +338,39 @@ def test_bad_handshakes_are_not_upgraded_silently(settings_factory: Any) -> None
     with serve(settings_factory()) as served:
         response = httpx.get(served.url + "/ws")
         assert response.status_code in (400, 404, 426)
+
+
+async def test_heartbeats_carry_the_active_connections(settings_factory: Any) -> None:
+    with serve(settings_factory(stream_heartbeat_s=0.2)) as served:
+        first = await open_socket(served, served.owner_key, "channels=alerts")
+        second = await open_socket(served, served.owner_key, "channels=alerts")
+        await receive_type(second, "subscribed")
+        beat = await receive_type(first, "heartbeat")
+        while beat["active_connections"] != 2:  # the second may join after a first beat
+            beat = await receive_type(first, "heartbeat")
+        assert beat["id"] and beat["timestamp"]
+        await first.close()
+        await second.close()
+
+
+async def test_suspending_a_tenant_ends_its_connections_only(settings_factory: Any) -> None:
+    with serve(settings_factory()) as served:
+        async with httpx.AsyncClient(timeout=RECEIVE_TIMEOUT_S, headers=served.auth()) as client:
+            made = await client.post(
+                served.url + "/api/v1/tenants", json={"slug": "acme", "name": "acme"}
+            )
+            assert made.status_code == 201, made.text
+            acme = await open_socket(served, made.json()["admin_key"], "channels=events")
+            mine = await open_socket(served, served.owner_key, "channels=events")
+            await receive_type(acme, "subscribed")
+            await receive_type(mine, "subscribed")
+            suspended = await client.post(
+                served.url + f"/api/v1/tenants/{made.json()['id']}/suspend"
+            )
+            assert suspended.status_code == 200, suspended.text
+            code, reason = await closed_with(acme)
+            assert code == 4003 and "suspended" in reason
+            refused = await open_socket(served, made.json()["admin_key"])
+            assert (await closed_with(refused))[0] == 4003
+            assert (await command(mine, {"action": "ping"}, "pong"))["type"] == "pong"
+            await mine.close()

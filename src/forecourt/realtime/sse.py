@@ -18,6 +18,7 @@ from forecourt import codec
 from forecourt.errors import RateLimited
 from forecourt.http.deps import current_principal
 from forecourt.http.guard import GuardedRoute
+from forecourt.observability import connections
 from forecourt.principal import Principal
 from forecourt.streams import channels as ch
 from forecourt.streams.messages import ID_PATTERN, SUBSCRIBED, parse_id
@@ -133,6 +134,7 @@ async def _events(fc: Forecourt, subscriber: Subscriber) -> AsyncIterator[str]:
     keepalive = settings.stream_keepalive_s
     lifetime = settings.stream_max_duration_s
     deadline = time.monotonic() + lifetime if lifetime else None
+    connections.opened("sse")
     try:
         yield f"retry: {RETRY_MS}\n\n"
         while True:
@@ -152,6 +154,7 @@ async def _events(fc: Forecourt, subscriber: Subscriber) -> AsyncIterator[str]:
                 return
             yield _frame(item)
     finally:
+        connections.closed("sse")
         fc.streams.leave(subscriber)
         with contextlib.suppress(Exception):
             subscriber.end(1000, "closed")

@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from forecourt.errors import ForecourtError, InvalidInput
 from forecourt.http.guard import GuardedRoute
+from forecourt.observability import connections
 from forecourt.realtime import auth, protocol
 from forecourt.streams import channels as ch
 from forecourt.streams.messages import SUBSCRIBED, UNSUBSCRIBED, parse_id
@@ -212,6 +213,7 @@ async def stream_socket(websocket: WebSocket) -> None:
     connection = Connection(websocket, fc, subscriber, principal.scopes)
     ended: Ended | None = None
     tasks: list[asyncio.Task[Any]] = []
+    connections.opened("websocket")
     try:
         try:
             for message in _query_message(websocket):
@@ -231,6 +233,7 @@ async def stream_socket(websocket: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
+        connections.closed("websocket")
         fc.streams.leave(subscriber)
         if subscriber.ended is None:
             subscriber.end(1000, "closed")
