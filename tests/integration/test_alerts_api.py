@@ -11,7 +11,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from conftest import Harness, problem
+from forecourt import principal as principals
 from forecourt.alerts.models import Alert
+from forecourt.alerts.service import NewAlert
 from forecourt.events.models import Event
 
 ALERTS = "/api/v1/alerts"
@@ -221,3 +223,23 @@ async def test_concurrent_triggers_open_one_alert(harness_factory: Any, backend:
     listed = await ok(await first.client.get(ALERTS, headers=first.auth()))
     assert listed["items"][0]["count"] == repeats
     assert await count_rows(first, Event, Event.type == "alert.triggered") == 1
+
+
+async def test_a_host_app_triggers_in_process(harness: Harness) -> None:
+    """Through ``fc.alerts(session)``, as Forecourt itself (the system actor)."""
+    h = harness
+    tenant = h.fc.operator_tenant_id
+    assert tenant is not None
+    new = NewAlert("queue.stuck", "medium", "no progress", "host-app", {"queue": "main"})
+    async with h.fc.sessionmaker() as session:
+        alert, created = await h.fc.alerts(session).trigger(principals.system(tenant), new)
+    assert created and alert.count == 1
+    (listed,) = (await ok(await h.client.get(ALERTS, headers=h.auth())))["items"]
+    assert (listed["id"], listed["source"], listed["labels"]) == (
+        alert.id,
+        "host-app",
+        {"queue": "main"},
+    )
+    async with h.fc.sessionmaker() as session:
+        again, created = await h.fc.alerts(session).trigger(principals.system(tenant), new)
+    assert not created and (again.id, again.count) == (alert.id, 2)
