@@ -54,6 +54,7 @@ ROUTES: dict[str, Check] = {
     "/api/v1/users": "list",
     "/api/v1/users/{user_id}": "item",
     "/api/v1/auth/me": "own",
+    "/api/v1/stream": "own",  # B's stream (bounded by stream_max_duration_s) shows none of A's
     "/api/v1/audit-log": "list",
     "/api/v1/plugins": "list",
     "/api/v1/plugins/types": "own",
@@ -85,6 +86,7 @@ ROUTES: dict[str, Check] = {
 
 # Query parameters a route needs (beside ``limit`` for a list).
 QUERY: dict[str, dict[str, str]] = {
+    "/api/v1/stream": {"channels": "events,deliveries,alerts"},
     "/api/v1/metrics/query": {"name": "alphaonly.metric"},
     "/api/v1/plugins/{plugin_id}/metrics/history": {"metric_name": "alphaonly.metric"},
 }
@@ -104,7 +106,11 @@ PARAMS = {
     "rule_id": "alert_rule",
 }
 
-SETTINGS = {"plugin_allow_unsigned": True, "webhook_allow_private": "127.0.0.0/8"}
+SETTINGS = {
+    "plugin_allow_unsigned": True,
+    "webhook_allow_private": "127.0.0.0/8",
+    "stream_max_duration_s": 0.5,
+}
 EVENT_TYPE = "alphaonly.thing"
 PLUGIN = "com.alphaonly.upper"
 SHARED_PLUGIN = "forecourt.json-export"
