@@ -24,7 +24,7 @@ from forecourt.db import migrate
 from forecourt.db.engine import create_engine, create_sessionmaker
 from forecourt.db.gate import WriteGate
 from forecourt.events.ingest import EventWriter
-from forecourt.events.outbox import EMITTED_HOOK
+from forecourt.events.outbox import EMITTED_HOOK, STREAMED_HOOK
 from forecourt.keys.auth import KeyAuthenticator
 from forecourt.keys.cache import INVALIDATE_CHANNEL, KeyCache
 from forecourt.keys.service import KeyConfig, KeyService
@@ -90,7 +90,11 @@ class Forecourt:
         self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(self.engine)
         # Events any service emits in a session wake the delivery workers once committed.
         self.sessionmaker.configure(
-            info={EMITTED_HOOK: self.on_published, PLUGINS_WAKE_KEY: self._wake_plugins}
+            info={
+                EMITTED_HOOK: self.on_published,
+                PLUGINS_WAKE_KEY: self._wake_plugins,
+                STREAMED_HOOK: self._events_stored,
+            }
         )
         self.write_gate = WriteGate(serialize=s.is_sqlite)
         # Recent log records for /api/v1/system/logs; the queue's figures for /metrics.

@@ -374,3 +374,30 @@ async def test_suspending_a_tenant_ends_its_connections_only(settings_factory: A
             assert (await closed_with(refused))[0] == 4003
             assert (await command(mine, {"action": "ping"}, "pong"))["type"] == "pong"
             await mine.close()
+
+
+async def test_events_emitted_inside_a_service_transaction_arrive_after_its_commit(
+    settings_factory: Any,
+) -> None:
+    from forecourt.events.service import emit
+
+    with serve(settings_factory()) as served:
+        socket = await open_socket(served, served.owner_key, "channels=events:endpoint.*")
+        await receive_type(socket, "subscribed")
+        fc = served.fc
+        tenant = str(fc.operator_tenant_id)
+
+        async def emit_twice() -> str:
+            async with fc.sessionmaker() as session:  # rolled back: never streamed
+                await emit(session, tenant, "endpoint.disabled", {"endpoint_id": "ep_gone"})
+                await session.rollback()
+            async with fc.sessionmaker() as session:
+                event = await emit(session, tenant, "endpoint.disabled", {"endpoint_id": "ep_kept"})
+                await session.commit()
+                return event.id
+
+        event_id = served.run(emit_twice())
+        got = await receive_type(socket, "event")
+        assert got["event"]["event_id"] == event_id
+        assert got["event"]["data"]["endpoint_id"] == "ep_kept"
+        await socket.close()

@@ -57,6 +57,8 @@ MAX_SOURCE_CHARS = 512
 MAX_SUBJECT_CHARS = 512
 # session.info key: a callable(deliveries) run after the commit of events emitted in it.
 EMITTED_HOOK = "forecourt.events.emitted"
+# A session's info key: called with the events it stored, once committed (the live streams).
+STREAMED_HOOK = "forecourt.events.streamed"
 _PENDING_HOOKS = "forecourt.events.pending_hooks"
 
 OnPublished = Callable[[int], object]
@@ -236,6 +238,10 @@ async def store(
     """
     planned = await plan(session, drafts, idempotency_window_s)
     await write(session, [planned])
+    streamed = session.info.get(STREAMED_HOOK)
+    new_events = [row for row, new in planned.results if new]
+    if streamed is not None and new_events:
+        after_commit(session, 0, lambda _deliveries: streamed(new_events))
     results = [
         (stored.event() if isinstance(stored, NewEvent) else cast(Event, stored), created)
         for stored, created in planned.results
