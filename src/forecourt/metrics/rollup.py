@@ -29,6 +29,7 @@ from forecourt.db.base import utcnow
 from forecourt.db.gate import WriteGate
 from forecourt.metrics.models import MetricRollupWork
 from forecourt.metrics.writer import MARK_WORK
+from forecourt.observability.operations import ROLLUP, timed
 
 log = logging.getLogger("forecourt.metrics")
 
@@ -104,13 +105,14 @@ class Rollups:
     async def run_once(self, now: datetime | None = None) -> int:
         """Roll up every entry this node can claim, minutes before hours; how many."""
         done = 0
-        for resolution in RESOLUTIONS:
-            while True:
-                claimed = await self.claim(resolution, now or utcnow(), self.batch)
-                if not claimed:
-                    break
-                await self.roll_up(claimed)
-                done += len(claimed)
+        with timed(ROLLUP):
+            for resolution in RESOLUTIONS:
+                while True:
+                    claimed = await self.claim(resolution, now or utcnow(), self.batch)
+                    if not claimed:
+                        break
+                    await self.roll_up(claimed)
+                    done += len(claimed)
         self.buckets_done += done
         return done
 

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from forecourt.db.gate import WriteGate
 from forecourt.errors import ForecourtError
 from forecourt.metrics.series import SeriesRegistry
+from forecourt.observability.instruments import metric_points_written
 
 log = logging.getLogger("forecourt.metrics")
 
@@ -171,6 +172,7 @@ class MetricWriter:
                         self._space.notify_all()
                 total += len(rows)
                 self.written += len(rows)
+                metric_points_written(len(rows))
             return total
 
     async def _write(self, rows: list[Row]) -> None:
