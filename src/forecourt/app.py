@@ -23,6 +23,7 @@ from forecourt.http.middleware.request_id import RequestIdMiddleware
 from forecourt.keys.routes import router as keys_router
 from forecourt.metrics import routes as metric_routes
 from forecourt.observability import routes as observability_routes
+from forecourt.overview import routes as overview_routes
 from forecourt.plugins import routes as plugin_routes
 from forecourt.realtime import sse, ws
 from forecourt.settings import Settings
@@ -77,6 +78,7 @@ def create_app(
         users_router,
         auth_router,
         audit_router,
+        overview_routes.plugins,  # before /plugins/{plugin_id}
         plugin_routes.plugins,
         plugin_routes.instances,
         metric_routes.router,
@@ -88,6 +90,7 @@ def create_app(
         alert_routes.rules,
         observability_routes.scrape,
         observability_routes.stats,
+        overview_routes.stats,
         observability_routes.system,
     ):
         app.include_router(router)

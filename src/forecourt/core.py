@@ -32,6 +32,8 @@ from forecourt.keys.usage import UsageRecorder
 from forecourt.metrics.service import Metrics
 from forecourt.observability import logring
 from forecourt.observability.backlog import Backlog
+from forecourt.overview.cache import INVALIDATE_CHANNEL as OVERVIEW_CHANNEL
+from forecourt.overview.cache import OverviewCache
 from forecourt.plugins.routing import WAKE_KEY as PLUGINS_WAKE_KEY
 from forecourt.plugins.routing import EventRouter
 from forecourt.plugins.runner import PluginRunner
@@ -151,6 +153,11 @@ class Forecourt:
         # Suspended tenants: checked wherever a caller is resolved, kept current by broadcast.
         self.suspensions = Suspensions()
         self.broadcast.subscribe(SUSPENSION_CHANNEL, self.suspensions.on_message)
+        # Tenant summaries and plugin health, dropped on every node by the writes that change them.
+        self.overview_cache = OverviewCache(s.overview_cache_ttl_s)
+        self.broadcast.subscribe(OVERVIEW_CHANNEL, self.overview_cache.on_message)
+        self._overview_changes: set[str] = set()
+        self._overview_task: asyncio.Task[None] | None = None
         # Live streams: the hub producers publish to and /ws and /api/v1/stream read from.
         self.streams = StreamHub(
             self.broadcast,
@@ -178,6 +185,7 @@ class Forecourt:
         # Plugins: the sandbox pool starts on first use; the router and the scheduler run on
         # nodes that run workers.
         self.plugin_runner = PluginRunner(s, self.sessionmaker, on_published=self.on_published)
+        self.plugin_runner.on_recorded = self.overview_changed
         self.plugin_router: EventRouter | None = None
         self.plugin_scheduler: Scheduler | None = None
         # Alerts: rules are evaluated on nodes that run workers.
@@ -332,21 +340,45 @@ class Forecourt:
 
     def _events_stored(self, events: list[StoredEvent]) -> None:
         stream_producers.events_published(self.streams, events)
+        for tenant_id in {event.tenant_id for event in events}:
+            self.overview_changed(tenant_id)
 
     def deliveries_recorded(self, finished: Sequence[Finished]) -> None:
         """Attempts were recorded: their deliveries' new states go to the live streams."""
         stream_producers.deliveries_recorded(self.streams, finished)
+        for tenant_id in {done.claim.tenant_id for done in finished}:
+            self.overview_changed(tenant_id)
 
     def _alert_changed(self, tenant_id: str, alert: dict[str, Any]) -> None:
         """An alert opened, repeated, was acknowledged or resolved: to the live streams."""
         stream_producers.alert_changed(self.streams, tenant_id, alert)
+        self.overview_changed(tenant_id)
 
     def _execution_finished(self, execution: PluginExecution) -> None:
         stream_producers.execution_finished(self.streams, execution)
+        self.overview_changed(execution.tenant_id)
         # A collector's metrics become series of its instance; the record keeps its summary.
         self.metrics.take_run(
             execution.tenant_id, execution.instance_id, execution.started_at, execution.metrics
         )
+
+    def overview_changed(self, tenant_id: str) -> None:
+        """A commit changed the tenant's summary or plugin health: drop this node's copy now,
+        and other nodes' through the broadcast (tenants gathered while one message is out)."""
+        self.overview_cache.invalidate(tenant_id)
+        if self.redis is None:
+            return
+        self._overview_changes.add(tenant_id)
+        if self._overview_task is None:
+            self._overview_task = asyncio.get_running_loop().create_task(self._send_overview())
+
+    async def _send_overview(self) -> None:
+        try:
+            while self._overview_changes:
+                tenant_id = self._overview_changes.pop()
+                await self.broadcast.publish(OVERVIEW_CHANNEL, tenant_id)
+        finally:
+            self._overview_task = None
 
     async def _endpoint_disabled(self, session: AsyncSession, endpoint: Endpoint) -> None:
         """Publish ``endpoint.disabled`` in the transaction that disables the endpoint."""

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     # Alert rules (docs/alerts.md): how often worker nodes evaluate them; 0: never in the
     # background (a rule is then evaluated only when asked to, as the tests do).
     alert_evaluation_interval_s: float = Field(default=30.0, ge=0, le=86_400)
+    # The tenant summary and plugin health: how long a node reuses them; writes that change
+    # them (events, runs, deliveries, alerts) drop them at once on every node.
+    overview_cache_ttl_s: float = Field(default=10.0, ge=0, le=86_400)
 
     # Plugins: packages and trust
     plugin_max_package_bytes: int = Field(default=10 * 1024 * 1024, gt=0)

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -115,6 +115,7 @@ class PluginRunner:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.on_published = on_published
+        self.on_recorded: Callable[[str], None] = lambda tenant_id: None  # after a run's commit
         self.config = sandbox_config(settings)
         self.box = SecretBox(settings.resolved_secret_key, CONFIG_PURPOSE)
         self.store = PackageStore(settings.plugins_dir.resolve())
@@ -363,6 +364,7 @@ class PluginRunner:
                     .values(last_status=execution.status)
                 )
             await session.commit()
+        self.on_recorded(instance.tenant_id)
 
     async def _record_alone(
         self, instance: PluginInstance, execution: PluginExecution, logs: str
@@ -377,6 +379,7 @@ class PluginRunner:
                 execution.instance_id = None
             session.add(execution)
             await session.commit()
+        self.on_recorded(instance.tenant_id)
 
 
 async def _shielded(work: Coroutine[Any, Any, None]) -> None:

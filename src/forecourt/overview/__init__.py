@@ -1,0 +1,1 @@
+"""The overview of a tenant: its summary, its plugins' health and categories, cached."""
