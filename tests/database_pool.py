@@ -234,6 +234,11 @@ class DatabasePool:
         )
         self._thread.start()
 
+    @property
+    def ready(self) -> tuple[str, ...]:
+        """The databases reset and waiting for a test."""
+        return tuple(self._ready)
+
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 

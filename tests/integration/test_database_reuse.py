@@ -138,7 +138,7 @@ async def test_a_database_whose_schema_changed_is_dropped(pg_pool: DatabasePool,
         )
         ready = await admin.fetchval(
             "SELECT count(*) FROM pg_database WHERE datname = ANY($1::text[])",
-            [*pg_pool._ready],
+            list(pg_pool.ready),
         )
     finally:
         await admin.close()
