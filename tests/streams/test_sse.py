@@ -106,3 +106,19 @@ async def test_a_stream_sends_keep_alive_comments_and_ends_after_its_duration(
             assert response.status_code == 200
             assert ": keep-alive" in response.text
             assert "event: subscribed" in response.text
+
+
+async def test_streams_past_the_connections_of_a_key_are_429(settings_factory: Any) -> None:
+    with serve(settings_factory(stream_max_connections_per_key=1)) as served:
+        async with (
+            httpx.AsyncClient(
+                base_url=served.url, headers=served.auth(), timeout=RECEIVE_TIMEOUT_S
+            ) as client,
+            aconnect_sse(client, "GET", STREAM, params={"channels": "alerts"}) as held,
+        ):
+            events = held.aiter_sse()
+            first = await anext(events)
+            while first.event != "subscribed":
+                first = await anext(events)
+            refused = await client.get(STREAM, params={"channels": "alerts"})
+            problem(refused, 429, "rate-limited")
