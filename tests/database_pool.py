@@ -212,9 +212,11 @@ def _unquote(identifier: str) -> str:
 class DatabasePool:
     """Databases cloned from ``template`` for one test at a time, reset and reused.
 
-    Every database a test gets has a name never used before in this run. All work runs on
-    a thread of the pool's own with its own event loop, so the fixtures may be called from
-    inside a test's running loop.
+    Every database a test gets has a name never used before in this run. A database given
+    back is renamed at once (its connections ended) and reset in the background while the
+    next tests run; ``acquire`` waits for a reset under way before it clones a new one. All
+    work runs on a thread of the pool's own with its own event loop, so the fixtures may be
+    called from inside a test's running loop.
     """
 
     def __init__(
@@ -227,6 +229,7 @@ class DatabasePool:
         self._template = template
         self._prefix = prefix
         self._ready: list[str] = []
+        self._resets: set[asyncio.Task[None]] = set()
         self._snapshot: Snapshot | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -250,9 +253,14 @@ class DatabasePool:
         return self._run(self._acquire())
 
     def release(self, name: str) -> str | None:
-        """Take back a database a test has finished with: reset for reuse (the name it is kept
-        under, which the next ``acquire`` hands out), or dropped (None)."""
+        """Take back a database a test has finished with: the name it is reset under (it
+        joins ``ready`` once reset, or is dropped if its schema changed), or None if it could
+        not be renamed and was dropped."""
         return self._run(self._release(name))
+
+    def settle(self) -> None:
+        """Wait for the resets under way; a reset that failed raises here."""
+        self._run(self._settle())
 
     def close(self) -> None:
         """Drop every database the pool holds and stop its thread."""
@@ -270,6 +278,8 @@ class DatabasePool:
                 self._snapshot = await take_snapshot(conn)
             finally:
                 await conn.close()
+        while not self._ready and self._resets:
+            await self._wait(asyncio.FIRST_COMPLETED)
         if self._ready:
             return self._ready.pop()
         name = self._new_name()
@@ -281,20 +291,40 @@ class DatabasePool:
         return name
 
     async def _release(self, name: str) -> str | None:
-        assert self._snapshot is not None
         renamed = await self._rename(name)
-        if renamed is not None:
-            conn = await self._connect(renamed)
+        if renamed is None:
+            await self._drop(name)
+            return None
+        task = asyncio.create_task(self._reset(renamed))
+        self._resets.add(task)
+        return renamed
+
+    async def _reset(self, name: str) -> None:
+        assert self._snapshot is not None
+        try:
+            conn = await self._connect(name)
             try:
                 reusable = await restore(conn, self._snapshot)
             finally:
                 await conn.close()
-            if reusable:
-                self._ready.append(renamed)
-                return renamed
-            name = renamed
-        await self._drop(name)
-        return None
+        except BaseException:
+            await self._drop(name)
+            raise
+        if reusable:
+            self._ready.append(name)
+        else:
+            await self._drop(name)
+
+    async def _wait(self, return_when: str) -> None:
+        """Wait for resets under way (the first, or all); a failed one raises here."""
+        done, _ = await asyncio.wait(self._resets, return_when=return_when)
+        self._resets -= done
+        for task in done:
+            task.result()
+
+    async def _settle(self) -> None:
+        if self._resets:
+            await self._wait(asyncio.ALL_COMPLETED)
 
     async def _rename(self, name: str) -> str | None:
         """``name`` under a new name with no connection left to it; None if that failed."""
@@ -325,8 +355,11 @@ class DatabasePool:
             await admin.close()
 
     async def _close(self) -> None:
-        while self._ready:
-            await self._drop(self._ready.pop())
+        try:
+            await self._settle()
+        finally:
+            while self._ready:
+                await self._drop(self._ready.pop())
 
 
 async def describe(conn: asyncpg.Connection) -> dict[str, Any]:

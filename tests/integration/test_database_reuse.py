@@ -102,13 +102,18 @@ async def test_a_reused_database_is_identical_to_a_fresh_clone(
         reused = pg_pool.release(name)
     finally:
         left_open.terminate()
-    assert reused is not None, "a database used only through the app is reused"
+    assert reused is not None
     assert reused != name, "a reused database gets a new name"
     with pytest.raises(asyncpg.InvalidCatalogNameError):  # a leftover client finds nothing
         await asyncpg.connect(_pg_dsn(name))
+    pg_pool.settle()
+    assert reused in pg_pool.ready, "a database used only through the app is reused"
     assert await state(reused) == expected
     assert pg_pool.acquire() == reused
-    assert pg_pool.release(reused) not in (None, reused)
+    again = pg_pool.release(reused)
+    assert again not in (None, reused)
+    assert pg_pool.acquire() == again, "the next test waits for the reset under way"
+    pg_pool.release(again)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +135,9 @@ async def test_a_database_whose_schema_changed_is_dropped(pg_pool: DatabasePool,
         await conn.execute(ddl)
     finally:
         await conn.close()
-    assert pg_pool.release(name) is None
+    renamed = pg_pool.release(name)
+    pg_pool.settle()
+    assert renamed not in pg_pool.ready
     admin = await asyncpg.connect(_pg_dsn())
     try:
         left = await admin.fetchval(
