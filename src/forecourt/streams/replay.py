@@ -24,6 +24,8 @@ STREAM_KEY = "streams"
 READ_BLOCK_MS = 1000
 READ_BATCH = 1000
 RANGE_BATCH = 1000
+# The in-process ring's bound in bytes of message text, beside its count (events may be large).
+MAX_RING_BYTES = 64 * 1024 * 1024
 
 
 def _key(raw: bytes | str) -> MessageKey:
@@ -47,12 +49,15 @@ class ReplayLog(Protocol):
 
 
 class MemoryLog:
-    """A ring of the messages of the last ``window_s`` seconds (at most ``max_messages``)."""
+    """A ring of the messages of the last ``window_s`` seconds (at most ``max_messages``
+    and ``max_bytes`` of their text)."""
 
-    def __init__(self, window_s: float, max_messages: int) -> None:
+    def __init__(self, window_s: float, max_messages: int, max_bytes: int = MAX_RING_BYTES) -> None:
         self.window_s = window_s
         self.max_messages = max_messages
+        self.max_bytes = max_bytes
         self._ring: deque[StreamMessage] = deque()
+        self._bytes = 0
         self._last: MessageKey = ZERO
         self._dropped: MessageKey = ZERO  # the newest id dropped from the ring
 
@@ -62,14 +67,21 @@ class MemoryLog:
         message.key = (now_ms, 0) if now_ms > ms else (ms, seq + 1)
         self._last = message.key
         self._ring.append(message)
+        self._bytes += len(message.text())
         self._trim(now_ms)
         return message
 
     def _trim(self, now_ms: int) -> None:
         oldest_ms = now_ms - int(self.window_s * 1000)
         ring = self._ring
-        while ring and (len(ring) > self.max_messages or ring[0].key[0] < oldest_ms):
-            self._dropped = ring.popleft().key
+        while ring and (
+            len(ring) > self.max_messages
+            or self._bytes > self.max_bytes
+            or ring[0].key[0] < oldest_ms
+        ):
+            dropped = ring.popleft()
+            self._bytes -= len(dropped.text())
+            self._dropped = dropped.key
 
     async def head(self) -> MessageKey:
         return self._last
