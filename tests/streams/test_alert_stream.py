@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import httpx
-from stream_support import RECEIVE_TIMEOUT_S, command, open_socket, receive_type
+from stream_support import RECEIVE_TIMEOUT_S, command, create_key, open_socket, receive_type
 
 from served import serve
 
@@ -54,3 +54,18 @@ async def test_each_change_of_an_alert_reaches_the_alerts_channel(settings_facto
             first = await receive_type(outsider, "alert")
             assert first["alert"]["id"] == theirs.json()["id"]
             await asyncio.gather(socket.close(), outsider.close())
+
+
+async def test_the_alerts_channel_needs_alerts_read(settings_factory: Any) -> None:
+    with serve(settings_factory()) as served:
+        async with httpx.AsyncClient(timeout=RECEIVE_TIMEOUT_S) as client:
+            metrics_reader = await create_key(client, served, ["metrics:read"])
+            alerts_reader = await create_key(client, served, ["alerts:read"])
+        refused_socket = await open_socket(served, metrics_reader)
+        refused = await command(refused_socket, {"action": "subscribe", "channels": ["alerts"]})
+        assert refused["code"] == "forbidden_channel", refused
+        assert refused["required_scope"] == "alerts:read"
+        socket = await open_socket(served, alerts_reader)
+        subscribed = await command(socket, {"action": "subscribe", "channels": ["alerts"]})
+        assert subscribed["subscriptions"] == ["alerts"], subscribed
+        await asyncio.gather(socket.close(), refused_socket.close())

@@ -9,8 +9,7 @@ channel                    scope               messages
 ``metrics[:<pattern>]``    ``metrics:read``    ``metrics_update`` of a plugin id, or with a
                                                series name matching (``system.cpu.*``)
 ``executions[:<id>]``      ``plugins:read``    ``execution_complete`` of one plugin or all
-``alerts``                 ``metrics:read``    ``alert`` (alerts are raised by rules over
-                                               metrics: who may read these may read those)
+``alerts``                 ``alerts:read``     ``alert``, as ``/api/v1/alerts`` shows it
 =========================  ==================  ===========================================
 """
 
@@ -36,7 +35,7 @@ SCOPES: dict[str, str] = {
     DELIVERIES: "deliveries:read",
     METRICS: "metrics:read",
     EXECUTIONS: "plugins:read",
-    ALERTS: "metrics:read",
+    ALERTS: "alerts:read",
 }
 MAX_CHANNEL_CHARS = 4000
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
