@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from database_pool import DatabasePool
 from forecourt.app import create_app
 from forecourt.core import Forecourt
-from forecourt.settings import OWNER_KEY_FILE, Settings
+from forecourt.settings import OWNER_KEY_FILE, SQLITE_FILE, Settings
 
 POSTGRES_URL = os.environ.get(
     "FORECOURT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -250,14 +250,59 @@ def problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
     return body
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated once per run, which a harness on SQLite starts on a copy of
+    (as one on PostgreSQL starts on a clone of ``pg_template``); a first start on an empty
+    file is tested by tests/migrations, test_data_dir_modes and tests/e2e."""
+    from sqlalchemy.pool import NullPool
+
+    from forecourt.db import migrate
+    from forecourt.db.engine import create_engine
+
+    path = tmp_path_factory.mktemp("sqlite-template") / SQLITE_FILE
+
+    async def make() -> None:
+        engine = create_engine(f"sqlite+aiosqlite:///{path}", poolclass=NullPool)
+        try:
+            await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    _in_thread(make)
+    # The last connection's close wrote the WAL back: the one file holds the database.
+    assert not Path(f"{path}-wal").exists(), "the SQLite template kept a write-ahead log"
+    return path
+
+
 @pytest.fixture
-async def harness_factory(settings_factory: Any) -> AsyncIterator[Any]:
-    """Start one or more Forecourt nodes (same database) for a test; all stopped after it."""
+async def harness_factory(
+    settings_factory: Any, backend: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Any]:
+    """Start one or more Forecourt nodes (same database) for a test; all stopped after it.
+
+    On SQLite, a node in the test's own data folder starts on a copy of the migrated
+    ``sqlite_template`` instead of migrating an empty file (most of a first start's time);
+    a node given a ``data_dir`` or a ``database_url`` starts as it is.
+    """
     started: list[Harness] = []
+    template: Path | None = None
+    if backend == "sqlite":
+        template = request.getfixturevalue("sqlite_template")
 
     async def start(**settings_overrides: Any) -> Harness:
         settings = settings_factory(**settings_overrides)
+        database = settings.data_dir / SQLITE_FILE
+        seed = (
+            template is not None
+            and settings.is_sqlite
+            and not {"data_dir", "database_url"} & settings_overrides.keys()
+            and not database.exists()
+        )
         fc = Forecourt(settings)
+        if seed and template is not None and database.exists() and not database.stat().st_size:
+            # The engine made the file empty and private and has not opened it yet.
+            database.write_bytes(template.read_bytes())
         await fc.start()
         app = create_app(settings, forecourt=fc)
         transport = httpx.ASGITransport(
