@@ -61,13 +61,12 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from forecourt.events.envelope import StoredEvent
-    from forecourt.plugins.models import PluginExecution
-    from forecourt.webhooks.queue import Finished
-
     from forecourt.events.service import EventService
     from forecourt.plugins.instances import InstanceService
+    from forecourt.plugins.models import PluginExecution
     from forecourt.plugins.service import PluginService
     from forecourt.webhooks.models import Endpoint
+    from forecourt.webhooks.queue import Finished
 
 log = logging.getLogger("forecourt")
 

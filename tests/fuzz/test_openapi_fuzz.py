@@ -100,11 +100,11 @@ REGISTRY_FIELDS: dict[str, str] = {
     "expires_at": "a time in the future (the document cannot name now)",
     "event_types": "whether a plugin instance takes event types depends on its plugin's type",
     "input": "a plugin's input must match that plugin's own input schema",
-    "points.*.time": "a point's time is within raw retention of now (the document cannot name "
-    "now)",
+    "points.*.time": "a point's time is within raw retention of now (the document cannot name now)",
     "source": "'forecourt' and plugin instance ids (pin_...) are sources of Forecourt's own",
     "from": "a range's start is before its end",
     "step": "a range holds at most 11,000 steps",
+    "tenants.*": "a tenant of this installation, by id or slug",
 }
 # A path inside a field of free JSON (``data``, ``schema``, ``metadata``, ``config``...):
 # "any JSON" in the document, within the codec's limits (64-bit integers, nesting depth).

@@ -120,7 +120,9 @@ async def test_availability_to_all_or_a_list(h: Harness) -> None:
         bad = await h.client.put(
             f"/api/v1/plugins/{UPPER}/availability", json=body, headers=h.auth()
         )
-        problem(bad, 422, "invalid-input")
+        found = problem(bad, 422, "invalid-input")
+        if body["tenants"] == ["nobody"]:
+            assert [e["field"] for e in found["errors"]] == ["tenants.0"]
     again = await h.client.get(f"/api/v1/plugins/{UPPER}/availability", headers=h.auth())
     assert again.json() == listed.json()
 

@@ -269,7 +269,7 @@ class PluginService:
         for index, ref in enumerate(refs):
             found = await tenants.find(self.session, ref)
             if found is None:
-                raise InvalidInput(f"No tenant {ref!r}.", field=f"tenants[{index}]")
+                raise InvalidInput(f"No tenant {ref!r}.", field=f"tenants.{index}")
             wanted[found.id] = found
         if all_tenants and wanted:
             raise InvalidInput("List tenants only when it is not for all.", field="tenants")
