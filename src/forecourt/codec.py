@@ -249,6 +249,21 @@ def dumps_stored(value: Any, *, sort_keys: bool = False) -> bytes:
         return json.dumps(value, separators=(",", ":"), default=str, sort_keys=sort_keys).encode()
 
 
+def loads_stored(data: bytes | bytearray | memoryview | str) -> Any:
+    """JSON that Forecourt wrote itself (``dumps_stored``) read back: never refuses what
+    that wrote, a row written before the codec's limits included (a big integer is read
+    exactly, a lone surrogate or deep nesting as the standard library reads them)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8", "surrogatepass")
+        return json.loads(text)
+    if _has_big_number(value):
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8", "surrogatepass")
+        return json.loads(text)
+    return value
+
+
 def loads(
     data: bytes | bytearray | memoryview | str,
     *,

@@ -224,13 +224,14 @@ class StreamHub:
         assert self._redis is not None
         while True:
             try:
-                messages = await self._redis.read(self._head)
+                messages, last = await self._redis.read(self._head)
             except (RedisError, OSError):
                 log.warning("could not read the stream; retrying", exc_info=True)
                 await asyncio.sleep(RETRY_DELAY_S)
                 continue
             for message in messages:
                 self._dispatch(message)
+            self._head = max(self._head, last)
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -102,7 +102,9 @@ class StreamMessage:
 
     @classmethod
     def from_stored(cls, raw: bytes | str, key: MessageKey) -> StreamMessage:
-        value = codec.loads(raw, max_bytes=None)
+        # Written by ``stored`` on this or another node: an event's data at the codec's
+        # depth limit sits deeper inside the message, so it is read back without that limit.
+        value = codec.loads_stored(raw)
         return cls(
             type=value["t"],
             tenant_id=value["n"],

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from forecourt.streams.messages import ZERO, MessageKey, StreamMessage, parse_id
 
@@ -128,8 +127,7 @@ class RedisLog:
         start = f"({key[0]}-{key[1]}"
         while True:
             entries: Any = await self._client.xrange(self.key, min=start, count=RANGE_BATCH)
-            for raw_id, fields in entries:
-                found.append(StreamMessage.from_stored(fields[b"m"], _key(raw_id)))
+            found.extend(_readable(entries))
             if len(entries) < RANGE_BATCH:
                 return found
             start = "(" + (
@@ -140,19 +138,28 @@ class RedisLog:
         # Entries older than the window may be trimmed at any time.
         return key[0] < int((time.time() - self.window_s) * 1000)
 
-    async def read(self, after: MessageKey) -> list[StreamMessage]:
-        """The messages after ``after``, waiting up to READ_BLOCK_MS for one."""
-        try:
-            reply: Any = await self._reader.xread(
-                {self.key: f"{after[0]}-{after[1]}"}, count=READ_BATCH, block=READ_BLOCK_MS
-            )
-        except (RedisError, OSError):
-            raise
+    async def read(self, after: MessageKey) -> tuple[list[StreamMessage], MessageKey]:
+        """The messages after ``after``, waiting up to READ_BLOCK_MS for one, and the id to
+        read after next (past any entry skipped as unreadable, so none is read twice)."""
+        reply: Any = await self._reader.xread(
+            {self.key: f"{after[0]}-{after[1]}"}, count=READ_BATCH, block=READ_BLOCK_MS
+        )
         messages: list[StreamMessage] = []
+        last = after
         for _stream, entries in reply or ():
-            for raw_id, fields in entries:
-                try:
-                    messages.append(StreamMessage.from_stored(fields[b"m"], _key(raw_id)))
-                except Exception:  # a foreign entry in our key: skip it, never stop reading
-                    log.warning("skipping an unreadable stream entry %r", raw_id)
-        return messages
+            messages.extend(_readable(entries))
+            if entries:
+                last = max(last, _key(entries[-1][0]))
+        return messages, last
+
+
+def _readable(entries: Sequence[Any]) -> list[StreamMessage]:
+    """The messages of stream ``entries``; an entry that is not one (a foreign writer in our
+    key) is skipped with a warning, never stopping a reader or a resume."""
+    messages: list[StreamMessage] = []
+    for raw_id, fields in entries:
+        try:
+            messages.append(StreamMessage.from_stored(fields[b"m"], _key(raw_id)))
+        except Exception:
+            log.warning("skipping an unreadable stream entry %r", raw_id)
+    return messages
