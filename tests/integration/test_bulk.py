@@ -27,8 +27,13 @@ async def tenant_id(h: Harness) -> str:
     return found
 
 
+# Rows are stored as of an hour ago: within event retention, so the node's retention pass
+# (run at its start) never prunes what a test just wrote.
+RECENT = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=120_000)
+
+
 def event_row(tenant: str, **values: Any) -> dict[str, Any]:
-    at = datetime(2026, 3, 1, 12, 30, 5, 120_000, tzinfo=UTC)
+    at = RECENT
     row = {
         "id": new_id("evt"),
         "tenant_id": tenant,
@@ -130,7 +135,7 @@ async def test_update_rows_sets_values_and_expressions_where_the_guard_holds(
     rows[2]["severity"] = "error"  # the guard keeps this one as it is
     async with harness.fc.engine.begin() as conn:
         await bulk.insert_rows(conn, EVENTS, rows)
-    later = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)
+    later = (RECENT + timedelta(minutes=30)).replace(microsecond=0)
     async with harness.fc.engine.begin() as conn:
         updated = await bulk.update_rows(
             conn,
