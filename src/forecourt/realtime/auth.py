@@ -7,7 +7,6 @@ The access middleware does this for HTTP; a WebSocket handshake does not pass th
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
@@ -17,7 +16,6 @@ from starlette.websockets import WebSocket
 
 from forecourt.http.client_ip import ClientAddress, parse_networks
 from forecourt.http.middleware.access import SESSION_COOKIE
-from forecourt.keys import format as key_format
 from forecourt.principal import Principal
 from forecourt.streams.subscriber import FORBIDDEN, TOO_MANY, UNAUTHENTICATED, Ended
 
@@ -118,8 +116,7 @@ async def authenticate(websocket: WebSocket, fc: Forecourt) -> Caller | Ended:
 
 
 async def _by_key(fc: Forecourt, raw: str, ip: str | None) -> Caller | None:
-    if not key_format.is_well_formed(raw):
-        return None
+    # Memory first, then the database unless the address is over its limit (as for HTTP).
     recalled = fc.authenticator.recall(raw)
     key = recalled.key
     if recalled.lookup is not None:
@@ -129,13 +126,12 @@ async def _by_key(fc: Forecourt, raw: str, ip: str | None) -> Caller | None:
         key = await fc.authenticator.load(recalled.lookup)
     if key is None:
         return None
-    key_hash = key_format.hash_key(raw, fc.key_config.secret)
 
     async def revalidate() -> bool:
-        hit, cached = fc.authenticator.cache.get(key_hash)
-        if not hit:
-            return await fc.authenticator.load(key_hash) is not None
-        return cached is not None and cached.valid_at(time.time())
+        again = fc.authenticator.recall(raw)
+        if again.lookup is None:
+            return again.key is not None
+        return await fc.authenticator.load(again.lookup) is not None
 
     principal = Principal(
         "key", key.id, key.tenant_id, key.scopes, ip, tier=key.tier, rate_limits=key.rate_limits
