@@ -1,7 +1,7 @@
 """PostgreSQL databases for tests: cloned from a migrated template, then reset and reused.
 
-``CREATE DATABASE ... TEMPLATE`` and the ``DROP`` after it cost about a second on a small
-machine, and the suite needs a database for every PostgreSQL test. A database that a test
+``CREATE DATABASE ... TEMPLATE`` and the ``DROP`` after it each copy or remove a whole
+database, and the suite needs a database for every PostgreSQL test. A database that a test
 has finished with is put back into the template's state instead and handed to the next test:
 
 1. its connections are ended and it is renamed, so a client that the test left behind (a
@@ -128,16 +128,20 @@ def _digest_sql(table: str) -> str:
 @dataclass(frozen=True)
 class Snapshot:
     """What a fresh clone of the template holds: its schema's fingerprint, the rows of its
-    tables that have any (binary COPY and a digest each) and each sequence's position."""
+    tables that have any (binary COPY and a digest each) and each sequence's position; and
+    whether the role may reset a database at all (``session_replication_role`` is a
+    superuser's: without it every database is dropped after its test, never reused)."""
 
     fingerprint: str
     tables: tuple[str, ...]
     seed_rows: dict[str, tuple[bytes, str]]
     sequences: tuple[tuple[str, int, int | None], ...]
+    resettable: bool
 
 
 async def take_snapshot(conn: asyncpg.Connection) -> Snapshot:
     """Read ``conn``'s database (the template) as the state every reused database returns to."""
+    resettable = await conn.fetchval("SELECT current_setting('is_superuser') = 'on'")
     fingerprint = await conn.fetchval(FINGERPRINT_SQL)
     tables = tuple(row[0] for row in await conn.fetch(TABLES_SQL))
     seed_rows: dict[str, tuple[bytes, str]] = {}
@@ -146,7 +150,7 @@ async def take_snapshot(conn: asyncpg.Connection) -> Snapshot:
         await conn.copy_from_query(f"SELECT * FROM {table}", output=buffer, format="binary")
         seed_rows[table] = (buffer.getvalue(), await conn.fetchval(_digest_sql(table)))
     sequences = tuple((r[0], r[1], r[2]) for r in await conn.fetch(SEQUENCES_SQL))
-    return Snapshot(fingerprint, tables, seed_rows, sequences)
+    return Snapshot(fingerprint, tables, seed_rows, sequences, resettable)
 
 
 async def _non_empty(conn: asyncpg.Connection, tables: tuple[str, ...]) -> list[str]:
@@ -161,27 +165,28 @@ async def _non_empty(conn: asyncpg.Connection, tables: tuple[str, ...]) -> list[
 async def restore(conn: asyncpg.Connection, snapshot: Snapshot) -> bool:
     """Put ``conn``'s database back into the snapshot's state; False (and nothing changed)
     when its schema no longer matches the template's, so it must not be reused, or when the
-    role may not set ``session_replication_role`` (only a superuser may)."""
-    if not await conn.fetchval("SELECT current_setting('is_superuser') = 'on'"):
+    role may not reset it (``snapshot.resettable``)."""
+    if not snapshot.resettable:
         return False
+    # The fingerprint covers every relation: equal fingerprints, the snapshot's tables.
     if await conn.fetchval(FINGERPRINT_SQL) != snapshot.fingerprint:
         return False
-    tables = tuple(row[0] for row in await conn.fetch(TABLES_SQL))
-    if tables != snapshot.tables:  # the fingerprint covers it; a cheap second guard
-        return False
-    filled = await _non_empty(conn, tables)
+    filled = await _non_empty(conn, snapshot.tables)
     async with conn.transaction():
         # Without foreign-key checks or user triggers (audit_log's append-only guard):
         # every table that holds a row is emptied, so no reference is left dangling, and
-        # seed rows load in any order. DELETE of a few rows costs milliseconds where
-        # TRUNCATE makes new files for every table it reaches.
+        # seed rows load in any order. DELETE of a few rows is cheaper than TRUNCATE,
+        # which makes new files for every table it reaches.
         await conn.execute("SET LOCAL session_replication_role = replica")
+        intact: set[str] = set()  # seed tables still holding exactly their seed rows
         for table in filled:
             seed = snapshot.seed_rows.get(table)
-            if seed is None or await conn.fetchval(_digest_sql(table)) != seed[1]:
+            if seed is not None and await conn.fetchval(_digest_sql(table)) == seed[1]:
+                intact.add(table)
+            else:
                 await conn.execute(f"DELETE FROM {table}")
-        for table, (rows, digest) in snapshot.seed_rows.items():
-            if await conn.fetchval(_digest_sql(table)) == digest:
+        for table, (rows, _) in snapshot.seed_rows.items():
+            if table in intact:
                 continue
             schema, _, name = table.rpartition(".")
             await conn.copy_to_table(
@@ -254,8 +259,8 @@ class DatabasePool:
 
     def release(self, name: str) -> str | None:
         """Take back a database a test has finished with: the name it is reset under (it
-        joins ``ready`` once reset, or is dropped if its schema changed), or None if it could
-        not be renamed and was dropped."""
+        joins ``ready`` once reset, or is dropped if its schema changed), or None if it was
+        dropped at once (it could not be renamed, or the role may not reset a database)."""
         return self._run(self._release(name))
 
     def settle(self) -> None:
@@ -291,7 +296,8 @@ class DatabasePool:
         return name
 
     async def _release(self, name: str) -> str | None:
-        renamed = await self._rename(name)
+        assert self._snapshot is not None
+        renamed = await self._rename(name) if self._snapshot.resettable else None
         if renamed is None:
             await self._drop(name)
             return None
