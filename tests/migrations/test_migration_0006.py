@@ -5,9 +5,7 @@ cascade into the deliveries and attempts) and on PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +25,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import NullPool
+from test_migrations import empty_engine
 
 from forecourt.db import migrate
-from forecourt.db.engine import create_engine
+
+__all__ = ["empty_engine"]  # the fixture, shared with test_migrations
 
 # The tables as they are at 0005, only the columns written here.
 META = MetaData()
@@ -105,18 +104,9 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def engine(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[AsyncEngine]:
-    """An engine on an empty database (not the migrated template)."""
-    if backend == "sqlite":
-        made = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
-    else:
-        made = create_engine(request.getfixturevalue("empty_pg_database"), poolclass=NullPool)
-    try:
-        yield made
-    finally:
-        await made.dispose()
+def engine(empty_engine: AsyncEngine) -> AsyncEngine:
+    """An engine on an empty database of its own (test_migrations.empty_engine)."""
+    return empty_engine
 
 
 def event(n: int, source: str, ce_id: str, data: Any) -> dict[str, Any]:

@@ -4,20 +4,19 @@ permissions, tenant deletion takes its audit entries with it; and down again."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import NullPool
+from test_migrations import empty_engine
 
 from forecourt.db import migrate
 from forecourt.db.base import UTCDateTime
-from forecourt.db.engine import create_engine
+
+__all__ = ["empty_engine"]  # the fixture, shared with test_migrations
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
 NOT_IN_USE = "not in use yet"
@@ -69,18 +68,9 @@ audit = sa.table(
 
 
 @pytest.fixture
-async def engine(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[AsyncEngine]:
-    """An engine on an empty database of its own."""
-    if backend == "sqlite":
-        found = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'm0007.db'}")
-    else:
-        found = create_engine(request.getfixturevalue("empty_pg_database"), poolclass=NullPool)
-    try:
-        yield found
-    finally:
-        await found.dispose()
+def engine(empty_engine: AsyncEngine) -> AsyncEngine:
+    """An engine on an empty database of its own (test_migrations.empty_engine)."""
+    return empty_engine
 
 
 def key_row(key_id: str, tenant_id: str, name: str, created_by: str | None) -> dict[str, Any]:
