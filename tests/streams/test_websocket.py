@@ -21,6 +21,7 @@ from stream_support import (
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from forecourt.streams.messages import parse_id
 from served import serve
 
 LOOPBACK = "127.0.0.0/8"
@@ -69,7 +70,7 @@ async def test_events_deliveries_executions_metrics_and_alerts_arrive(
             update = await receive_type(socket, "delivery_update")
             assert update["delivery"]["endpoint_id"] == endpoint.json()["id"]
             assert update["delivery"]["status"] in ("retrying", "failed")
-            assert update["id"] > event["id"] or len(update["id"]) >= len(event["id"])
+            assert parse_id(update["id"]) > parse_id(event["id"])
 
             # A scheduled run's record and an alert, through the producers' own entry points.
             from forecourt.plugins.models import PluginExecution
