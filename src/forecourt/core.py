@@ -154,7 +154,7 @@ class Forecourt:
         self.broadcast.subscribe(SUSPENSION_CHANNEL, self.suspensions.on_message)
         # Tenant summaries and plugin health, dropped on every node by the writes that change them.
         self.overview_cache = OverviewCache(s.overview_cache_ttl_s)
-        self.broadcast.subscribe(OVERVIEW_CHANNEL, self.overview_cache.on_message)
+        self.broadcast.subscribe(OVERVIEW_CHANNEL, self.overview_cache.invalidate)
         self._overview_changes: set[str] = set()
         self._overview_task: asyncio.Task[None] | None = None
         # Live streams: the hub producers publish to and /ws and /api/v1/stream read from.
@@ -164,6 +164,8 @@ class Forecourt:
             max_messages=s.stream_replay_max_messages,
             heartbeat_s=s.stream_heartbeat_s,
             max_connections_per_actor=s.stream_max_connections_per_key,
+            queue_size=s.stream_send_queue,
+            max_subscriptions=s.stream_max_subscriptions,
             redis=self.redis,
             reader=self._pubsub_redis if self.redis is not None else None,
             prefix=s.redis_prefix,

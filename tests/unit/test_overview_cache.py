@@ -32,7 +32,7 @@ async def test_an_invalidation_drops_that_tenants_entries_alone() -> None:
     cache, source = OverviewCache(3600), Source()
     await cache.get_or_compute("t1", "summary", source)
     await cache.get_or_compute("t2", "summary", source)
-    cache.on_message("t1")
+    cache.invalidate("t1")
     assert await cache.get_or_compute("t1", "summary", source) == 3
     assert await cache.get_or_compute("t2", "summary", source) == 2
 

@@ -51,7 +51,3 @@ class OverviewCache:
 
     def _stamp(self, tenant_id: str) -> tuple[int, int]:
         return self._resets, self._generation.get(tenant_id, 0)
-
-    def on_message(self, message: str) -> None:
-        """A broadcast from a node where ``message`` (a tenant id) changed."""
-        self.invalidate(message)
