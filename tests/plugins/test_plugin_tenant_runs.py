@@ -142,15 +142,22 @@ async def execute(h: Harness, key: str, instance_id: str) -> httpx.Response:
     )
 
 
-async def test_a_tenants_switch_stops_its_event_runs_only(h: Harness) -> None:
+async def hook_instances(h: Harness) -> tuple[str, str, str, str]:
+    """Tenant beta's admin key; the default tenant's instance ("ours") and beta's ("theirs")
+    of com.example.hook, and beta's witness that takes the same events."""
     beta = (await h.create_tenant("beta"))["admin_key"]
     await install(h, hook("com.example.hook"))
     await install(h, hook("com.example.witness"))
     ours = await new_instance(h, None, "com.example.hook", "ours")
     theirs = await new_instance(h, beta, "com.example.hook", "theirs")
     witness = await new_instance(h, beta, "com.example.witness", "witness")
+    return beta, ours, theirs, witness
 
-    await set_enabled(h, beta, "com.example.hook", False)
+
+async def only_ours_run(h: Harness, beta: str, ours: str, theirs: str, witness: str) -> None:
+    """With beta's plugin not usable to it and ``theirs`` turned on in the database: it can
+    neither be executed nor take an event (its witness does), while the default tenant's
+    instance of the same plugin still runs."""
     await turn_on(h, theirs)
     problem(await execute(h, beta, theirs), 409, "conflict")
     event = await publish(h, beta)
@@ -159,6 +166,13 @@ async def test_a_tenants_switch_stops_its_event_runs_only(h: Harness) -> None:
     # The default tenant's instance of the same plugin still runs.
     ours_event = await publish(h, None)
     await wait_until(lambda: ran_for(h, ours, ours_event))
+
+
+async def test_a_tenants_switch_stops_its_event_runs_only(h: Harness) -> None:
+    beta, ours, theirs, witness = await hook_instances(h)
+
+    await set_enabled(h, beta, "com.example.hook", False)
+    await only_ours_run(h, beta, ours, theirs, witness)
 
     await set_enabled(h, beta, "com.example.hook", True)
     again = await publish(h, beta)
@@ -198,21 +212,10 @@ async def _none_queued(h: Harness) -> bool:
 
 
 async def test_availability_stops_a_tenants_event_runs_only(h: Harness) -> None:
-    beta = (await h.create_tenant("beta"))["admin_key"]
-    await install(h, hook("com.example.hook"))
-    await install(h, hook("com.example.witness"))
-    ours = await new_instance(h, None, "com.example.hook", "ours")
-    theirs = await new_instance(h, beta, "com.example.hook", "theirs")
-    witness = await new_instance(h, beta, "com.example.witness", "witness")
+    beta, ours, theirs, witness = await hook_instances(h)
 
     await set_available(h, "com.example.hook", ["default"])
-    await turn_on(h, theirs)
-    problem(await execute(h, beta, theirs), 409, "conflict")
-    event = await publish(h, beta)
-    await wait_until(lambda: ran_for(h, witness, event))
-    assert await runs(h, theirs, "event") == []
-    ours_event = await publish(h, None)
-    await wait_until(lambda: ran_for(h, ours, ours_event))
+    await only_ours_run(h, beta, ours, theirs, witness)
 
     await set_available(h, "com.example.hook", None)
     await turn_on(h, theirs)  # the operator's list turned it off; its admin would turn it on
