@@ -89,7 +89,6 @@ def read_checked(body: bytes, call_id: int, kind: str, declared: list[str]) -> C
     (:class:`~.sandbox.protocol.InvalidFrame`, :class:`~.sandbox.result.ProtocolViolation`);
     a failure in checking it is the run's ``InternalError``, as it is inline."""
     result = from_answer(decode(body), call_id)
-    result.answer_bytes = len(body)
     try:
         return check_output(kind, declared, result)
     except Exception as exc:

@@ -134,7 +134,6 @@ class Worker:
             if body is None:
                 raise FrameError("the worker closed its result pipe")
             result = await read(body, call_id)
-            result.answer_bytes = len(body)
             discard = False
         except TimeoutError:
             detail = f"no answer within {timeout_s:g} s; the worker was killed"

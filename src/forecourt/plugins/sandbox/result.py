@@ -44,7 +44,6 @@ class CallResult:
     max_rss_kib: int | None = None  # peak resident memory during the call
     metrics: list[dict[str, Any]] = field(default_factory=list)  # {"name","value","labels"}
     events: list[dict[str, Any]] = field(default_factory=list)  # {"type","data","subject"?}
-    answer_bytes: int = 0  # the size of the worker's answer frame, output included
 
     @property
     def ok(self) -> bool:
