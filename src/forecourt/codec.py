@@ -256,12 +256,8 @@ def loads_stored(data: bytes | bytearray | memoryview | str) -> Any:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
-        text = data if isinstance(data, str) else bytes(data).decode("utf-8", "surrogatepass")
-        return json.loads(text)
-    if _has_big_number(value):
-        text = data if isinstance(data, str) else bytes(data).decode("utf-8", "surrogatepass")
-        return json.loads(text)
-    return value
+        return _loads_stdlib(data)
+    return _loads_stdlib(data) if _has_big_number(value) else value
 
 
 def loads(
@@ -329,10 +325,15 @@ def _refuse_non_finite(value: Any, field: str) -> None:
             stack.extend(current)
 
 
+def _loads_stdlib(data: bytes | bytearray | memoryview | str) -> Any:
+    """The standard library's reading: integers of any size exact, lone surrogates kept."""
+    text = data if isinstance(data, str) else bytes(data).decode("utf-8", "surrogatepass")
+    return json.loads(text)
+
+
 def _loads_lenient(data: bytes | bytearray | memoryview | str, field: str) -> Any:
     try:
-        text = data if isinstance(data, str) else bytes(data).decode("utf-8", "surrogatepass")
-        return json.loads(text)
+        return _loads_stdlib(data)
     except RecursionError:
         raise InvalidJson(f"nested deeper than {_max_depth} levels", field=field) from None
     except ValueError as exc:
