@@ -102,15 +102,7 @@ async def stream(
     since = None
     if resume_from is not None:
         since = parse_id(resume_from, "Last-Event-ID" if last_event_id else "last_id")
-    subscriber = Subscriber(
-        tenant_id=principal.tenant_id,
-        actor=f"{principal.actor_type}:{principal.actor_id}",
-        actor_id=principal.actor_id,
-        queue_size=settings.stream_send_queue,
-        max_subscriptions=settings.stream_max_subscriptions,
-        head=fc.streams.head,
-        heartbeats=False,
-    )
+    subscriber = fc.streams.subscriber(principal, heartbeats=False)
     subscriber.subscribe(joined)
     if not fc.streams.join(subscriber):
         raise RateLimited(

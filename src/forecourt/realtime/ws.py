@@ -197,15 +197,7 @@ async def stream_socket(websocket: WebSocket) -> None:
         await _close(websocket, outcome)
         return
     principal = outcome.principal
-    subscriber = Subscriber(
-        tenant_id=principal.tenant_id,
-        actor=f"{principal.actor_type}:{principal.actor_id}",
-        actor_id=principal.actor_id,
-        queue_size=settings.stream_send_queue,
-        max_subscriptions=settings.stream_max_subscriptions,
-        head=fc.streams.head,
-        revalidate=outcome.revalidate,
-    )
+    subscriber = fc.streams.subscriber(principal, revalidate=outcome.revalidate)
     if not fc.streams.join(subscriber):
         assert subscriber.ended is not None
         await _close(websocket, subscriber.ended)

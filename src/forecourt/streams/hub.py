@@ -27,9 +27,16 @@ from redis.exceptions import RedisError
 from forecourt.broadcast import Broadcast
 from forecourt.errors import Conflict
 from forecourt.keys.cache import INVALIDATE_CHANNEL
+from forecourt.principal import Principal
 from forecourt.streams.messages import HEARTBEAT, ZERO, MessageKey, StreamMessage, format_id
 from forecourt.streams.replay import MemoryLog, RedisLog
-from forecourt.streams.subscriber import FORBIDDEN, GOING_AWAY, TOO_MANY, Subscriber
+from forecourt.streams.subscriber import (
+    FORBIDDEN,
+    GOING_AWAY,
+    TOO_MANY,
+    Revalidate,
+    Subscriber,
+)
 from forecourt.tenants.service import SUSPENSION_CHANNEL
 
 log = logging.getLogger("forecourt.streams")
@@ -53,12 +60,16 @@ class StreamHub:
         max_messages: int,
         heartbeat_s: float,
         max_connections_per_actor: int,
+        queue_size: int,
+        max_subscriptions: int,
         redis: aioredis.Redis | None = None,
         reader: aioredis.Redis | None = None,
         prefix: str = "fc:",
     ) -> None:
         self.heartbeat_s = heartbeat_s
         self.max_connections_per_actor = max_connections_per_actor
+        self.queue_size = queue_size  # of each subscriber's send queue
+        self.max_subscriptions = max_subscriptions  # channels per subscriber
         self._memory: MemoryLog | None = None
         self._redis: RedisLog | None = None
         if redis is not None and reader is not None:
@@ -140,6 +151,21 @@ class StreamHub:
 
     def subscribers(self) -> list[Subscriber]:
         return [s for group in self._by_tenant.values() for s in group]
+
+    def subscriber(
+        self, principal: Principal, *, revalidate: Revalidate | None = None, heartbeats: bool = True
+    ) -> Subscriber:
+        """A new subscriber for ``principal``'s connection, at the head, not yet joined."""
+        return Subscriber(
+            tenant_id=principal.tenant_id,
+            actor=f"{principal.actor_type}:{principal.actor_id}",
+            actor_id=principal.actor_id,
+            queue_size=self.queue_size,
+            max_subscriptions=self.max_subscriptions,
+            head=self._head,
+            revalidate=revalidate,
+            heartbeats=heartbeats,
+        )
 
     def join(self, subscriber: Subscriber) -> bool:
         """Register ``subscriber``; False (and it is ended) past the connections per actor."""
