@@ -11,6 +11,7 @@ from httpx_sse import aconnect_sse
 from stream_support import RECEIVE_TIMEOUT_S, create_key, publish
 
 from conftest import problem
+from forecourt import codec
 from served import serve
 
 STREAM = "/api/v1/stream"
@@ -122,3 +123,24 @@ async def test_streams_past_the_connections_of_a_key_are_429(settings_factory: A
                 first = await anext(events)
             refused = await client.get(STREAM, params={"channels": "alerts"})
             problem(refused, 429, "rate-limited")
+
+
+async def test_an_event_at_the_depth_limit_is_streamed(settings_factory: Any) -> None:
+    deep: Any = 1
+    for _ in range(codec.max_depth() - 1):
+        deep = {"a": deep}
+    with serve(settings_factory()) as served:
+        async with (
+            httpx.AsyncClient(
+                base_url=served.url, headers=served.auth(), timeout=RECEIVE_TIMEOUT_S
+            ) as client,
+            aconnect_sse(client, "GET", STREAM, params={"channels": "events:deep.*"}) as source,
+        ):
+            events = source.aiter_sse()
+            while (await anext(events)).event != "subscribed":
+                pass
+            await publish(client, served, served.owner_key, "deep.one", deep)
+            await publish(client, served, served.owner_key, "deep.two")
+            first, second = await anext(events), await anext(events)
+            assert json.loads(first.data)["event"]["data"] == deep
+            assert json.loads(second.data)["event"]["type"] == "deep.two"

@@ -50,7 +50,8 @@ class EventStreamResponse(StreamingResponse):
 
 def _frame(text: str) -> str:
     """An SSE event of a message's JSON: its id and type as the event's id and name."""
-    value = codec.loads(text, max_bytes=None)
+    # Forecourt wrote ``text``: an event's data at the depth limit sits deeper inside it.
+    value = codec.loads_stored(text)
     return f"id: {value['id']}\nevent: {value['type']}\ndata: {text}\n\n"
 
 
