@@ -1,5 +1,5 @@
-"""What the metrics exporter tests share: points written through the API, an instance's
-scheduled run made due and waited for."""
+"""What the metrics exporter tests share: points made and written through the API, an
+instance's scheduled run made due and waited for."""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ async def write_points(
 def at(seconds_ago: float) -> str:
     """An RFC 3339 time ``seconds_ago`` seconds before now."""
     return (datetime.now(UTC) - timedelta(seconds=seconds_ago)).isoformat()
+
+
+def point(name: str, value: float, seconds_ago: float, **labels: str) -> dict[str, Any]:
+    """A point some seconds ago: within the interval before the instance was made, where an
+    exporter's first run starts, and older than what a run leaves for the next."""
+    return {"name": name, "value": value, "labels": labels, "time": at(seconds_ago)}
 
 
 async def run_once(h: Harness, instance: dict[str, Any], plugin_id: str) -> dict[str, Any]:

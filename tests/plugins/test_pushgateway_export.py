@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from exporter_support import at, run_once, write_points
+from exporter_support import point, run_once, write_points
 from plugin_support import instance, start
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -93,12 +93,6 @@ async def gateway() -> AsyncIterator[Gateway]:
         yield running
     finally:
         await running.stop()
-
-
-def point(name: str, value: float, seconds_ago: float, **labels: str) -> dict[str, Any]:
-    """A point within the interval before the instance was made (an exporter's first run
-    starts there), older than what a run leaves for the next."""
-    return {"name": name, "value": value, "labels": labels, "time": at(seconds_ago)}
 
 
 def sample(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from exporter_support import at, run_once, write_points
+from exporter_support import point, run_once, write_points
 from plugin_support import execute, instance, start, wait_until
 
 from forecourt.plugins import exports
@@ -80,12 +80,6 @@ def received(listener: Listener, size: int) -> list[Line]:
         assert len(datagram) <= size, len(datagram)
         lines += parse(datagram)
     return lines
-
-
-def point(name: str, value: float, seconds_ago: float, **labels: str) -> dict[str, Any]:
-    """A point some seconds ago: within the interval before the instance was made, where an
-    exporter's first run starts, and older than what a run leaves for the next."""
-    return {"name": name, "value": value, "labels": labels, "time": at(seconds_ago)}
 
 
 async def test_every_selected_point_arrives_once_with_its_tags(
