@@ -22,6 +22,19 @@ from forecourt.settings import OWNER_KEY_FILE, Settings
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
+@pytest.fixture(autouse=True)
+async def _reusing_role() -> None:
+    """Only a superuser may reset a database (database_pool.Snapshot.resettable); under any
+    other role every database is dropped after its test and there is no reuse to check."""
+    admin = await asyncpg.connect(_pg_dsn())
+    try:
+        superuser = await admin.fetchval("SELECT current_setting('is_superuser') = 'on'")
+    finally:
+        await admin.close()
+    if not superuser:
+        pytest.skip("the PostgreSQL role of the tests is no superuser: databases are not reused")
+
+
 async def state(database: str) -> dict[str, Any]:
     conn = await asyncpg.connect(_pg_dsn(database))
     try:
