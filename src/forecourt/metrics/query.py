@@ -102,29 +102,20 @@ async def read(
         result = await conn.execute(
             _RAW, {"ids": list(ids), "start": start_s * 1000, "end": end_s * 1000}
         )
-        rows: Iterable[Any] = result
-        accs = _from_raw(rows, step, agg)
-    elif how.resolution == step and agg != "p95":
-        # One bucket per step: the answer is the bucket, no grouping.
-        result = await conn.execute(
-            _ROLLUPS,
-            {"ids": list(ids), "resolution": how.resolution, "start": start_s, "end": end_s},
-        )
-        rows = result.all()  # one fetch, not one call per row
-        if agg == "avg":
-            for sid, bucket, count, total, *_ in rows:
-                out[sid].append((bucket, total / count))
-        else:
-            pick = _PICK[agg]
-            for sid, bucket, count, total, low, high, last, _ in rows:
-                out[sid].append((bucket, pick(count, total, low, high, last)))
-        return out
+        accs = _from_raw(result, step, agg)
     else:
         result = await conn.execute(
             _ROLLUPS,
             {"ids": list(ids), "resolution": how.resolution, "start": start_s, "end": end_s},
         )
-        accs = _from_rollups(result, step, agg)
+        if how.resolution != step or agg == "p95":
+            accs = _from_rollups(result, step, agg)
+        else:
+            # One bucket per step: the answer is the bucket, no grouping.
+            pick = _PICK[agg]
+            for sid, bucket, count, total, low, high, last, _ in result.all():
+                out[sid].append((bucket, pick(count, total, low, high, last)))
+            return out
     for (sid, key), acc in accs.items():
         out[sid].append((key, acc.value(agg)))
     return out
