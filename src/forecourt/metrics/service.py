@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from forecourt.db.base import utcnow
@@ -158,13 +158,12 @@ class Metrics:
                 labels.setdefault(key, point.labels)
             keys.append(key)
         ids = await self.registry.resolve(list(labels), labels)
-        by_key = {id(k): ids.get(k) for k in memo.values()}
         rows: list[Row] = []
         missing: Counter[SeriesKey] = Counter()
         too_old: Counter[SeriesKey] = Counter()
         for key, point in zip(keys, points, strict=True):
             ts = now_ms if point.ts_ms is None else point.ts_ms
-            series_id = by_key[id(key)]
+            series_id = ids.get(key)
             if series_id is None:
                 missing[key] += 1
             elif ts < oldest_ms:
@@ -314,16 +313,9 @@ class Metrics:
         """The points of every series of ``query.name`` whose labels include
         ``query.labels``, aggregated per step."""
         check_query(query)
-        stmt = select(MetricSeries).where(
-            MetricSeries.tenant_id == tenant_id, MetricSeries.name == query.name
+        series = await matching_series(
+            session, tenant_id, query.name, query.labels, sources=query.sources
         )
-        if query.sources is not None:
-            stmt = stmt.where(MetricSeries.source.in_(list(query.sources)))
-        series = [
-            s
-            for s in (await session.scalars(stmt.order_by(MetricSeries.id))).all()
-            if all(s.labels.get(k) == v for k, v in query.labels.items())
-        ]
         if len(series) > MAX_SERIES_PER_QUERY:
             raise InvalidInput(
                 f"{len(series)} series match; narrow them to at most {MAX_SERIES_PER_QUERY} "
@@ -386,6 +378,73 @@ class Metrics:
             .limit(limit)
         )
         return [(row[0], row[1], row[2]) for row in (await session.execute(stmt)).all()]
+
+
+async def matching_series(
+    session: AsyncSession,
+    tenant_id: str,
+    name: str,
+    labels: dict[str, str],
+    *,
+    sources: Sequence[str] | None = None,
+) -> list[MetricSeries]:
+    """The tenant's series of ``name`` whose labels include ``labels`` (and, given
+    ``sources``, of those sources), oldest first."""
+    stmt = select(MetricSeries).where(
+        MetricSeries.tenant_id == tenant_id, MetricSeries.name == name
+    )
+    if sources is not None:
+        stmt = stmt.where(MetricSeries.source.in_(list(sources)))
+    return [
+        s
+        for s in (await session.scalars(stmt.order_by(MetricSeries.id))).all()
+        if all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+
+
+async def aggregate_window(
+    session: AsyncSession, series_ids: Sequence[int], start_ms: int, end_ms: int, agg: str
+) -> tuple[float | None, int]:
+    """``agg`` (avg, min, max, sum, last or count) of the raw points of ``series_ids`` in
+    (start_ms, end_ms], and how many points there are; None when there are none. Only the
+    points table's key (series, time) is needed."""
+    in_window = (
+        MetricPoint.series_id.in_(list(series_ids)),
+        MetricPoint.ts > start_ms,
+        MetricPoint.ts <= end_ms,
+    )
+    count, total, low, high = (
+        await session.execute(
+            select(
+                func.count(),
+                func.sum(MetricPoint.value),
+                func.min(MetricPoint.value),
+                func.max(MetricPoint.value),
+            ).where(*in_window)
+        )
+    ).one()
+    if not count:
+        return None, 0
+    value: float
+    if agg == "avg":
+        value = total / count
+    elif agg == "sum":
+        value = total
+    elif agg == "min":
+        value = low
+    elif agg == "max":
+        value = high
+    elif agg == "count":
+        value = float(count)
+    else:
+        last = await session.scalar(
+            select(MetricPoint.value)
+            .where(*in_window)
+            .order_by(MetricPoint.ts.desc(), MetricPoint.series_id.desc())
+            .limit(1)
+        )
+        value = float(last or 0.0)
+    return float(value), int(count)
 
 
 def check_query(query: SeriesQuery) -> None:
