@@ -100,7 +100,6 @@ class Rollups:
         self.worker_id = worker_id
         self.lease_s = lease_s
         self.batch = batch
-        self.buckets_done = 0  # (bucket, series) entries rolled up by this node
 
     async def run_once(self, now: datetime | None = None) -> int:
         """Roll up every entry this node can claim, minutes before hours; how many."""
@@ -113,7 +112,6 @@ class Rollups:
                         break
                     await self.roll_up(claimed)
                     done += len(claimed)
-        self.buckets_done += done
         return done
 
     async def claim(

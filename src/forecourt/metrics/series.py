@@ -58,9 +58,6 @@ class SeriesRegistry:
         for key in [k for k, v in self._ids.items() if v in gone]:
             del self._ids[key]
 
-    def forget_all(self) -> None:
-        self._ids.clear()
-
     async def resolve(
         self, keys: Sequence[SeriesKey], labels: dict[SeriesKey, dict[str, str]]
     ) -> dict[SeriesKey, int]:

@@ -94,8 +94,6 @@ class MetricWriter:
         self._ready = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self.accepted = 0  # points accepted since start
-        self.written = 0  # points written since start
         self.dropped_deleted = 0  # points of series deleted (with their tenant) before a flush
 
     @property
@@ -116,7 +114,6 @@ class MetricWriter:
                 except TimeoutError:
                     raise BufferFull(headers={"Retry-After": str(RETRY_AFTER_S)}) from None
             self._rows.extend(rows)
-            self.accepted += len(rows)
         if len(self._rows) >= FLUSH_AT_ROWS:
             self._ready.set()
 
@@ -171,7 +168,6 @@ class MetricWriter:
                     async with self._space:
                         self._space.notify_all()
                 total += len(rows)
-                self.written += len(rows)
                 metric_points_written(len(rows))
             return total
 
