@@ -14,9 +14,13 @@ import time
 import zipfile
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from conftest import Harness
+from forecourt.plugins.builtin import BUILTIN_DIR
+
+if TYPE_CHECKING:
+    from receivers import Receiver
 
 T = TypeVar("T")
 
@@ -27,6 +31,9 @@ SETTINGS: dict[str, Any] = {
     "plugin_poll_interval_s": 0.05,
     "plugin_event_retry_base_s": 0.05,
 }
+
+# The built-in Slack alert's code (slack_like).
+SLACK_CODE = (BUILTIN_DIR / "slack_alert" / "plugin.py").read_text()
 
 # The smallest valid package: a transformation that returns its input.
 MANIFEST = b"""
@@ -100,6 +107,26 @@ def manifest(**fields: Any) -> str:
 
 def files(code: str = UPPER, **fields: Any) -> dict[str, str]:
     return {"forecourt-plugin.toml": manifest(**fields), "plugin.py": code}
+
+
+def slack_like(receiver: Receiver) -> dict[str, str]:
+    """The built-in Slack alert's code, allowed to reach the loopback receiver instead."""
+    schema = {
+        "type": "object",
+        "required": ["webhook_url"],
+        "properties": {
+            "webhook_url": {"type": "string", "secret": True},
+            "template": {"type": "string"},
+        },
+    }
+    return files(
+        SLACK_CODE,
+        id="com.example.slack",
+        type="alert",
+        entry_point="plugin:notify",
+        permissions={"network": [f"127.0.0.1:{receiver.port}"], "events": ["alert.*"]},
+        config_schema=schema,
+    )
 
 
 def zip_bytes(entries: Mapping[str, str | bytes]) -> bytes:

@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from plugin_support import files, install, instance, start, wait_until
+from plugin_support import install, instance, slack_like, start, wait_until
 from sqlalchemy import func, select
 
 from conftest import Harness
-from forecourt.plugins.builtin import BUILTIN_DIR
 from forecourt.plugins.models import PluginQueueItem
 from receivers import Receiver
 
-SLACK_CODE = (BUILTIN_DIR / "slack_alert" / "plugin.py").read_text()
 WAIT_S = 30.0  # a bound that catches a hang, not a timing
 ALERT = {"type": "disk.full", "severity": "critical", "labels": {"host": "a"}}
 
@@ -25,25 +23,7 @@ async def test_the_slack_alert_posts_when_an_alert_opens_and_resolves(
 ) -> None:
     async with Receiver() as receiver:
         h: Harness = await start(harness_factory)
-        schema = {
-            "type": "object",
-            "required": ["webhook_url"],
-            "properties": {
-                "webhook_url": {"type": "string", "secret": True},
-                "template": {"type": "string"},
-            },
-        }
-        await install(
-            h,
-            files(
-                SLACK_CODE,
-                id="com.example.slack",
-                type="alert",
-                entry_point="plugin:notify",
-                permissions={"network": [f"127.0.0.1:{receiver.port}"], "events": ["alert.*"]},
-                config_schema=schema,
-            ),
-        )
+        await install(h, slack_like(receiver))
         await instance(
             h,
             plugin_id="com.example.slack",

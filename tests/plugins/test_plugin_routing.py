@@ -14,18 +14,17 @@ from plugin_support import (
     files,
     install,
     instance,
+    slack_like,
     start,
     wait_until,
 )
 from sqlalchemy import func, select
 
 from conftest import Harness
-from forecourt.plugins.builtin import BUILTIN_DIR
 from forecourt.plugins.models import PluginQueueItem
 from forecourt.plugins.routing import MAX_DEPTH
 from receivers import Receiver, Reply
 
-SLACK_CODE = (BUILTIN_DIR / "slack_alert" / "plugin.py").read_text()
 HOOKS = """
 import time
 
@@ -66,26 +65,6 @@ SLEEP_SCHEMA = {
 async def receiver() -> Any:
     async with Receiver() as started:
         yield started
-
-
-def slack_like(receiver: Receiver) -> dict[str, str]:
-    """The built-in Slack alert's code, allowed to reach the loopback receiver instead."""
-    schema = {
-        "type": "object",
-        "required": ["webhook_url"],
-        "properties": {
-            "webhook_url": {"type": "string", "secret": True},
-            "template": {"type": "string"},
-        },
-    }
-    return files(
-        SLACK_CODE,
-        id="com.example.slack",
-        type="alert",
-        entry_point="plugin:notify",
-        permissions={"network": [f"127.0.0.1:{receiver.port}"], "events": ["alert.*"]},
-        config_schema=schema,
-    )
 
 
 def hook(
