@@ -124,13 +124,7 @@ class RuleEvaluator:
     async def _evaluate(
         self, session: AsyncSession, alerts: AlertService, rule: AlertRule, now: datetime
     ) -> None:
-        query = {
-            "metric": rule.metric,
-            "labels": rule.labels,
-            "aggregation": rule.aggregation,
-            "window_s": rule.window_s,
-        }
-        reading = await rules.read(session, rule.tenant_id, query, now)
+        reading = await rules.read(session, rule, now)
         holding = rules.holds(rule.condition, rule.threshold, reading)
         decided = rules.step(holding, rule.pending_since, rule.firing, rule.for_s, now)
         rule.evaluated_at = now

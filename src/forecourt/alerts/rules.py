@@ -1,9 +1,9 @@
 """Alert rules: their definitions (create, read, change, delete), the aggregate a rule reads
 from the metrics store, and the step that decides a rule's next state.
 
-The aggregate is read from the raw points of the last ``window_s`` seconds: a rule's window
-is short (at most a day, within raw retention), and the query needs only the points table's
-key (series, time).
+The aggregate is read from the raw points of the last ``window_s`` seconds
+(``metrics.service.aggregate_window``): a rule's window is short (at most a day, within raw
+retention).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,7 +28,7 @@ from forecourt.audit import service as audit
 from forecourt.db.base import utcnow
 from forecourt.errors import Conflict, NotFound
 from forecourt.ids import new_id
-from forecourt.metrics.models import MetricPoint, MetricSeries
+from forecourt.metrics import service as metrics
 from forecourt.pagination import next_cursor, paginate
 from forecourt.principal import Principal
 
@@ -80,62 +80,19 @@ def step(
     return Step(since, due and not firing, False)
 
 
-async def read(
-    session: AsyncSession, tenant_id: str, query: dict[str, Any], now: datetime
-) -> Reading:
-    """The aggregate of the points in (now - window, now] of every series of the query's
-    metric whose labels include the query's labels."""
-    wanted: dict[str, str] = query.get("labels") or {}
-    rows = (
-        await session.execute(
-            select(MetricSeries.id, MetricSeries.labels).where(
-                MetricSeries.tenant_id == tenant_id, MetricSeries.name == query["metric"]
-            )
-        )
-    ).all()
-    ids = [sid for sid, labels in rows if all(labels.get(k) == v for k, v in wanted.items())]
-    aggregation = query["aggregation"]
-    if not ids or len(ids) > MAX_SERIES_PER_RULE:
-        return Reading(0.0 if aggregation in ("count", "sum") else None, 0)
+async def read(session: AsyncSession, rule: AlertRule, now: datetime) -> Reading:
+    """The aggregate of the points in (now - window, now] of every series of the rule's
+    metric whose labels include the rule's labels."""
+    empty = Reading(0.0 if rule.aggregation in ("count", "sum") else None, 0)
+    series = await metrics.matching_series(session, rule.tenant_id, rule.metric, rule.labels)
+    if not series or len(series) > MAX_SERIES_PER_RULE:
+        return empty
     end_ms = int(now.timestamp() * 1000)
-    start_ms = end_ms - int(query["window_s"]) * 1000
-    in_window = (
-        MetricPoint.series_id.in_(ids),
-        MetricPoint.ts > start_ms,
-        MetricPoint.ts <= end_ms,
+    start_ms = end_ms - rule.window_s * 1000
+    value, count = await metrics.aggregate_window(
+        session, [s.id for s in series], start_ms, end_ms, rule.aggregation
     )
-    count, total, low, high = (
-        await session.execute(
-            select(
-                func.count(),
-                func.sum(MetricPoint.value),
-                func.min(MetricPoint.value),
-                func.max(MetricPoint.value),
-            ).where(*in_window)
-        )
-    ).one()
-    if not count:
-        return Reading(0.0 if aggregation in ("count", "sum") else None, 0)
-    value: float
-    if aggregation == "avg":
-        value = total / count
-    elif aggregation == "sum":
-        value = total
-    elif aggregation == "min":
-        value = low
-    elif aggregation == "max":
-        value = high
-    elif aggregation == "count":
-        value = float(count)
-    else:
-        last = await session.scalar(
-            select(MetricPoint.value)
-            .where(*in_window)
-            .order_by(MetricPoint.ts.desc(), MetricPoint.series_id.desc())
-            .limit(1)
-        )
-        value = float(last or 0.0)
-    return Reading(float(value), int(count))
+    return Reading(value, count) if count else empty
 
 
 def rule_out(rule: AlertRule) -> AlertRuleOut:
