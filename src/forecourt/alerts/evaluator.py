@@ -66,7 +66,6 @@ class RuleEvaluator:
         self.interval_s = interval_s
         # Called with the ids of a claimed batch while their locks are held (tests).
         self.after_claim: Callable[[list[str]], Awaitable[None]] | None = None
-        self.evaluations = 0
 
     async def run(self) -> None:
         """Evaluate every ``interval_s`` until cancelled; a failed pass is logged."""
@@ -118,7 +117,6 @@ class RuleEvaluator:
             for rule in claimed:
                 await self._evaluate(session, alerts, rule, now)
             await alerts.commit()
-            self.evaluations += len(claimed)
             return len(claimed)
 
     async def _evaluate(
