@@ -43,7 +43,6 @@ async def test_a_scheduled_run_publishes_execution_complete_and_metrics_update(
     subscriber = Subscriber(
         tenant_id=h.fc.operator_tenant_id,
         actor="key:test",
-        actor_id="test",
         queue_size=16,
         max_subscriptions=10,
         head=hub.head,

@@ -159,7 +159,6 @@ class StreamHub:
         return Subscriber(
             tenant_id=principal.tenant_id,
             actor=f"{principal.actor_type}:{principal.actor_id}",
-            actor_id=principal.actor_id,
             queue_size=self.queue_size,
             max_subscriptions=self.max_subscriptions,
             head=self._head,

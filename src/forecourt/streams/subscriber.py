@@ -50,7 +50,6 @@ class Subscriber:
         *,
         tenant_id: str,
         actor: str,
-        actor_id: str | None,
         queue_size: int,
         max_subscriptions: int,
         head: MessageKey,
@@ -59,7 +58,6 @@ class Subscriber:
     ) -> None:
         self.tenant_id = tenant_id
         self.actor = actor  # "key:<id>" or "user:<id>": connections are counted per actor
-        self.actor_id = actor_id
         self.max_subscriptions = max_subscriptions
         self.channels: dict[str, Channel] = {}
         self.cursor: MessageKey = head  # every message up to here was offered to the queue
