@@ -187,8 +187,8 @@ async def _answer(fc: Any, session: DbSession, actor: Principal, query: SeriesQu
             for s, points in found
         ],
     }
-    # Written by the codec directly: thousands of points through the response model cost
-    # more than the query.
+    # Written by the codec directly rather than validated again through the response model:
+    # an answer may hold thousands of points.
     return Response(codec.dumps(body), media_type="application/json")
 
 
