@@ -16,6 +16,7 @@ from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueCo
 from sqlalchemy.orm import Mapped, mapped_column
 
 from forecourt.db.base import ID_LENGTH, Base, utcnow
+from forecourt.metrics.models import NAME_LENGTH
 
 OPEN = "open"
 ACKNOWLEDGED = "acknowledged"
@@ -30,7 +31,7 @@ SOURCE_LENGTH = 128
 FINGERPRINT_LENGTH = 64  # hex SHA-256
 MESSAGE_LENGTH = 2000
 RULE_NAME_LENGTH = 200
-METRIC_NAME_LENGTH = 200
+METRIC_NAME_LENGTH = NAME_LENGTH  # a series name, as the metrics store has it
 
 
 class Alert(Base):

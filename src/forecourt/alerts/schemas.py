@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -16,6 +15,8 @@ from forecourt.alerts.models import (
     SOURCE_LENGTH,
     TYPE_LENGTH,
 )
+from forecourt.metrics.schemas import LABEL_KEY_RE, MAX_LABEL_VALUE_CHARS, MAX_LABELS
+from forecourt.metrics.schemas import NAME_PATTERN as METRIC_PATTERN
 from forecourt.schemas import NUL, StrictModel, json_typed
 
 Severity = Literal["critical", "high", "medium", "low"]
@@ -25,18 +26,14 @@ RuleAggregation = Literal["avg", "min", "max", "sum", "last", "count"]
 
 TYPE_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{TYPE_LENGTH - 1}}}$"
 SOURCE_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{{0,{SOURCE_LENGTH - 1}}}$"
-# A metric's name, as the metrics store has it.
-METRIC_PATTERN = rf"^[A-Za-z_][A-Za-z0-9_.:]{{0,{METRIC_NAME_LENGTH - 1}}}$"
-LABEL_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
-MAX_LABELS = 16
-MAX_LABEL_VALUE_CHARS = 256
 MAX_WINDOW_S = 86_400
 MAX_FOR_S = 7 * 86_400
 DEFAULT_SOURCE = "api"
 
 
 def check_labels(labels: dict[str, str]) -> dict[str, str]:
-    """``labels`` if each name and value is acceptable; ValueError naming the first that is not."""
+    """``labels`` if each name and value is acceptable (a series' label rules, which alerts
+    share); ValueError naming the first that is not."""
     for key, value in labels.items():
         if not LABEL_KEY_RE.match(key):
             raise ValueError(f"label name {key!r} does not match {LABEL_KEY_RE.pattern[:-2]}")
