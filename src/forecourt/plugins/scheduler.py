@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from forecourt.db.base import utcnow
 from forecourt.errors import ForecourtError
@@ -115,17 +115,18 @@ class Scheduler:
                     select(PluginInstance, Plugin)
                     .join(Plugin, Plugin.id == PluginInstance.plugin_version_id)
                     .where(
-                        # Collectors, and metrics exporters (the exports with a next run).
+                        # Due: collectors and metrics exporters (the exports with a next
+                        # run); a collector without a next run yet is due at once.
                         or_(
-                            PluginInstance.plugin_type == "collector",
-                            PluginInstance.next_run_at.is_not(None),
+                            PluginInstance.next_run_at <= now,
+                            and_(
+                                PluginInstance.plugin_type == "collector",
+                                PluginInstance.next_run_at.is_(None),
+                            ),
                         ),
                         PluginInstance.enabled.is_(True),
                         # Available to the instance's tenant and enabled for it.
                         policy.usable_clause(PluginInstance.tenant_id),
-                        or_(
-                            PluginInstance.next_run_at.is_(None), PluginInstance.next_run_at <= now
-                        ),
                     )
                 )
             ).all()
