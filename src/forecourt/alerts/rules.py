@@ -125,6 +125,11 @@ def rule_out(rule: AlertRule) -> AlertRuleOut:
     )
 
 
+def _definition(rule: AlertRule) -> dict[str, Any]:
+    """The rule as the API shows it, without the evaluator's status: what the audit log keeps."""
+    return rule_out(rule).model_dump(mode="json", exclude={"status"})
+
+
 def _check_threshold(condition: str, threshold: float | None) -> None:
     """A change that would leave the rule's condition and threshold at odds: a conflict
     with the rule as it is (a new rule's body cannot be, by its schema)."""
@@ -170,7 +175,7 @@ class RuleService:
             "alert_rule.created",
             "alert_rule",
             rule.id,
-            after=rule_out(rule).model_dump(mode="json", exclude={"status"}),
+            after=_definition(rule),
         )
         await self._commit()
         return rule
@@ -196,7 +201,7 @@ class RuleService:
         """Change the fields in ``changes``. A changed definition restarts the for-duration;
         a rule disabled while firing resolves its alert."""
         rule = await self.get(actor.tenant_id, rule_id)
-        before = rule_out(rule).model_dump(mode="json", exclude={"status"})
+        before = _definition(rule)
         condition = changes.get("condition", rule.condition)
         if condition == "absent" and "threshold" not in changes:
             changes["threshold"] = None
@@ -217,7 +222,7 @@ class RuleService:
         alerts = AlertService(self.session, self.hooks)
         if not rule.enabled:
             await self._stop_firing(alerts, rule)
-        after = rule_out(rule).model_dump(mode="json", exclude={"status"})
+        after = _definition(rule)
         audit.record(
             self.session,
             actor,
@@ -241,7 +246,7 @@ class RuleService:
             "alert_rule.deleted",
             "alert_rule",
             rule.id,
-            before=rule_out(rule).model_dump(mode="json", exclude={"status"}),
+            before=_definition(rule),
         )
         await self.session.delete(rule)
         await self._commit(alerts)
