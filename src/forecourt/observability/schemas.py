@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from forecourt.observability.operations import Kind
+
 WindowName = Literal["1m", "5m", "1h"]
 LevelName = Literal["debug", "info", "warning", "error", "critical"]
 
@@ -25,7 +27,7 @@ class OperationWindow(BaseModel):
 
 class OperationOut(BaseModel):
     name: str = Field(description="`METHOD /route/template`, or a background job's name.")
-    kind: Literal["route", "job"]
+    kind: Kind
     windows: dict[str, OperationWindow | None] = Field(
         description="By window (1m, 5m, 1h); null: not called within it."
     )
@@ -38,7 +40,7 @@ class OperationsOut(BaseModel):
 
 class SlowOperationOut(BaseModel):
     name: str
-    kind: Literal["route", "job"]
+    kind: Kind
     duration_ms: float
     at: datetime = Field(description="When the call ended.")
 
