@@ -76,7 +76,6 @@ class StreamHub:
             self._redis = RedisLog(redis, reader, prefix, window_s)
         else:
             self._memory = MemoryLog(window_s, max_messages)
-        self.window_s = window_s
         self._head: MessageKey = ZERO  # the newest message offered to this node's subscribers
         self._by_tenant: dict[str, set[Subscriber]] = {}
         self._by_actor: dict[str, set[Subscriber]] = {}
