@@ -68,12 +68,14 @@ _NUMBER_START = frozenset("-0123456789")
 
 def json_deserializer(value: str | bytes | int | float) -> Any:
     """JSON columns back: text or a BLOB of JSON text; a number that SQLite converted (a row
-    stored before numbers were kept as BLOBs) as it is."""
+    stored before numbers were kept as BLOBs) as it is. An integer past 64 bits, from a row
+    written before the codec's limits, comes back as orjson reads it: a float (unlike
+    ``codec.loads_stored``, which re-reads such a document exactly)."""
     if isinstance(value, int | float):
         return value
     try:
         return orjson.loads(value)
-    except orjson.JSONDecodeError:  # e.g. a big integer written before the codec's limits
+    except orjson.JSONDecodeError:  # e.g. a lone surrogate written before the codec's limits
         return json.loads(value)
 
 
