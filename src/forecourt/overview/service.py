@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import distinct, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from forecourt.alerts.models import RESOLVED, SEVERITIES, Alert
@@ -114,33 +114,38 @@ async def plugin_status(
         PluginExecution.status != "ok",
         PluginExecution.started_at >= since,
     )
-    out = []
-    for instance in instances:
-        success = last_ok.get(instance.id)
-        failing = [
-            PluginExecution.instance_id == instance.id,
-            PluginExecution.status != "ok",
+    # Failed runs after each instance's last success (all of them, without one): one query.
+    success = (
+        select(PluginExecution.instance_id, func.max(PluginExecution.started_at).label("at"))
+        .where(*ran, PluginExecution.status == "ok")
+        .group_by(PluginExecution.instance_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(PluginExecution.instance_id, func.count())
+        .outerjoin(success, success.c.instance_id == PluginExecution.instance_id)
+        .where(
             *ran,
-        ]
-        if success is not None:
-            failing.append(PluginExecution.started_at > success)
-        consecutive = await session.scalar(
-            select(func.count()).select_from(PluginExecution).where(*failing)
+            PluginExecution.status != "ok",
+            or_(success.c.at.is_(None), PluginExecution.started_at > success.c.at),
         )
-        out.append(
-            {
-                "instance_id": instance.id,
-                "name": instance.name,
-                "enabled": instance.enabled,
-                "last_status": instance.last_status,
-                "last_run_at": last_run.get(instance.id),
-                "last_success_at": success,
-                "consecutive_errors": consecutive or 0,
-                "errors_last_hour": recent.get(instance.id, 0),
-                "next_run_at": instance.next_run_at if instance.enabled else None,
-            }
-        )
-    return out
+        .group_by(PluginExecution.instance_id)
+    )
+    consecutive = {str(instance): int(n) for instance, n in rows.all()}
+    return [
+        {
+            "instance_id": instance.id,
+            "name": instance.name,
+            "enabled": instance.enabled,
+            "last_status": instance.last_status,
+            "last_run_at": last_run.get(instance.id),
+            "last_success_at": last_ok.get(instance.id),
+            "consecutive_errors": consecutive.get(instance.id, 0),
+            "errors_last_hour": recent.get(instance.id, 0),
+            "next_run_at": instance.next_run_at if instance.enabled else None,
+        }
+        for instance in instances
+    ]
 
 
 async def _latest(session: AsyncSession, where: tuple[Any, ...]) -> dict[str, datetime]:
