@@ -47,7 +47,8 @@ async def test_a_repeat_counts_on_the_unresolved_alert(harness: Harness) -> None
     assert second["last_seen_at"] >= first["last_seen_at"]
     assert second["first_seen_at"] == first["first_seen_at"]
     assert (second["severity"], second["message"]) == ("critical", "disk 95%")
-    # Labels in another order are the same labels; other labels, another alert.
+    # The same labels given again are a repeat (their order is tests/unit's
+    # fingerprint test); other labels, another alert.
     same = {**DISK, "labels": {"host": "a"}}
     assert (await ok(await trigger(h, same), 200))["count"] == 3
     other = await ok(await trigger(h, {**DISK, "labels": {"host": "b"}}), 201)
