@@ -137,13 +137,11 @@ class AlertService:
                 "severity": stmt.excluded.severity,
                 "message": stmt.excluded.message,
             },
-        ).returning(Alert.id)
-        alert_id = (await self.session.execute(upsert)).scalar_one()
-        alert = await self.session.scalar(
-            select(Alert).where(Alert.id == alert_id).execution_options(populate_existing=True)
-        )
-        assert alert is not None
-        created = alert_id == values["id"]
+        ).returning(Alert)
+        alert = (
+            await self.session.scalars(upsert, execution_options={"populate_existing": True})
+        ).one()
+        created = alert.id == values["id"]
         if created:
             await self._emit(alert, TRIGGERED)
         self._changed[alert.id] = alert
