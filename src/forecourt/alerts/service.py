@@ -149,19 +149,17 @@ class AlertService:
 
     async def acknowledge(self, actor: Principal, alert_id: str) -> Alert:
         """An open alert, acknowledged by ``actor``; 409 in any other state. Committed."""
-        done = await self.session.execute(
+        alert = await self._returned(
             update(Alert)
             .where(Alert.id == alert_id, Alert.tenant_id == actor.tenant_id, Alert.state == OPEN)
             .values(state=ACKNOWLEDGED, acknowledged_at=utcnow(), acknowledged_by=actor.actor_id)
-            .returning(Alert.id)
         )
-        if done.scalar_one_or_none() is None:
+        if alert is None:
             alert = await self.get(actor.tenant_id, alert_id)
             raise Conflict(
                 f"The alert is {alert.state}; only an open alert can be acknowledged.",
                 state=alert.state,
             )
-        alert = await self.get(actor.tenant_id, alert_id)
         audit.record(self.session, actor, "alert.acknowledged", "alert", alert.id)
         self._changed[alert.id] = alert
         await self.commit()
@@ -181,18 +179,23 @@ class AlertService:
         self, tenant_id: str, alert_id: str, *, by: str | None, now: datetime | None = None
     ) -> Alert | None:
         """Resolve the alert if it is not (not committed); None if it was, or is not there."""
-        done = await self.session.execute(
+        alert = await self._returned(
             update(Alert)
             .where(Alert.id == alert_id, Alert.tenant_id == tenant_id, Alert.state != RESOLVED)
             .values(state=RESOLVED, open_key=None, resolved_at=now or utcnow(), resolved_by=by)
-            .returning(Alert.id)
         )
-        if done.scalar_one_or_none() is None:
+        if alert is None:
             return None
-        alert = await self.get(tenant_id, alert_id)
         await self._emit(alert, RESOLVED_EVENT)
         self._changed[alert.id] = alert
         return alert
+
+    async def _returned(self, stmt: Any) -> Alert | None:
+        """The alert an UPDATE changed, as it now is; None if it changed none."""
+        found = await self.session.scalars(
+            stmt.returning(Alert), execution_options={"populate_existing": True}
+        )
+        return found.one_or_none()
 
     async def _emit(self, alert: Alert, type: str) -> None:
         await emit(
