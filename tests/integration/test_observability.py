@@ -12,6 +12,10 @@
   /api/v1/system/logs{,/stats} show records logged in the process, filtered by level and
   time, with credentials masked. (Who may call them: test_operator_routes.py.)
 - Decisions made by the in-process limiter while Redis is unreachable are counted.
+- After real deliveries to a receiver on loopback, ``forecourt_delivery_latency_seconds``
+  counts each delivery once, when it ends, by outcome alone, from the event's acceptance:
+  a delivery that succeeds on its retry after a ``Retry-After: 1`` counts at least that
+  second, which no single attempt took.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ from forecourt.ratelimit.memory import MemoryLimiter
 from forecourt.ratelimit.policy import to_windows
 from forecourt.ratelimit.redis import RedisLimiter
 from forecourt.webhooks.queue import backlog
+from receivers import Received, Receiver, Reply
 
+RETRY_AFTER_S = 1  # what the receiver asks for: the retry comes no sooner
 TOKEN = "metrics-token-" + "x" * 24
 WAIT_S = 30.0  # a bound that catches a hang, not a timing
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -333,3 +339,71 @@ async def test_points_written_and_rollups_are_counted(harness: Harness) -> None:
     before_passes = passes[1].count if passes else 0
     await harness.fc.metrics.roll_up()
     assert OPERATIONS.summaries("1m")[ROLLUP][1].count >= before_passes + 1
+
+
+async def test_delivery_latency_from_acceptance_to_the_end(harness_factory: Any) -> None:
+    harness: Harness = await harness_factory(webhook_allow_private="127.0.0.0/8")
+
+    def busy_then_ok(received: Received, seen: int) -> Reply:
+        if seen == 1:
+            return Reply(status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+        return Reply()
+
+    async with Receiver() as receiver:
+        receiver.reply("/ok", busy_then_ok)
+        receiver.reply("/bad", Reply(status=400))  # final at once: the delivery fails
+        endpoints = {}
+        for path in ("/ok", "/bad"):
+            created = await harness.client.post(
+                "/api/v1/webhooks",
+                json={"url": receiver.url(path), "event_types": ["dashboard.*"]},
+                headers=harness.auth(),
+            )
+            assert created.status_code == 201, created.text
+            endpoints[path] = created.json()["id"]
+        before = await scrape(harness.client)
+        began = time.time()
+        sent = await harness.client.post(
+            "/api/v1/events", json={"type": "dashboard.updated", "data": {}}, headers=harness.auth()
+        )
+        assert sent.status_code in (200, 201, 202), sent.text
+
+        async def status(endpoint_id: str) -> str | None:
+            listed = await harness.client.get(
+                f"/api/v1/webhooks/{endpoint_id}/deliveries", headers=harness.auth()
+            )
+            assert listed.status_code == 200, listed.text
+            items = listed.json()["items"]
+            return items[0]["status"] if items else None
+
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while [await status(endpoints[p]) for p in ("/ok", "/bad")] != ["succeeded", "failed"]:
+            assert asyncio.get_running_loop().time() < deadline, "the deliveries never ended"
+            await asyncio.sleep(0.05)
+        after = await scrape(harness.client)
+        span = time.time() - began
+    assert len(receiver.ids("/ok")) == 2 and len(receiver.ids("/bad")) == 1
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    latency = "forecourt_delivery_latency_seconds"
+    for outcome in ("succeeded", "failed"):
+        assert grew(f"{latency}_count", outcome=outcome) == 1
+        assert grew(f"{latency}_bucket", outcome=outcome, le="+Inf") == 1
+    # The retry waited out the receiver's Retry-After: the delivery took at least that long
+    # since the event was accepted, and no longer than the test watched it.
+    succeeded = grew(f"{latency}_sum", outcome="succeeded")
+    assert RETRY_AFTER_S <= succeeded <= span
+    assert grew(f"{latency}_bucket", outcome="succeeded", le="0.5") == 0
+    assert 0 <= grew(f"{latency}_sum", outcome="failed") <= span
+    # Retries are not ends: the first, refused attempt of "/ok" was observed by neither.
+    assert grew("forecourt_webhook_attempts_total", outcome="retrying") == 1
+    # Each attempt is still timed on its own.
+    assert grew("forecourt_webhook_attempt_seconds_count") == 3
+    # The outcome is the only label: never an endpoint, a delivery or a tenant.
+    for name, found in after:
+        if name.startswith(latency):
+            keys = {key for key, _ in found}
+            assert keys <= {"outcome", "le"}, (name, found)
+            assert dict(found)["outcome"] in ("succeeded", "failed"), (name, found)

@@ -40,6 +40,7 @@ from forecourt.observability.operations import DELIVER, OPERATIONS
 from forecourt.observability.registry import registered
 from forecourt.ratelimit.windows import Window
 from forecourt.webhooks import sender_pool, signing
+from forecourt.webhooks.latency import delivery_ended
 from forecourt.webhooks.models import FAILED, RETRYING, SUCCEEDED, Attempt
 from forecourt.webhooks.queue import Claim, DeliveryQueue, EndpointDisabledHook, Finished
 from forecourt.webhooks.recorder import Recorder, brief
@@ -90,7 +91,8 @@ ATTEMPTS = registered(
 ATTEMPT_SECONDS = registered(
     lambda: Histogram(
         "forecourt_webhook_attempt_seconds",
-        "Duration of webhook delivery attempts (the HTTP exchange).",
+        "Duration of webhook delivery attempts (the HTTP exchange); from an event's "
+        "acceptance to its delivery: forecourt_delivery_latency_seconds.",
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
     ),
     "forecourt_webhook_attempt_seconds",
@@ -507,6 +509,7 @@ class DeliveryWorker:
         }
         _ATTEMPTS_BY_STATE[status].inc()
         ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
+        delivery_ended(claim.id, status)
         OPERATIONS.record(DELIVER, result.duration_ms / 1000)
         return Finished(claim, attempt, outcome, status, next_at, _last_error(result), now)
 

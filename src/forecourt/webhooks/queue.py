@@ -42,6 +42,7 @@ from forecourt.events.envelope import ENVELOPE_COLUMNS, envelope
 from forecourt.events.models import Event
 from forecourt.observability.operations import CLAIM, timed
 from forecourt.webhooks import targets
+from forecourt.webhooks.latency import delivery_ended
 from forecourt.webhooks.models import (
     DELIVERING,
     FAILED,
@@ -273,6 +274,8 @@ class DeliveryQueue:
                         finished_at=now,
                     )
                 )
+        for delivery_id in reasons:
+            delivery_ended(delivery_id, FAILED)
 
     # -- handing back, leases ----------------------------------------------------------------
 
