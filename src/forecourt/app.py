@@ -12,6 +12,7 @@ from forecourt import __version__, runtime
 from forecourt.alerts import routes as alert_routes
 from forecourt.audit.routes import router as audit_router
 from forecourt.core import Forecourt
+from forecourt.dashboard.site import Dashboard
 from forecourt.events.routes import routers as event_routers
 from forecourt.http import openapi, problems
 from forecourt.http.client_ip import parse_networks
@@ -94,6 +95,8 @@ def create_app(
         observability_routes.system,
     ):
         app.include_router(router)
+    # The dashboard answers only what no route matched (see dashboard/site.py).
+    app.router.default = Dashboard(app.router.default)
 
     # Outermost last: request id -> metrics -> body limit -> access (auth + rate limit) ->
     # routes.
