@@ -1,0 +1,186 @@
+"""The API keys page (/settings/api-keys), in Chromium against a served Forecourt."""
+
+from __future__ import annotations
+
+import re
+
+from browser import Site, assert_accessible
+from fixtures import backend_sqlite_fixture, browser_fixture, page_fixture, site_fixture  # noqa: F401
+from flows import open_keys, sign_in
+from playwright.sync_api import Locator, Page, expect
+
+XSS_NAMES = (
+    '<img src=x onerror="window.__xss = 1">',
+    "<script>window.__xss = 2</script>",
+)
+
+
+def row(page: Page, name: str) -> Locator:
+    return page.get_by_role("row").filter(has=page.get_by_role("rowheader", name=name, exact=True))
+
+
+def test_create_a_key_see_it_once_use_it_and_revoke_it(page: Page, site: Site) -> None:
+    sign_in(page, site)
+    open_keys(page)
+    assert_accessible(page, "the API keys page")
+
+    page.get_by_role("button", name="Create key").click()
+    dialog = page.get_by_role("dialog", name="Create an API key")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_label("Name")).to_be_focused()
+    assert_accessible(page, "the create-key dialog")
+    dialog.get_by_label("Name").fill("ci-reader")
+    events = dialog.get_by_role("group", name="events", exact=True)
+    events.get_by_label("read").check()
+    dialog.get_by_role("button", name="Create key").click()
+
+    shown = page.get_by_role("dialog", name="Key created")
+    expect(shown).to_be_visible()
+    expect(shown).to_contain_text("you will not see this again")
+    secret = shown.get_by_label("The key ci-reader").input_value()
+    assert secret.startswith("fck_")
+    assert_accessible(page, "the new key's dialog")
+    shown.get_by_role("button", name="Copy").click()
+    expect(shown.get_by_role("status")).to_contain_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+
+    # The key works for what it was given, and nothing else.
+    with site.api(secret) as client:
+        assert client.get("/api/v1/events").status_code == 200
+        assert client.get("/api/v1/keys").status_code == 403
+
+    shown.get_by_role("button", name="Done").click()
+    expect(shown).to_have_count(0)
+    created = row(page, "ci-reader")
+    expect(created).to_contain_text("events:read")
+    expect(created).to_contain_text("active")
+    expect(created).to_contain_text(secret[:12])
+    assert secret not in page.content()
+    page.reload()
+    expect(row(page, "ci-reader")).to_be_visible()
+    assert secret not in page.content()
+
+    created.get_by_role("button", name="Revoke ci-reader").click()
+    confirm = page.get_by_role("dialog", name="Revoke ci-reader?")
+    expect(confirm).to_contain_text("cannot be undone")
+    assert_accessible(page, "the revoke confirmation")
+    confirm.get_by_role("button", name="Revoke key").click()
+    expect(confirm).to_have_count(0)
+    expect(row(page, "ci-reader")).to_contain_text("revoked")
+    expect(page.get_by_role("status").filter(has_text="revoked")).to_be_visible()
+    with site.api(secret) as client:
+        assert client.get("/api/v1/events").status_code == 401
+
+
+def test_cancel_and_escape_revoke_nothing(page: Page, site: Site) -> None:
+    with site.api() as client:
+        assert client.post(
+            "/api/v1/keys", json={"name": "keeper", "scopes": ["events:read"]}
+        ).is_success
+    sign_in(page, site, start="/settings/api-keys")
+    keeper = row(page, "keeper")
+    keeper.get_by_role("button", name="Revoke keeper").click()
+    page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    # Focus returns to the button that opened the dialog.
+    expect(keeper.get_by_role("button", name="Revoke keeper")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("dialog")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    expect(keeper).to_contain_text("active")
+
+
+def test_rotate_shows_the_new_key_once_and_the_old_keeps_working(page: Page, site: Site) -> None:
+    with site.api() as client:
+        made = client.post("/api/v1/keys", json={"name": "rotor", "scopes": ["events:read"]})
+        old = made.json()["key"]
+    sign_in(page, site, start="/settings/api-keys")
+    row(page, "rotor").get_by_role("button", name="Rotate rotor").click()
+    page.get_by_role("dialog", name="Rotate rotor?").get_by_role(
+        "button", name="Rotate key"
+    ).click()
+    shown = page.get_by_role("dialog", name="Key rotated")
+    new = shown.get_by_label("The key rotor").input_value()
+    assert new.startswith("fck_") and new != old
+    expect(shown).to_contain_text("The old secret works until")
+    expect(shown).to_contain_text("you will not see this again")
+    shown.get_by_role("button", name="Done").click()
+    assert new not in page.content()
+    with site.api(new) as fresh, site.api(old) as previous:
+        assert fresh.get("/api/v1/events").status_code == 200
+        assert previous.get("/api/v1/events").status_code == 200
+
+
+def test_a_refused_field_is_shown_next_to_it(page: Page, site: Site) -> None:
+    sign_in(page, site, start="/settings/api-keys")
+    page.get_by_role("button", name="Create key").click()
+    dialog = page.get_by_role("dialog", name="Create an API key")
+    name = dialog.get_by_label("Name")
+    name.fill("x" * 201)
+    dialog.get_by_role("button", name="Create key").click()
+
+    expect(dialog.get_by_role("alert").first).to_contain_text("Invalid input")
+    expect(name).to_have_attribute("aria-invalid", "true")
+    described = name.get_attribute("aria-describedby") or ""
+    assert "key-name-error" in described.split()
+    message = page.locator("#key-name-error")
+    expect(message).to_have_attribute("role", "alert")
+    expect(message).to_contain_text("200")
+    scopes = dialog.get_by_role("group", name="Scopes")
+    expect(scopes).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#key-scopes-error")).to_be_visible()
+    assert_accessible(page, "the create-key dialog with errors")
+
+    # Fixed, it goes through; nothing was created by the refused attempt.
+    name.fill("fixed")
+    dialog.get_by_role("group", name="events", exact=True).get_by_label("read").check()
+    dialog.get_by_role("button", name="Create key").click()
+    expect(page.get_by_role("dialog", name="Key created")).to_be_visible()
+    with site.api() as client:
+        names = [
+            k["name"] for k in client.get("/api/v1/keys", params={"limit": 200}).json()["items"]
+        ]
+    assert names.count("fixed") == 1
+    assert "x" * 201 not in names
+
+
+def test_key_names_render_as_text_and_nothing_runs(page: Page, site: Site) -> None:
+    with site.api() as client:
+        for name in XSS_NAMES:
+            made = client.post("/api/v1/keys", json={"name": name, "scopes": ["events:read"]})
+            assert made.status_code == 201, made.text
+    sign_in(page, site, start="/settings/api-keys")
+    for name in XSS_NAMES:
+        expect(page.get_by_role("rowheader", name=name, exact=True)).to_have_text(name)
+    assert page.locator("table img").count() == 0
+    assert page.locator("table script").count() == 0
+    # The names in a dialog's title, too.
+    row(page, XSS_NAMES[0]).get_by_role("button", name=re.compile("^Revoke")).click()
+    expect(page.get_by_role("dialog")).to_contain_text(XSS_NAMES[0])
+    page.keyboard.press("Escape")
+    page.wait_for_load_state("networkidle")
+    assert page.evaluate("window.__xss") is None
+
+
+def test_pages_of_keys_follow_the_cursor(page: Page, site: Site) -> None:
+    with site.api() as client:
+        for n in range(24):
+            made = client.post(
+                "/api/v1/keys", json={"name": f"bulk-{n:02}", "scopes": ["events:read"]}
+            )
+            assert made.status_code == 201, made.text
+    sign_in(page, site, start="/settings/api-keys")
+    body_rows = page.locator("tbody tr")
+    expect(body_rows).to_have_count(20)
+    expect(page.get_by_role("rowheader", name="bulk-23")).to_be_visible()
+    pager = page.get_by_role("navigation", name="Pages of keys")
+    expect(pager.get_by_role("button", name="Previous page")).to_be_disabled()
+    pager.get_by_role("button", name="Next page").click()
+    # 24 made here, plus the owner key of the first start.
+    expect(body_rows).to_have_count(5)
+    expect(page.get_by_role("rowheader", name="bulk-00")).to_be_visible()
+    expect(pager.get_by_role("button", name="Next page")).to_be_disabled()
+    assert_accessible(page, "the second page of keys")
+    pager.get_by_role("button", name="Previous page").click()
+    expect(page.get_by_role("rowheader", name="bulk-23")).to_be_visible()

@@ -1,0 +1,37 @@
+"""The overview (/overview): cards from the summary, moved by the stream."""
+
+from __future__ import annotations
+
+from browser import Site, assert_accessible
+from fixtures import backend_sqlite_fixture, browser_fixture, page_fixture, site_fixture  # noqa: F401
+from flows import sign_in
+from playwright.sync_api import Page, expect
+
+
+def test_cards_follow_events_published_elsewhere(page: Page, site: Site) -> None:
+    summaries: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            summaries.append(request.url) if request.url.endswith("/api/v1/stats/summary") else None
+        ),
+    )
+    sign_in(page, site)
+    expect(page.get_by_role("status").filter(has_text="Live")).to_be_visible()
+    events = page.get_by_role("article", name="Events, last hour")
+    expect(events.locator(".card-value")).to_have_text("0")
+    expect(page.get_by_role("article", name="Deliveries")).to_contain_text("No deliveries yet")
+    assert_accessible(page, "the overview")
+
+    with site.api() as client:
+        registered = client.post("/api/v1/event-types", json={"name": "order.created"})
+        assert registered.status_code == 201, registered.text
+        for n in range(3):
+            published = client.post(
+                "/api/v1/events", json={"type": "order.created", "data": {"n": n}}
+            )
+            assert published.status_code in (200, 201, 202), published.text
+    # No reload: the stream says something changed, and the page reads the summary again.
+    expect(events.locator(".card-value")).to_have_text("3")
+    assert page.url.endswith("/overview")
+    assert len(summaries) >= 2, summaries
