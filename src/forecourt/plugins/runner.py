@@ -10,6 +10,11 @@ objects: see :mod:`forecourt.plugins.answers`), and then, in one transaction, th
 recorded and its events are published (``plugin.execution_completed`` / ``plugin.failed``,
 and the follow-up events the plugin emitted or, for a hook, returned).
 
+After the commit, :attr:`PluginRunner.on_run` hears of the record of every scheduled run and
+of every collector run started through the API: one path for both, which stores a collector's
+metrics as series of its instance and publishes ``execution_complete`` / ``metrics_update`` to
+the live streams. A collector run on demand is thereby measured exactly as a scheduled one.
+
 Workers are keyed by plugin version *and tenant*: a worker serves one tenant's instances only,
 so what one tenant's configuration holds can never be seen by another tenant's calls.
 """
@@ -54,6 +59,10 @@ CONFIG_PURPOSE = "plugin-config"
 MAX_LOG_CHARS = 20_000
 MAX_MESSAGE_CHARS = 4096
 CLOSE_DEADLINE_S = 10.0
+COLLECTOR = "collector"
+
+RunHook = Callable[[PluginExecution], None]
+"""Told of a run's record once it is committed (see :attr:`PluginRunner.on_run`)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,9 @@ class PluginRunner:
         self.sessionmaker = sessionmaker
         self.on_published = on_published
         self.on_recorded: Callable[[str], None] = lambda tenant_id: None  # after a run's commit
+        # Told of each run that ``reported`` selects, after its commit: the metrics store and
+        # the live streams (the scheduler's hook, see ``Scheduler.on_run``).
+        self.on_run: RunHook | None = None
         self.config = sandbox_config(settings)
         self.box = SecretBox(settings.resolved_secret_key, CONFIG_PURPOSE)
         self.store = PackageStore(settings.plugins_dir.resolve())
@@ -255,8 +267,20 @@ class PluginRunner:
             )
             failed = record(unrecorded, checked.metrics)
             await self._record_alone(instance, failed, unrecorded.logs)
+            self._report(plugin, failed)
             return Run(failed, None)
+        self._report(plugin, execution)
         return Run(execution, checked.output_json)
+
+    def _report(self, plugin: Plugin, execution: PluginExecution) -> None:
+        """Tell ``on_run`` of a recorded run it hears of; its failure is logged, never the
+        run's."""
+        if self.on_run is None or not reported(plugin, execution.trigger):
+            return
+        try:
+            self.on_run(execution)
+        except Exception:
+            log.exception("what follows a run of plugin %s failed", plugin.plugin_id)
 
     async def record_unrun(
         self,
@@ -380,6 +404,13 @@ class PluginRunner:
             session.add(execution)
             await session.commit()
         self.on_recorded(instance.tenant_id)
+
+
+def reported(plugin: Plugin, trigger: str) -> bool:
+    """Whether ``on_run`` hears of a run: every scheduled one (collectors and metrics
+    exporters), and a collector's run started through the API, whose metrics count as much
+    as a scheduled run's."""
+    return trigger == "schedule" or (trigger == "api" and plugin.type == COLLECTOR)
 
 
 async def _shielded(work: Coroutine[Any, Any, None]) -> None:

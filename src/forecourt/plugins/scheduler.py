@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from forecourt.plugins.models import (
 from forecourt.plugins.package import IGNORED_DIRS, read_package
 from forecourt.plugins.policy import check_package
 from forecourt.plugins.routing import LEASE_MARGIN_S
-from forecourt.plugins.runner import PluginRunner, limits
+from forecourt.plugins.runner import PluginRunner, RunHook, limits
 from forecourt.plugins.service import package_columns
 from forecourt.plugins.store import zip_files
 
@@ -68,10 +67,20 @@ class Scheduler:
         self._seen: dict[str, Signature] = {}
         self._task: asyncio.Task[None] | None = None
         self._pruned_at = 0.0
-        # Told of each scheduled run's record (live streams: execution_complete, metrics).
-        self.on_run: Callable[[PluginExecution], None] | None = None
         # What metrics exporters read (plugins/exports.py); without it they get no batch.
         self.metrics: Metrics | None = None
+
+    @property
+    def on_run(self) -> RunHook | None:
+        """What each scheduled run's record is told once committed (the metrics store, live
+        streams: ``execution_complete``, ``metrics_update``). It is the runner's hook, so a
+        collector run started through the API on this node goes the same way
+        (``runner.reported``)."""
+        return self.runner.on_run
+
+    @on_run.setter
+    def on_run(self, hook: RunHook | None) -> None:
+        self.runner.on_run = hook
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="forecourt-plugin-scheduler")
@@ -171,8 +180,6 @@ class Scheduler:
             run = await self.runner.run(instance, plugin, payload, trigger="schedule")
             if batch is not None and run.execution.status == "ok":
                 await batch.commit(self.sessionmaker)
-            if self.on_run is not None:
-                self.on_run(run.execution)
         finally:
             following = max(started + timedelta(seconds=every), utcnow())
             async with self.sessionmaker() as session, session.begin():
