@@ -24,24 +24,26 @@ def backend_sqlite_fixture(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(name="browser", scope="session")
+@pytest.fixture(name="browser", scope="module")
 def browser_fixture() -> Iterator[Browser]:
+    """Chromium for one test module, stopped with it: Playwright's synchronous API keeps an
+    event loop of its own, which must be gone before other modules' async tests run."""
     executable = require_chromium()
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
+        browser = playwright.chromium.launch(
             executable_path=executable, args=CHROMIUM_ARGS, headless=True
         )
         try:
-            yield launched
+            yield browser
         finally:
-            launched.close()
+            browser.close()
 
 
 @pytest.fixture(name="site")
 def site_fixture(settings_factory: Any) -> Iterator[Site]:
     """A Forecourt served on loopback (this test's backend), with a user who has a password."""
     index_html()  # fails, naming how to build it, when the dashboard is not built
-    settings: Settings = settings_factory(cookie_secure=False, signin_lockout_failures=2)
+    settings: Settings = settings_factory(signin_lockout_failures=2)
     with serve(settings) as served:
         create_user(served.url, served.owner_key, EMAIL)
         yield Site(served.url, served.owner_key, EMAIL, PASSWORD)

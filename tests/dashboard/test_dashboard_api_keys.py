@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from browser import Site, assert_accessible
+from browser import Site, assert_accessible, create_user
 from fixtures import backend_sqlite_fixture, browser_fixture, page_fixture, site_fixture  # noqa: F401
 from flows import open_keys, sign_in
 from playwright.sync_api import Locator, Page, expect
@@ -184,3 +184,45 @@ def test_pages_of_keys_follow_the_cursor(page: Page, site: Site) -> None:
     assert_accessible(page, "the second page of keys")
     pager.get_by_role("button", name="Previous page").click()
     expect(page.get_by_role("rowheader", name="bulk-23")).to_be_visible()
+
+
+def test_a_failed_list_says_why_and_tries_again(page: Page, site: Site) -> None:
+    sign_in(page, site)
+    failing = {
+        "status": 503,
+        "content_type": "application/problem+json",
+        "body": '{"type":"urn:forecourt:problem:unavailable","title":"Database unavailable",'
+        '"status":503,"detail":"The database did not answer."}',
+    }
+    page.route("**/api/v1/keys?*", lambda route: route.fulfill(**failing))
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="API keys").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("Database unavailable")
+    expect(alert).to_contain_text("The database did not answer.")
+    assert_accessible(page, "the API keys page, failed")
+    page.unroute("**/api/v1/keys?*")
+    page.get_by_role("button", name="Try again").click()
+    expect(page.get_by_role("table")).to_be_visible()
+    expect(page.get_by_role("alert")).to_have_count(0)
+
+
+def test_no_keys_says_so(page: Page, site: Site) -> None:
+    sign_in(page, site)
+    page.route(
+        "**/api/v1/keys?*",
+        lambda route: route.fulfill(json={"items": [], "next_cursor": None}),
+    )
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="API keys").click()
+    expect(page.get_by_text("No keys yet")).to_be_visible()
+    expect(page.get_by_role("table")).to_have_count(0)
+    assert_accessible(page, "the API keys page, empty")
+
+
+def test_a_viewer_sees_keys_without_the_means_to_change_them(page: Page, site: Site) -> None:
+    create_user(site.url, site.owner_key, "viewer@example.com", role="viewer")
+    viewer = Site(site.url, site.owner_key, "viewer@example.com", site.password)
+    sign_in(page, viewer, start="/settings/api-keys")
+    expect(page.get_by_role("table")).to_be_visible()
+    expect(page.get_by_role("button", name="Create key")).to_have_count(0)
+    expect(page.get_by_role("button", name=re.compile("^(Revoke|Rotate)"))).to_have_count(0)
+    expect(page.get_by_role("columnheader", name="Actions")).to_have_count(0)

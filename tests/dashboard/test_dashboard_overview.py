@@ -35,3 +35,19 @@ def test_cards_follow_events_published_elsewhere(page: Page, site: Site) -> None
     expect(events.locator(".card-value")).to_have_text("3")
     assert page.url.endswith("/overview")
     assert len(summaries) >= 2, summaries
+
+
+def test_a_failed_summary_is_shown_with_its_title(page: Page, site: Site) -> None:
+    refused = {
+        "status": 500,
+        "content_type": "application/problem+json",
+        "body": '{"type":"urn:forecourt:problem:internal","title":"Internal error",'
+        '"status":500,"detail":"Something failed on the server."}',
+    }
+    page.route("**/api/v1/stats/summary", lambda route: route.fulfill(**refused))
+    sign_in(page, site)
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("Internal error")
+    expect(alert).to_contain_text("Something failed on the server.")
+    expect(page.get_by_role("article")).to_have_count(0)
+    assert_accessible(page, "the overview, failed")
