@@ -173,6 +173,9 @@ class Settings(BaseSettings):
     stream_allowed_origins: Annotated[str, NoDecode] = ""
     # A stream ends after this many seconds (the client reconnects and resumes); 0: never.
     stream_max_duration_s: float = Field(default=0.0, ge=0)
+    # Past the replay window, an events channel resumes from the event log up to this many
+    # events (more: resync).
+    stream_resume_max_events: int = Field(default=10_000, ge=0)
 
     @field_validator("rate_limit_tiers")
     @classmethod

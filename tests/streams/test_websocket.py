@@ -144,25 +144,43 @@ async def test_resume_gets_exactly_what_was_missed_in_order(settings_factory: An
             await third.close()
 
 
-async def test_past_the_window_a_resume_gets_resync(settings_factory: Any) -> None:
+async def test_past_the_window_events_resume_from_the_event_log_and_others_resync(
+    settings_factory: Any,
+) -> None:
     settings = settings_factory(stream_replay_max_messages=2, redis_url=None)
     with serve(settings) as served:
         async with httpx.AsyncClient(timeout=RECEIVE_TIMEOUT_S) as client:
-            socket = await open_socket(served, served.owner_key, "channels=events")
+            socket = await open_socket(served, served.owner_key, "channels=events:x.*,alerts")
             await receive_type(socket, "subscribed")
             await publish(client, served, served.owner_key, "x.first")
             first = await receive_type(socket, "event")
             await socket.close()
+            missed = []
             for i in range(4):  # the ring keeps two: messages after ``first`` are gone
-                await publish(client, served, served.owner_key, f"x.n{i}")
+                missed.append(
+                    (await publish(client, served, served.owner_key, f"x.n{i}"))["event_id"]
+                )
+                await publish(client, served, served.owner_key, f"y.n{i}")  # not subscribed
             again = await open_socket(
-                served, served.owner_key, f"channels=events&last_id={first['id']}"
+                served, served.owner_key, f"channels=events:x.*,alerts&last_id={first['id']}"
             )
+            got = [await receive_type(again, "event", "resync") for _ in missed]
+            assert [m["event"]["event_id"] for m in got if m["type"] == "event"] == missed
+            assert [parse_id(m["id"]) for m in got] == sorted({parse_id(m["id"]) for m in got})
+            # The alerts channel cannot resume: it reloads.
             resync = await receive_type(again, "resync", "event")
-            assert resync["type"] == "resync"
+            assert resync["type"] == "resync" and resync["channels"] == ["alerts"]
             live = await publish(client, served, served.owner_key, "x.after")
             assert (await receive_type(again, "event"))["event"]["event_id"] == live["event_id"]
             await again.close()
+
+            # Only channels without an event log: resync, then live.
+            alerts = await open_socket(
+                served, served.owner_key, f"channels=alerts&last_id={first['id']}"
+            )
+            resync = await receive_type(alerts, "resync")
+            assert "channels" not in resync
+            await alerts.close()
 
 
 async def test_bad_input_gets_a_clear_error_and_changes_nothing(settings_factory: Any) -> None:

@@ -20,6 +20,7 @@ from forecourt.http.deps import current_principal
 from forecourt.http.guard import GuardedRoute
 from forecourt.observability import connections
 from forecourt.principal import Principal
+from forecourt.realtime.archive import EventArchive
 from forecourt.streams import channels as ch
 from forecourt.streams.messages import ID_PATTERN, SUBSCRIBED, parse_id
 from forecourt.streams.subscriber import Ended, Subscriber
@@ -112,7 +113,7 @@ async def stream(
         )
     try:
         if since is not None:
-            await fc.streams.resume(subscriber, since)
+            await fc.streams.resume(subscriber, since, EventArchive(fc))
     except BaseException:
         fc.streams.leave(subscriber)
         raise

@@ -26,6 +26,7 @@ from forecourt.errors import ForecourtError, InvalidInput
 from forecourt.http.guard import GuardedRoute
 from forecourt.observability import connections
 from forecourt.realtime import auth, protocol
+from forecourt.realtime.archive import EventArchive
 from forecourt.streams import channels as ch
 from forecourt.streams.messages import SUBSCRIBED, UNSUBSCRIBED, parse_id
 from forecourt.streams.subscriber import TOO_MANY, Ended, Subscriber
@@ -114,13 +115,13 @@ class Connection:
             before = dict(sub.channels)
             held = sub.subscribe(channels)
             try:
-                await hub.resume(sub, last_id)
+                await hub.resume(sub, last_id, EventArchive(self.fc))
             except ForecourtError:
                 sub.channels = before
                 raise
             sub.send_control(SUBSCRIBED, hub.head, channels=ch.names(channels), subscriptions=held)
         else:
-            await hub.resume(sub, last_id)
+            await hub.resume(sub, last_id, EventArchive(self.fc))
 
     async def receive_loop(self) -> None:
         settings = self.fc.settings

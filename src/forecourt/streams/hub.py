@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +29,9 @@ from forecourt.broadcast import Broadcast
 from forecourt.errors import Conflict
 from forecourt.keys.cache import INVALIDATE_CHANNEL
 from forecourt.principal import Principal
+from forecourt.streams import backfill
+from forecourt.streams import channels as ch
+from forecourt.streams.backfill import Archive
 from forecourt.streams.messages import HEARTBEAT, ZERO, MessageKey, StreamMessage, format_id
 from forecourt.streams.replay import MemoryLog, RedisLog
 from forecourt.streams.subscriber import (
@@ -129,7 +133,10 @@ class StreamHub:
         keys: Sequence[str] = (),
     ) -> None:
         """Produce a message for ``tenant_id``'s subscribers of ``family`` channels."""
-        message = StreamMessage(type, tenant_id, family, channel, data, tuple(keys))
+        self.publish_message(StreamMessage(type, tenant_id, family, channel, data, tuple(keys)))
+
+    def publish_message(self, message: StreamMessage) -> None:
+        """Produce ``message`` (its id is given by the replay log)."""
         if self._memory is not None:
             self._dispatch(self._memory.append(message))
             return
@@ -192,10 +199,13 @@ class StreamHub:
                 if not group:
                     del index[key]
 
-    async def resume(self, subscriber: Subscriber, last_id: MessageKey) -> None:
+    async def resume(
+        self, subscriber: Subscriber, last_id: MessageKey, archive: Archive | None = None
+    ) -> None:
         """Queue what ``subscriber`` missed after ``last_id`` on its channels, then go on
-        live; a ``resync`` when that is past the window. InvalidInput for an id the stream
-        has not reached, Conflict (nothing changes)."""
+        live. Past the window, its ``events`` channels resume from ``archive`` (the event
+        log; see ``backfill``) and its other channels get a ``resync``. Conflict for an id
+        the stream has not reached (nothing changes)."""
         log_ = self._memory or self._redis
         assert log_ is not None
         if last_id > self._head:
@@ -209,12 +219,42 @@ class StreamHub:
                 )
         subscriber.hold(last_id)
         try:
-            if log_.lost_after(last_id):
-                subscriber.resync(self._head)
-            else:
+            if not log_.lost_after(last_id):
                 await subscriber.replay(await log_.after(last_id))
+            elif archive is None or not await self._backfill(subscriber, last_id, archive):
+                subscriber.resync(self._head)
         finally:
             subscriber.release()
+
+    async def _backfill(
+        self, subscriber: Subscriber, last_id: MessageKey, archive: Archive
+    ) -> bool:
+        """The events after ``last_id`` from the event log, then the events the replay log
+        still holds, then ``resync`` for the other channels; False (nothing sent) when the
+        subscriber has no events channel or more events than the archive sends."""
+        channels = list(subscriber.channels.values())
+        if not any(c.family == ch.EVENTS for c in channels):
+            return False
+        log_ = self._memory or self._redis
+        assert log_ is not None
+        backlog = await log_.after(last_id)
+        # Every event whose message the log holds was accepted by its id's millisecond:
+        # the event log gives the events up to the end of the log's first millisecond.
+        until_ms = (backlog[0].key[0] if backlog else int(time.time() * 1000)) + 1
+        types = backfill.type_patterns(channels)
+        since = backfill.moment(last_id[0])
+        total = await archive.count(subscriber.tenant_id, types, since, backfill.moment(until_ms))
+        if total > archive.max_events:
+            return False
+        async for message in backfill.archived(
+            archive, subscriber.tenant_id, types, last_id, until_ms
+        ):
+            await subscriber.replay_archived(message)
+        await subscriber.replay(backlog, family=ch.EVENTS)
+        others = sorted(c.name for c in channels if c.family != ch.EVENTS)
+        if others:
+            subscriber.resync(self._head, others)
+        return True
 
     # -- delivery to this node's subscribers ------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from forecourt.events.envelope import StoredEvent, envelope
 from forecourt.streams import channels as ch
 from forecourt.streams import messages as m
+from forecourt.streams.messages import StreamMessage
 
 if TYPE_CHECKING:
     from forecourt.plugins.models import PluginExecution
@@ -24,17 +25,22 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
+def event_message(event: StoredEvent) -> StreamMessage:
+    """The ``event`` message of a stored event (its id is the replay log's to give)."""
+    return StreamMessage(
+        m.EVENT,
+        event.tenant_id,
+        ch.EVENTS,
+        f"{ch.EVENTS}:{event.type}",
+        {"event": {**envelope(event), "event_id": event.id}},
+        (event.type,),
+    )
+
+
 def events_published(hub: StreamHub, events: Iterable[StoredEvent]) -> None:
     """``event`` per newly stored event (after its commit)."""
     for event in events:
-        hub.publish(
-            event.tenant_id,
-            m.EVENT,
-            ch.EVENTS,
-            f"{ch.EVENTS}:{event.type}",
-            {"event": {**envelope(event), "event_id": event.id}},
-            (event.type,),
-        )
+        hub.publish_message(event_message(event))
 
 
 def deliveries_recorded(hub: StreamHub, finished: Sequence[Finished]) -> None:

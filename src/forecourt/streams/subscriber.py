@@ -9,11 +9,12 @@ ended (``SLOW_CLIENT``) and its queue dropped, so a slow client never grows memo
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from forecourt.errors import InvalidInput
-from forecourt.streams.channels import Channel
+from forecourt.streams.channels import EVENTS, Channel
 from forecourt.streams.messages import (
     ERROR,
     RESYNC,
@@ -29,6 +30,10 @@ FORBIDDEN = 4003
 UNAUTHENTICATED = 4001
 TOO_MANY = 4029
 GOING_AWAY = 1001
+
+# How long after a resume from the event log live messages of the events it sent are
+# dropped: an event read from the log may reach the stream only after the resume.
+SENT_MEMORY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,10 @@ class Subscriber:
         self.ended_event = asyncio.Event()  # set by ``end``: a transport stuck sending wakes
         self._queue: asyncio.Queue[str | Ended] = asyncio.Queue(maxsize=queue_size)
         self._held: list[StreamMessage] | None = None  # live messages held during a replay
+        self._sent: set[str] = set()  # ids of the events a resume sent from the event log
+        self._sent_until = 0.0  # (monotonic) when ``_sent`` is forgotten
+        # After a partial ``resync``: held messages up to here of its channels are dropped.
+        self._resynced: tuple[MessageKey, frozenset[str]] | None = None
 
     # -- what the hub calls ---------------------------------------------------------------
 
@@ -86,6 +95,8 @@ class Subscriber:
         if message.key <= self.cursor:
             return
         if not any(channel.matches(message) for channel in self.channels.values()):
+            return
+        if self._sent and self._already_sent(message):
             return
         self.cursor = message.key
         self._put(message.text())
@@ -157,35 +168,76 @@ class Subscriber:
         self._held = []
         self.cursor = since
 
-    async def replay(self, messages: Sequence[StreamMessage]) -> None:
-        """Queue the missed ``messages`` of a resume, waiting for room (the client's pace);
-        live messages meanwhile wait in the hold, which is bounded like the queue."""
+    async def replay(self, messages: Sequence[StreamMessage], family: str | None = None) -> None:
+        """Queue the missed ``messages`` of a resume (of ``family`` only, when given),
+        waiting for room (the client's pace); live messages meanwhile wait in the hold,
+        which is bounded like the queue."""
         for message in messages:
             if self.ended is not None:
                 return
             if message.tenant_id != self.tenant_id or message.key <= self.cursor:
                 continue
+            if family is not None and message.family != family:
+                continue
+            if self._sent and self._already_sent(message):
+                continue
             if any(channel.matches(message) for channel in self.channels.values()):
                 self.cursor = message.key
                 await self._queue.put(message.text())
+        if messages and family is not None:
+            # Every message up to the last was replayed or is of a channel that resyncs.
+            self.cursor = max(self.cursor, messages[-1].key)
 
-    def resync(self, head: MessageKey) -> None:
-        """The messages after the resume's id are gone: the client reloads; live from here."""
-        self.cursor = max(self.cursor, head)
+    async def replay_archived(self, message: StreamMessage) -> None:
+        """Queue an event a resume read from the event log (its id is its place there, not
+        a position in the stream: the cursor stays); its live message, if any comes, is
+        dropped."""
+        if self.ended is not None or message.tenant_id != self.tenant_id:
+            return
+        if any(channel.matches(message) for channel in self.channels.values()):
+            self._sent.add(message.data["event"]["event_id"])
+            self._sent_until = time.monotonic() + SENT_MEMORY_S
+            await self._queue.put(message.text())
+
+    def _already_sent(self, message: StreamMessage) -> bool:
+        if time.monotonic() > self._sent_until:
+            self._sent.clear()
+            return False
+        if message.family != EVENTS:
+            return False
+        return message.data["event"]["event_id"] in self._sent
+
+    def resync(self, head: MessageKey, channels: Sequence[str] | None = None) -> None:
+        """The messages after the resume's id are gone: the client reloads; live from here.
+        With ``channels``, only those reload: the others resumed, so the cursor stays and
+        the held messages of ``channels`` up to ``head`` (older than the reload) are
+        dropped."""
+        fields: dict[str, object] = {}
+        if channels is None:
+            self.cursor = max(self.cursor, head)
+        else:
+            fields["channels"] = list(channels)
+            self._resynced = (head, frozenset(channels))
         self._put(
             control(
                 RESYNC,
                 self.cursor,
                 reason="the messages after last_id are past the replay window; reload",
+                **fields,
             )
         )
 
     def release(self) -> None:
         """End a resume: queue the live messages held meanwhile (those not replayed)."""
         held, self._held = self._held or [], None
+        resynced, self._resynced = self._resynced, None
         for message in held:
             if self.ended is not None:
                 return
+            if resynced is not None and message.key <= resynced[0]:
+                reloaded = [self.channels[n] for n in resynced[1] if n in self.channels]
+                if any(channel.matches(message) for channel in reloaded):
+                    continue
             self._accept(message)
 
     @property
