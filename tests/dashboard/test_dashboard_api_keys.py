@@ -226,3 +226,32 @@ def test_a_viewer_sees_keys_without_the_means_to_change_them(page: Page, site: S
     expect(page.get_by_role("button", name="Create key")).to_have_count(0)
     expect(page.get_by_role("button", name=re.compile("^(Revoke|Rotate)"))).to_have_count(0)
     expect(page.get_by_role("columnheader", name="Actions")).to_have_count(0)
+
+
+def test_keyboard_alone_creates_a_key(page: Page, site: Site) -> None:
+    sign_in(page, site, start="/settings/api-keys")
+    expect(page.get_by_role("heading", name="API keys", level=1)).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Create key")).to_be_focused()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Create an API key")
+    expect(dialog.get_by_label("Name")).to_be_focused()
+    page.keyboard.type("typed-key")
+    page.keyboard.press("Tab")
+    expect(dialog.get_by_label("Description (optional)")).to_be_focused()
+    # Through the scope boxes to events: read, ticked with the space bar.
+    target = dialog.get_by_role("group", name="events", exact=True).get_by_label("read")
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if target.evaluate("element => element === document.activeElement"):
+            break
+    expect(target).to_be_focused()
+    page.keyboard.press("Space")
+    expect(target).to_be_checked()
+    page.keyboard.press("Enter")
+    shown = page.get_by_role("dialog", name="Key created")
+    expect(shown).to_be_visible()
+    assert shown.get_by_label("The key typed-key").input_value().startswith("fck_")
+    page.keyboard.press("Escape")
+    expect(shown).to_have_count(0)
+    expect(row(page, "typed-key")).to_contain_text("events:read")

@@ -10,7 +10,7 @@ import re
 
 # Host names and ports a request may name for the WebSocket source; anything else falls back
 # to 'self' alone rather than echoing an odd Host header into the policy.
-_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+_HOST = re.compile(r"([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 STATIC_CACHE = "public, max-age=31536000, immutable"
 # index.html names the hashed files of the current build: always check for a newer one.
@@ -20,7 +20,7 @@ PAGE_CACHE = "no-cache"
 def content_security_policy(host: str | None) -> str:
     """The policy for a page served to ``host`` (the request's Host header)."""
     connect = "'self'"
-    if host and _HOST.match(host):
+    if host and _HOST.fullmatch(host):
         connect += f" ws://{host} wss://{host}"
     return "; ".join(
         (

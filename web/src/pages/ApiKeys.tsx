@@ -184,6 +184,7 @@ function KeyTable({ load, canWrite, onRetry, onRotate, onRevoke }: TableProps) {
             <th scope="col">Name</th>
             <th scope="col">Prefix</th>
             <th scope="col">Scopes</th>
+            <th scope="col">Tier</th>
             <th scope="col">Last used</th>
             <th scope="col">Expires</th>
             <th scope="col">Status</th>
@@ -204,6 +205,7 @@ function KeyTable({ load, canWrite, onRetry, onRotate, onRevoke }: TableProps) {
                   ))}
                 </ul>
               </td>
+              <td>{key.tier}</td>
               <td>{when(key.last_used_at)}</td>
               <td>{when(key.expires_at)}</td>
               <td>
