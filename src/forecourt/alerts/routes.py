@@ -20,6 +20,7 @@ from forecourt.alerts.schemas import (
 from forecourt.alerts.service import AlertFilter, NewAlert
 from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
 from forecourt.http.guard import GuardedRoute
+from forecourt.http.times import aware
 from forecourt.principal import Principal
 from forecourt.schemas import Page, Timestamp
 
@@ -68,7 +69,7 @@ async def list_alerts(
     until: Until = None,
 ) -> Page[AlertOut]:
     """Your tenant's alerts, newest first."""
-    filters = AlertFilter(severity, state, type, since, until)
+    filters = AlertFilter(severity, state, type, aware(since, "since"), aware(until, "until"))
     rows, cursor = await fc.alerts(session).page(actor.tenant_id, filters, page.cursor, page.limit)
     return Page[AlertOut](items=[AlertOut.model_validate(r) for r in rows], next_cursor=cursor)
 
@@ -83,7 +84,7 @@ async def alert_summary(
 ) -> AlertSummary:
     """How many alerts there are, by state, and by severity and state."""
     counts = await fc.alerts(session).summary(
-        actor.tenant_id, AlertFilter(since=since, until=until)
+        actor.tenant_id, AlertFilter(since=aware(since, "since"), until=aware(until, "until"))
     )
     return AlertSummary.model_validate(counts)
 

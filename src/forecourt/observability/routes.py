@@ -17,9 +17,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from forecourt.errors import InvalidInput, Unauthenticated
+from forecourt.errors import Unauthenticated
 from forecourt.http.deps import ForecourtDep, require
 from forecourt.http.guard import GuardedRoute
+from forecourt.http.times import aware
 
 # connections: its gauges are scraped (at 0) before any stream has opened.
 from forecourt.observability import connections, logring, operations, registry
@@ -145,8 +146,7 @@ async def list_logs(
     limit: Annotated[int, Query(ge=1, le=MAX_LOG_RECORDS)] = 200,
 ) -> LogsOut:
     """This process's most recent log records (its workers' too when they run in it)."""
-    if since is not None and since.tzinfo is None:
-        raise InvalidInput("Give a time zone, e.g. 2026-01-01T00:00:00Z.", field="since")
+    since = aware(since, "since")
     entries = logring.RING.entries(
         level=logging.getLevelName(level.upper()) if level else logging.NOTSET,
         since=since.timestamp() if since is not None else None,

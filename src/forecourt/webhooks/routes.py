@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, status
 
-from forecourt.errors import InvalidInput
 from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
 from forecourt.http.guard import GuardedRoute
+from forecourt.http.times import aware
 from forecourt.principal import Principal
 from forecourt.schemas import Page, Timestamp
 from forecourt.scopes import WEBHOOK_SECRETS
@@ -38,12 +37,6 @@ WebhookSecrets = Annotated[Principal, Depends(require(WEBHOOK_SECRETS))]
 
 webhooks = APIRouter(route_class=GuardedRoute, prefix="/api/v1/webhooks", tags=["webhooks"])
 deliveries = APIRouter(route_class=GuardedRoute, prefix="/api/v1/deliveries", tags=["deliveries"])
-
-
-def _aware(value: datetime | None, field: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise InvalidInput("Give a time zone, e.g. 2026-01-01T00:00:00Z.", field=field)
-    return value
 
 
 def _delivery(d: Delivery) -> DeliveryOut:
@@ -169,8 +162,8 @@ async def list_deliveries(
         endpoint_id,
         status=status,
         event_type=event_type,
-        since=_aware(since, "since"),
-        until=_aware(until, "until"),
+        since=aware(since, "since"),
+        until=aware(until, "until"),
         cursor=page.cursor,
         limit=page.limit,
     )
@@ -185,9 +178,7 @@ async def recover(
     session: DbSession,
     since: Annotated[Timestamp, Query(description="Re-queue failed deliveries since then.")],
 ) -> RecoverOut:
-    aware = _aware(since, "since")
-    assert aware is not None
-    count = await fc.webhooks(session).recover(actor, endpoint_id, aware)
+    count = await fc.webhooks(session).recover(actor, endpoint_id, aware(since, "since"))
     fc.wake_workers()
     return RecoverOut(requeued=count)
 
