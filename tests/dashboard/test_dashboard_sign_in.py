@@ -16,6 +16,11 @@ def test_sign_in_with_a_password_then_sign_out(page: Page, site: Site) -> None:
     expect(page).to_have_url(re.compile(r"/sign-in$"))
     expect(page.get_by_role("heading", name="Sign in")).to_be_focused()
     expect(page.get_by_text("session ended")).to_have_count(0)
+    # A new installation has no user yet: the page says how to make one with the owner key.
+    page.get_by_text("No account yet?").click()
+    hint = page.locator(".first-start pre")
+    expect(hint).to_contain_text(f"curl -X POST {site.url}/api/v1/users \\")
+    expect(hint).to_contain_text("Authorization: Bearer $(cat data/owner-key)")
     assert_accessible(page, "the sign-in page")
 
     page.get_by_label("Email").fill(site.email)

@@ -90,6 +90,19 @@ export function SignIn({ reason, onSignedIn }: SignInProps) {
           {busy ? "Signing in…" : "Sign in"}
         </button>
       </form>
+      <details class="first-start">
+        <summary>No account yet?</summary>
+        <p>
+          On a new installation, create the first user with the owner key that Forecourt printed
+          at its first start (also in <code>data/owner-key</code>):
+        </p>
+        <pre class="mono">
+          {`curl -X POST http://${location.host}/api/v1/users \\
+  -H "Authorization: Bearer $(cat data/owner-key)" \\
+  -H "Content-Type: application/json" \\
+  -d '{"email": "you@example.com", "password": "at least 12 characters", "role": "owner"}'`}
+        </pre>
+      </details>
     </main>
   );
 }
