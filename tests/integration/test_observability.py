@@ -397,7 +397,7 @@ async def test_delivery_latency_from_acceptance_to_the_end(harness_factory: Any)
     assert RETRY_AFTER_S <= succeeded <= span
     assert grew(f"{latency}_bucket", outcome="succeeded", le="0.5") == 0
     assert 0 <= grew(f"{latency}_sum", outcome="failed") <= span
-    # Retries are not ends: the first, refused attempt of "/ok" was observed by neither.
+    # A retry is not an end: the 503 of "/ok" counts as an attempt, not as a latency.
     assert grew("forecourt_webhook_attempts_total", outcome="retrying") == 1
     # Each attempt is still timed on its own.
     assert grew("forecourt_webhook_attempt_seconds_count") == 3
