@@ -283,14 +283,15 @@ async def harness_factory(
 
     On SQLite, a node in the test's own data folder starts on a copy of the migrated
     ``sqlite_template`` instead of migrating an empty file (most of a first start's time);
-    a node given a ``data_dir`` or a ``database_url`` starts as it is.
+    a node given a ``data_dir`` or a ``database_url`` starts as it is. ``run_workers=False``
+    starts an API-only node, as ``forecourt serve --no-workers`` does.
     """
     started: list[Harness] = []
     template: Path | None = None
     if backend == "sqlite":
         template = request.getfixturevalue("sqlite_template")
 
-    async def start(**settings_overrides: Any) -> Harness:
+    async def start(*, run_workers: bool = True, **settings_overrides: Any) -> Harness:
         settings = settings_factory(**settings_overrides)
         database = settings.data_dir / SQLITE_FILE
         seed = (
@@ -303,7 +304,7 @@ async def harness_factory(
         if seed and template is not None and database.exists() and not database.stat().st_size:
             # The engine made the file empty and private and has not opened it yet.
             database.write_bytes(template.read_bytes())
-        await fc.start()
+        await fc.start(run_workers=run_workers)
         app = create_app(settings, forecourt=fc)
         transport = httpx.ASGITransport(
             app=app, raise_app_exceptions=False, client=("127.0.0.1", 50000)

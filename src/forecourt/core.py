@@ -187,6 +187,9 @@ class Forecourt:
         # nodes that run workers.
         self.plugin_runner = PluginRunner(s, self.sessionmaker, on_published=self.on_published)
         self.plugin_runner.on_recorded = self.overview_changed
+        # Every node: a collector run started through the API stores its metrics and reaches
+        # the streams like a scheduled one, on API-only nodes too.
+        self.plugin_runner.on_run = self._execution_finished
         self.plugin_router: EventRouter | None = None
         self.plugin_scheduler: Scheduler | None = None
         # Alerts: rules are evaluated on nodes that run workers.
@@ -239,7 +242,6 @@ class Forecourt:
             self.plugin_router = EventRouter(self.plugin_runner, self.worker_id)
             await self.plugin_router.start()
             self.plugin_scheduler = Scheduler(self.plugin_runner)
-            self.plugin_scheduler.on_run = self._execution_finished
             self.plugin_scheduler.metrics = self.metrics
             await self.plugin_scheduler.start()
             self._tasks.append(

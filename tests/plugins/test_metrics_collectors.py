@@ -63,6 +63,18 @@ async def test_a_collector_run_on_demand_writes_series_as_a_scheduled_one(
     await series_of_its_instance(h, created["id"], trigger="api")
 
 
+async def test_a_collector_run_on_demand_on_an_api_only_node_writes_series_too(
+    harness_factory: Any,
+) -> None:
+    h: Harness = await start(harness_factory, run_workers=False, metrics_flush_interval_s=0.05)
+    assert h.fc.plugin_scheduler is None
+    await install(h, files(COLLECTOR, **MANIFEST))
+    created = await instance(h, plugin_id=PLUGIN, name="gauges")
+    result = await execute(h, created["id"], {"interval_s": 60})
+    assert result["status"] == "ok", result
+    await series_of_its_instance(h, created["id"], trigger="api")
+
+
 async def series_of_its_instance(h: Harness, instance_id: str, trigger: str) -> None:
     """The instance's one run (started by ``trigger``) wrote both metrics as its series."""
 

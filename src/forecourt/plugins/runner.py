@@ -126,7 +126,7 @@ class PluginRunner:
         self.on_published = on_published
         self.on_recorded: Callable[[str], None] = lambda tenant_id: None  # after a run's commit
         # Told of each run that ``reported`` selects, after its commit: the metrics store and
-        # the live streams (the scheduler's hook, see ``Scheduler.on_run``).
+        # the live streams (set by the Forecourt that owns the runner, on every node).
         self.on_run: RunHook | None = None
         self.config = sandbox_config(settings)
         self.box = SecretBox(settings.resolved_secret_key, CONFIG_PURPOSE)

@@ -43,7 +43,7 @@ from forecourt.plugins.models import (
 from forecourt.plugins.package import IGNORED_DIRS, read_package
 from forecourt.plugins.policy import check_package
 from forecourt.plugins.routing import LEASE_MARGIN_S
-from forecourt.plugins.runner import PluginRunner, RunHook, limits
+from forecourt.plugins.runner import PluginRunner, limits
 from forecourt.plugins.service import package_columns
 from forecourt.plugins.store import zip_files
 
@@ -69,18 +69,6 @@ class Scheduler:
         self._pruned_at = 0.0
         # What metrics exporters read (plugins/exports.py); without it they get no batch.
         self.metrics: Metrics | None = None
-
-    @property
-    def on_run(self) -> RunHook | None:
-        """What each scheduled run's record is told once committed (the metrics store, live
-        streams: ``execution_complete``, ``metrics_update``). It is the runner's hook, so a
-        collector run started through the API on this node goes the same way
-        (``runner.reported``)."""
-        return self.runner.on_run
-
-    @on_run.setter
-    def on_run(self, hook: RunHook | None) -> None:
-        self.runner.on_run = hook
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="forecourt-plugin-scheduler")
