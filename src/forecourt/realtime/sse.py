@@ -106,7 +106,7 @@ async def stream(
         since = parse_id(resume_from, "Last-Event-ID" if last_event_id else "last_id")
     subscriber = fc.streams.subscriber(principal, heartbeats=False)
     subscriber.subscribe(joined)
-    if not fc.streams.join(subscriber):
+    if not await fc.streams.admit(subscriber):
         raise RateLimited(
             f"This key holds {settings.stream_max_connections_per_key} streams already.",
             headers={"Retry-After": "1"},

@@ -199,7 +199,7 @@ async def stream_socket(websocket: WebSocket) -> None:
         return
     principal = outcome.principal
     subscriber = fc.streams.subscriber(principal, revalidate=outcome.revalidate)
-    if not fc.streams.join(subscriber):
+    if not await fc.streams.admit(subscriber):
         assert subscriber.ended is not None
         await _close(websocket, subscriber.ended)
         return

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,6 +35,7 @@ from forecourt.streams import channels as ch
 from forecourt.streams.backfill import Archive
 from forecourt.streams.messages import HEARTBEAT, ZERO, MessageKey, StreamMessage, format_id
 from forecourt.streams.replay import MemoryLog, RedisLog
+from forecourt.streams.seats import RENEW_S, RedisSeats
 from forecourt.streams.subscriber import (
     FORBIDDEN,
     GOING_AWAY,
@@ -76,8 +78,10 @@ class StreamHub:
         self.max_subscriptions = max_subscriptions  # channels per subscriber
         self._memory: MemoryLog | None = None
         self._redis: RedisLog | None = None
+        self._seats: RedisSeats | None = None  # without Redis, ``_by_actor`` counts them
         if redis is not None and reader is not None:
             self._redis = RedisLog(redis, reader, prefix, window_s)
+            self._seats = RedisSeats(redis, prefix)
         else:
             self._memory = MemoryLog(window_s, max_messages)
         self._head: MessageKey = ZERO  # the newest message offered to this node's subscribers
@@ -87,7 +91,7 @@ class StreamHub:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
-        self._checks: set[asyncio.Task[None]] = set()
+        self._checks: set[asyncio.Task[None]] = set()  # also seats being freed
         self.dropped = 0
         broadcast.subscribe(SUSPENSION_CHANNEL, self._on_suspension)
         broadcast.subscribe(INVALIDATE_CHANNEL, self._on_key_changed)
@@ -105,6 +109,7 @@ class StreamHub:
                 log.warning("could not read the stream's head; following it from its start")
             self._tasks.append(asyncio.create_task(self._write_loop(), name="streams-writer"))
             self._tasks.append(asyncio.create_task(self._read_loop(), name="streams-reader"))
+            self._tasks.append(asyncio.create_task(self._renew_loop(), name="streams-seats"))
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="streams-heartbeat"))
 
     async def aclose(self) -> None:
@@ -117,8 +122,15 @@ class StreamHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        seated = []
         for subscriber in list(self.subscribers()):
             subscriber.end(GOING_AWAY, "the server is shutting down")
+            if subscriber.seat is not None:
+                seated.append((subscriber.actor, subscriber.seat))
+                subscriber.seat = None
+        if self._seats is not None and seated:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self._seats.leave(seated), timeout=2.0)
         self._started = False
 
     # -- producers --------------------------------------------------------------------------
@@ -172,23 +184,67 @@ class StreamHub:
             heartbeats=heartbeats,
         )
 
-    def join(self, subscriber: Subscriber) -> bool:
-        """Register ``subscriber``; False (and it is ended) past the connections per actor."""
-        same = self._by_actor.setdefault(subscriber.actor, set())
-        if len(same) >= self.max_connections_per_actor:
-            subscriber.end(
-                TOO_MANY,
-                f"too many connections for this key ({self.max_connections_per_actor})",
-            )
-            if not same:
-                del self._by_actor[subscriber.actor]
+    async def admit(self, subscriber: Subscriber) -> bool:
+        """Register ``subscriber`` if its actor has a connection left of
+        ``max_connections_per_actor``, counted on every node with Redis (see ``seats``);
+        False (and it is ended) when it has none."""
+        if self._seats is None or not self._room(subscriber):
+            return self.join(subscriber)
+        seat = uuid.uuid4().hex
+        try:
+            taken = await self._seats.take(subscriber.actor, seat, self.max_connections_per_actor)
+        except (RedisError, OSError):
+            # Redis is away: this node's own count holds until it is back.
+            log.warning("could not count a stream connection in Redis", exc_info=True)
+            return self.join(subscriber)
+        if not taken:
+            self._refuse(subscriber)
             return False
+        subscriber.seat = seat
+        if not self.join(subscriber):
+            self._free(subscriber)
+            return False
+        return True
+
+    def join(self, subscriber: Subscriber) -> bool:
+        """Register ``subscriber``; False (and it is ended) past the connections per actor
+        on this node. ``admit`` counts them on every node."""
+        if not self._room(subscriber):
+            self._refuse(subscriber)
+            return False
+        same = self._by_actor.setdefault(subscriber.actor, set())
         same.add(subscriber)
         self._by_tenant.setdefault(subscriber.tenant_id, set()).add(subscriber)
         subscriber.cursor = max(subscriber.cursor, self._head)
         return True
 
+    def _room(self, subscriber: Subscriber) -> bool:
+        return len(self._by_actor.get(subscriber.actor, ())) < self.max_connections_per_actor
+
+    def _refuse(self, subscriber: Subscriber) -> None:
+        subscriber.end(
+            TOO_MANY, f"too many connections for this key ({self.max_connections_per_actor})"
+        )
+
+    def _free(self, subscriber: Subscriber) -> None:
+        """Give ``subscriber``'s seat back (in the background: ``leave`` never waits)."""
+        seat, subscriber.seat = subscriber.seat, None
+        if seat is None or self._seats is None:
+            return
+        seats = self._seats
+
+        async def run() -> None:
+            try:
+                await seats.leave([(subscriber.actor, seat)])
+            except (RedisError, OSError):  # it lapses by itself
+                log.warning("could not free a stream connection's seat", exc_info=True)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
     def leave(self, subscriber: Subscriber) -> None:
+        self._free(subscriber)
         for index, key in (
             (self._by_tenant, subscriber.tenant_id),
             (self._by_actor, subscriber.actor),
@@ -296,6 +352,18 @@ class StreamHub:
             for message in messages:
                 self._dispatch(message)
             self._head = max(self._head, last)
+
+    async def _renew_loop(self) -> None:
+        assert self._seats is not None
+        while True:
+            await asyncio.sleep(RENEW_S)
+            seated = [(s.actor, s.seat) for s in self.subscribers() if s.seat is not None]
+            if not seated:
+                continue
+            try:
+                await self._seats.renew(seated)
+            except (RedisError, OSError):
+                log.warning("could not renew the stream connections' seats", exc_info=True)
 
     async def _heartbeat_loop(self) -> None:
         while True:

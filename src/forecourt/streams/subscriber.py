@@ -63,6 +63,7 @@ class Subscriber:
     ) -> None:
         self.tenant_id = tenant_id
         self.actor = actor  # "key:<id>" or "user:<id>": connections are counted per actor
+        self.seat: str | None = None  # its seat among the actor's connections (with Redis)
         self.max_subscriptions = max_subscriptions
         self.channels: dict[str, Channel] = {}
         self.cursor: MessageKey = head  # every message up to here was offered to the queue
