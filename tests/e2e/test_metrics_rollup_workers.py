@@ -1,7 +1,7 @@
 """Two ``forecourt worker`` processes roll up the metrics of one PostgreSQL database at once:
-each bucket is claimed by one of them at a time (both are seen holding claims), and once the
-work list is empty every series' 1-minute and 1-hour counts and sums equal those of its raw
-points: nothing is counted twice, nothing is missed."""
+each row of buckets is claimed by one of them at a time (both are seen holding claims), and
+once the work list is empty every series' 1-minute and 1-hour counts and sums equal those of
+its raw points: nothing is counted twice, nothing is missed."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ from processes import Node, terminate_all, wait_until
 from commands import clean_env
 from commands import run as cli
 from conftest import REDIS_URL
+from forecourt.metrics.buckets import counts_of, values_of
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 SERIES = 12
-MINUTES = 30
+MINUTES = 180  # three hours or more: several rows of minutes per series to claim
 ROUNDS = 3
 DRAIN_TIMEOUT_S = 120.0
 # Three processes start and two roll up three rounds: on a busy machine more than the
@@ -53,7 +54,7 @@ def deployment(
         redis_prefix=redis_prefix,
         secret_key="metrics-e2e-" + "k" * 24,
         metrics_rollup_interval_s="0.2",
-        metrics_rollup_batch="10",
+        metrics_rollup_batch="2",
         metrics_flush_interval_s="0.1",
     )
     migrated = cli(env, tmp_path, "migrate")
@@ -119,18 +120,18 @@ def test_two_workers_roll_up_without_double_counting(
         )
     }
     assert len(raw) == SERIES
+    rolled: dict[int, dict[int, list[tuple[int, float]]]] = {60: {}, 3600: {}}
+    for r in sql(url, "SELECT series_id, resolution, counts, sums FROM metric_buckets"):
+        counts = counts_of(r["counts"])
+        sums = values_of(r["sums"])
+        rolled[r["resolution"]].setdefault(r["series_id"], []).extend(
+            (int(c), float(v)) for c, v in zip(counts, sums, strict=True) if c
+        )
     for resolution in (60, 3600):
-        rolled = {
-            r["series_id"]: (r["n"], r["s"])
-            for r in sql(
-                url,
-                "SELECT series_id, sum(count) AS n, sum(sum) AS s FROM metric_rollups "
-                f"WHERE resolution = {resolution} GROUP BY series_id",
-            )
-        }
-        assert rolled.keys() == raw.keys()
+        assert rolled[resolution].keys() == raw.keys()
         for sid, (count, total) in raw.items():
-            assert rolled[sid][0] == count == ROUNDS * MINUTES, (resolution, sid)
-            assert rolled[sid][1] == pytest.approx(total), (resolution, sid)
-    minutes = sql(url, "SELECT count(*) AS n FROM metric_rollups WHERE resolution = 60")
-    assert minutes[0]["n"] == SERIES * MINUTES
+            buckets = rolled[resolution][sid]
+            assert sum(c for c, _ in buckets) == count == ROUNDS * MINUTES, (resolution, sid)
+            assert sum(v for _, v in buckets) == pytest.approx(total), (resolution, sid)
+    minutes = sum(len(buckets) for buckets in rolled[60].values())
+    assert minutes == SERIES * MINUTES

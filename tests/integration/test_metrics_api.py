@@ -4,6 +4,7 @@ and 1-hour rollups), and every bad input is a 422 naming its field that stores n
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -213,3 +214,72 @@ async def test_bad_queries(harness: Harness, params: dict[str, Any], field: str)
         "invalid-input",
     )
     assert any(e["field"].startswith(field) for e in found["errors"]), found
+
+
+def expected_points(
+    points: list[tuple[int, float]], start_s: int, end_s: int, step: int, agg: str
+) -> list[list[Any]]:
+    """The answer computed from the points themselves: one pair per step holding points."""
+    steps: dict[int, list[float]] = {}
+    for ts, value in sorted(points):
+        if start_s <= ts < end_s:
+            steps.setdefault(ts - ts % step, []).append(value)
+    pick = {
+        "avg": lambda v: math.fsum(v) / len(v),
+        "sum": math.fsum,
+        "min": min,
+        "max": max,
+        "last": lambda v: v[-1],
+        "count": lambda v: float(len(v)),
+    }[agg]
+    return [[iso(datetime.fromtimestamp(k, UTC)), pick(v)] for k, v in sorted(steps.items())]
+
+
+@pytest.mark.parametrize("agg", ["avg", "sum", "min", "max", "last", "count"])
+async def test_answers_through_the_api_match_the_points(harness_factory: Any, agg: str) -> None:
+    """Rollups answered bucket by bucket and composed, through the JSON answer: windows that
+    cut rows of buckets, minutes and hours without points, values of every size."""
+    h: Harness = await harness_factory(**QUIET)
+    base = hour_start(4)
+    base_s = int(base.timestamp())
+    points = []
+    for i in range(4 * 60):
+        if i % 7 in (3, 4) or 100 <= i < 170:  # empty minutes, and a whole empty hour
+            continue
+        for k in range(1 + i % 3):
+            value = ((i * 7919 + k * 104729) % 2001 - 1000) / 7 * 10.0 ** (i % 5 - 2)
+            points.append((base_s + i * 60 + k * 13, value))
+    body = [
+        {"name": "exact.me", "value": v, "time": iso(datetime.fromtimestamp(ts, UTC))}
+        for ts, v in points
+    ]
+    for chunk in range(0, len(body), 500):
+        await write(h, body[chunk : chunk + 500])
+    await h.fc.metrics.flush()
+    await h.fc.metrics.roll_up()
+
+    for step, start_min, end_min in [
+        (60, 0, 240),
+        (60, 17, 163),
+        (120, 44, 239),
+        (300, 5, 240),
+        (3600, 0, 240),
+        (7200, 0, 240),
+    ]:
+        start_s, end_s = base_s + start_min * 60, base_s + end_min * 60 - 1
+        answer = await query(
+            h,
+            name="exact.me",
+            step=step,
+            agg=agg,
+            **{
+                "from": iso(datetime.fromtimestamp(start_s, UTC)),
+                "to": iso(datetime.fromtimestamp(end_s, UTC)),
+            },
+        )
+        assert answer["resolution"] == ("1h" if step % 3600 == 0 else "1m")
+        [series] = answer["series"]
+        want = expected_points(points, start_s - start_s % step, end_s, step, agg)
+        assert [t for t, _ in series["points"]] == [t for t, _ in want], (step, start_min)
+        for (_, got), (_, value) in zip(series["points"], want, strict=True):
+            assert math.isclose(got, value, rel_tol=1e-9, abs_tol=1e-9), (step, got, value)

@@ -119,15 +119,15 @@ async def test_retention_prunes_in_bounded_batches(harness_factory: Any) -> None
     fc = h.fc
     tenant = fc.metrics.default_tenant_id
     assert tenant is not None
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     now_s = int(now.timestamp())
-    # One point a minute, 180 to 121 minutes ago, in two series.
+    # A point every 10 minutes over the last 20 hours, in two series: 20 rows of minutes each.
     points = [
-        Point("keep.me", float(i), {"s": s}, (now_s - (180 - i) * 60) * 1000)
-        for i in range(60)
+        Point("keep.me", float(i), {"s": s}, (now_s - 20 * 3600 + i * 600) * 1000)
+        for i in range(120)
         for s in ("a", "b")
     ]
-    assert (await fc.metrics.write(tenant, "app", points))[0] == 120
+    assert (await fc.metrics.write(tenant, "app", points))[0] == 240
     await fc.metrics.flush()
     await fc.metrics.roll_up()
 
@@ -140,30 +140,44 @@ async def test_retention_prunes_in_bounded_batches(harness_factory: Any) -> None
     sync_engine = fc.engine.sync_engine
     event.listen(sync_engine, "after_cursor_execute", count)
     try:
-        # Raw points older than 150 minutes go (30 per series); rollups stay.
-        later = now + timedelta(days=fc.settings.metrics_raw_retention_days, minutes=-150)
+        # Raw points older than 10 hours go (60 per series); buckets stay.
+        later = now + timedelta(days=fc.settings.metrics_raw_retention_days, hours=-10)
         done = await fc.metrics.prune(now=later)
-        assert done == {"raw": 60, "1m": 0, "1h": 0}
+        assert done == {"raw": 120, "1m": 0, "1h": 0}
         assert deletes and max(deletes) <= 7
-        assert sum(deletes) == 60
+        assert sum(deletes) == 120
         deletes.clear()
-        # Past 1-minute retention too: every raw point and the minutes older than 150 min.
-        later = now + timedelta(days=fc.settings.metrics_minute_retention_days, minutes=-150)
+        # Past 1-minute retention too: every raw point, and the rows of minutes whose whole
+        # hour is older than 10 hours (10 per series).
+        later = now + timedelta(days=fc.settings.metrics_minute_retention_days, hours=-10)
         done = await fc.metrics.prune(now=later)
-        assert done["raw"] == 60 and done["1m"] == 60 and done["1h"] == 0
+        assert done == {"raw": 120, "1m": 20, "1h": 0}
         assert max(deletes) <= 7
     finally:
         event.remove(sync_engine, "after_cursor_execute", count)
     async with fc.engine.connect() as conn:
         raw = (await conn.execute(text("SELECT count(*) FROM metric_points"))).scalar()
         minutes = (
-            await conn.execute(text("SELECT count(*) FROM metric_rollups WHERE resolution = 60"))
+            await conn.execute(text("SELECT count(*) FROM metric_buckets WHERE resolution = 60"))
         ).scalar()
-        hours = (
-            await conn.execute(text("SELECT count(*) FROM metric_rollups WHERE resolution = 3600"))
+        days = (
+            await conn.execute(text("SELECT count(*) FROM metric_buckets WHERE resolution = 3600"))
         ).scalar()
-    assert (raw, minutes) == (0, 60)
-    assert hours in (2 * 2, 2 * 3)  # the hours the 60 minutes span, per series
+    assert (raw, minutes) == (0, 20)
+    assert days in (2 * 1, 2 * 2)  # the days the 20 hours span, per series
+    # What is left still answers: the last 10 hours' minutes, and all 20 hours.
+    async with fc.sessionmaker() as session:
+        span = (now - timedelta(hours=10), now)
+        _, found = await fc.metrics.query(
+            session, tenant, SeriesQuery("keep.me", {"s": "a"}, *span, 60, "count")
+        )
+        assert [v for _, v in found[0][1]] == [1.0] * 60
+        _, found = await fc.metrics.query(
+            session,
+            tenant,
+            SeriesQuery("keep.me", {"s": "a"}, now - timedelta(hours=20), now, 3600, "count"),
+        )
+        assert [v for _, v in found[0][1]] == [6.0] * 20
 
 
 async def test_series_past_the_tenant_bound_are_refused(

@@ -1,8 +1,8 @@
 """The metrics store: series, raw points, rollups and the rollup work list.
 
-Times are integers: points in epoch milliseconds, buckets in epoch seconds. A bucket is then
-``ts - ts % width`` in plain SQL on both databases, and the primary keys below are the only
-indexes each table needs (docs/metrics.md says why).
+Times are integers: points in epoch milliseconds, buckets and periods in epoch seconds. A
+bucket is then ``ts - ts % width`` in plain SQL on both databases, and the primary keys below
+are the only indexes each table needs (docs/metrics.md says why).
 """
 
 from __future__ import annotations
@@ -10,7 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from forecourt.db.base import ID_LENGTH, Base, utcnow
@@ -18,6 +27,7 @@ from forecourt.db.base import ID_LENGTH, Base, utcnow
 NAME_LENGTH = 200
 SOURCE_LENGTH = 128
 LABELS_KEY_LENGTH = 2048
+TOAST_TUPLE_TARGET = 8160  # bytes: PostgreSQL's largest, a row up to a page kept in place
 
 
 class MetricSeries(Base):
@@ -60,37 +70,47 @@ class MetricPoint(Base):
 
 
 class MetricRollup(Base):
-    """One bucket of one series at one resolution (60 or 3600 s): count, sum, min, max and
-    the last value with its time. Count and sum, not an average, so buckets compose."""
+    """The buckets of one series at one resolution over one period, packed (buckets.py): a
+    1-minute row holds an hour's 60 buckets, a 1-hour row a day's 24, as arrays of count,
+    sum, min, max, last and mean. Buckets compose through count and sum; the mean is there
+    to be read as it is.
 
-    __tablename__ = "metric_rollups"
-    __table_args__ = ({"sqlite_with_rowid": False},)
+    A row is about 2 KB, more than an index b-tree page keeps in place (about 1,000 bytes on
+    4 KiB pages), so on SQLite this is an ordinary (rowid) table: a WITHOUT ROWID one would
+    spill every row into an overflow page."""
+
+    __tablename__ = "metric_buckets"
+    # PostgreSQL compresses, then moves out of line, the columns of a row past 2 KB; a row
+    # here is 2.7 KB and read whole by every query, so it stays in place, uncompressed.
+    __table_args__ = ({"postgresql_with": {"toast_tuple_target": TOAST_TUPLE_TARGET}},)
 
     series_id: Mapped[int] = mapped_column(
         Integer, ForeignKey("metric_series.id", ondelete="CASCADE"), primary_key=True
     )
     resolution: Mapped[int] = mapped_column(Integer, primary_key=True)  # seconds
-    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch s, start
-    count: Mapped[int] = mapped_column(BigInteger)
-    sum: Mapped[float] = mapped_column(Float)
-    min: Mapped[float] = mapped_column(Float)
-    max: Mapped[float] = mapped_column(Float)
-    last: Mapped[float] = mapped_column(Float)
-    last_ts: Mapped[int] = mapped_column(BigInteger)  # epoch ms of ``last``
+    period: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch s, start
+    counts: Mapped[bytes] = mapped_column(LargeBinary)
+    sums: Mapped[bytes] = mapped_column(LargeBinary)
+    mins: Mapped[bytes] = mapped_column(LargeBinary)
+    maxs: Mapped[bytes] = mapped_column(LargeBinary)
+    lasts: Mapped[bytes] = mapped_column(LargeBinary)
+    means: Mapped[bytes] = mapped_column(LargeBinary)  # sum / count, the average as read
 
 
 class MetricRollupWork(Base):
-    """A bucket of a series to roll up again. Writers bump ``version``; a node claims the
-    row with a lease, recomputes the bucket, and drops the row only if ``version`` is still
-    the one it claimed (a write during the rollup leaves it to do again). No foreign key: a
-    row of a deleted series finds no points and is dropped."""
+    """Buckets of a series to roll up again: the row (resolution, period, series) and, in
+    ``slots``, a bit per bucket of it. Writers OR their buckets' bits in and bump
+    ``version``; a node claims the entry with a lease, recomputes those buckets, and drops
+    the entry only if ``version`` is still the one it claimed (a write during the rollup
+    leaves it to do again). No foreign key: an entry of a deleted series finds no row."""
 
     __tablename__ = "metric_rollup_work"
     __table_args__ = (Index(None, "leased_until"),)
 
     resolution: Mapped[int] = mapped_column(Integer, primary_key=True)  # seconds
-    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch s, start
+    period: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch s, start
     series_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slots: Mapped[int] = mapped_column(BigInteger)  # bit i: the period's bucket i
     version: Mapped[int] = mapped_column(Integer, default=1)
     leased_until: Mapped[datetime | None]
     leased_by: Mapped[str | None] = mapped_column(String(64))

@@ -1,7 +1,9 @@
 """Retention per resolution: raw points, 1-minute and 1-hour buckets older than their
 setting are deleted series by series, at most ``batch`` rows per statement (each its own
 transaction), through the tables' keys (series, time): no pass reads the whole table and no
-transaction holds more than one batch."""
+transaction holds more than one batch. Buckets go a row at a time, once the row's whole
+period (an hour of minutes, a day of hours) is past retention; the counts returned are
+raw points and rows of buckets."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from forecourt.db.base import utcnow
 from forecourt.db.gate import WriteGate
+from forecourt.metrics.buckets import DAY_S, HOUR_S, MINUTE_S, PERIOD_S
 from forecourt.metrics.models import MetricSeries
 
-DAY_S = 86_400
 SERIES_PER_READ = 1_000
 
 _RAW = text(
@@ -23,10 +25,11 @@ _RAW = text(
     "SELECT ts FROM metric_points WHERE series_id = :sid AND ts < :cutoff "
     "ORDER BY ts LIMIT :n)"
 )
+# A row of buckets goes once its whole period is past retention.
 _ROLLUP = text(
-    "DELETE FROM metric_rollups WHERE series_id = :sid AND resolution = :resolution "
-    "AND bucket IN (SELECT bucket FROM metric_rollups WHERE series_id = :sid "
-    "AND resolution = :resolution AND bucket < :cutoff ORDER BY bucket LIMIT :n)"
+    "DELETE FROM metric_buckets WHERE series_id = :sid AND resolution = :resolution "
+    "AND period IN (SELECT period FROM metric_buckets WHERE series_id = :sid "
+    "AND resolution = :resolution AND period <= :cutoff ORDER BY period LIMIT :n)"
 )
 
 
@@ -73,14 +76,15 @@ async def prune(
                 batch,
             )
             for label, resolution, days in (
-                ("1m", 60, retention.minute_days),
-                ("1h", 3600, retention.hour_days),
+                ("1m", MINUTE_S, retention.minute_days),
+                ("1h", HOUR_S, retention.hour_days),
             ):
+                cutoff = now_s - days * DAY_S - PERIOD_S[resolution]
                 deleted[label] += await _drain(
                     engine,
                     gate,
                     _ROLLUP,
-                    {"sid": sid, "resolution": resolution, "cutoff": now_s - days * DAY_S},
+                    {"sid": sid, "resolution": resolution, "cutoff": cutoff},
                     batch,
                 )
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.engine import Row as SqlRow
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from forecourt.db.base import utcnow
@@ -47,6 +48,9 @@ REFUSED_INVALID = "invalid name or labels"
 REFUSED_TOO_OLD = "older than raw retention"
 PRUNE_EVERY_S = 3600.0
 MAX_FUTURE_S = 3600  # a point may be at most this far ahead of the clock
+
+
+SeriesRow = SqlRow[tuple[int, str, dict[str, Any], str]]  # id, name, labels, source
 
 
 @dataclass(slots=True)
@@ -308,10 +312,15 @@ class Metrics:
         return page, following
 
     async def query(
-        self, session: AsyncSession, tenant_id: str, query: SeriesQuery
-    ) -> tuple[q.Plan, list[tuple[MetricSeries, list[tuple[int, float]]]]]:
+        self,
+        session: AsyncSession,
+        tenant_id: str,
+        query: SeriesQuery,
+        stamps: q.Stamps = q.EPOCH,
+    ) -> tuple[q.Plan, list[tuple[SeriesRow, q.Points]]]:
         """The points of every series of ``query.name`` whose labels include
-        ``query.labels``, aggregated per step."""
+        ``query.labels``, aggregated per step, each step's start written by ``stamps``
+        (default: epoch seconds)."""
         check_query(query)
         series = await matching_series(
             session, tenant_id, query.name, query.labels, sources=query.sources
@@ -328,7 +337,7 @@ class Metrics:
         how = q.plan(query.step, query.agg, start_s, int(time.time()), self.retention.raw_days)
         conn = await session.connection()
         points = await q.read(
-            conn, [s.id for s in series], how, start_s, end_s, query.step, query.agg
+            conn, [s.id for s in series], how, start_s, end_s, query.step, query.agg, stamps
         )
         return how, [(s, points[s.id]) for s in series]
 
@@ -387,17 +396,18 @@ async def matching_series(
     labels: dict[str, str],
     *,
     sources: Sequence[str] | None = None,
-) -> list[MetricSeries]:
+) -> list[SeriesRow]:
     """The tenant's series of ``name`` whose labels include ``labels`` (and, given
-    ``sources``, of those sources), oldest first."""
-    stmt = select(MetricSeries).where(
-        MetricSeries.tenant_id == tenant_id, MetricSeries.name == name
-    )
+    ``sources``, of those sources), oldest first: their ``id``, ``name``, ``labels`` and
+    ``source`` (read as plain rows: a query needs no more of them)."""
+    stmt = select(
+        MetricSeries.id, MetricSeries.name, MetricSeries.labels, MetricSeries.source
+    ).where(MetricSeries.tenant_id == tenant_id, MetricSeries.name == name)
     if sources is not None:
         stmt = stmt.where(MetricSeries.source.in_(list(sources)))
     return [
         s
-        for s in (await session.scalars(stmt.order_by(MetricSeries.id))).all()
+        for s in (await session.execute(stmt.order_by(MetricSeries.id))).all()
         if all(s.labels.get(k) == v for k, v in labels.items())
     ]
 

@@ -7,7 +7,7 @@ its rows for the next try. ``aclose`` writes everything left before it returns.
 
 A flush writes, in one transaction: the points (a repeated (series, time) keeps the last
 value), each series' first and last point, and the rollup work list's entries for the
-minutes the points fall in (rollup.py).
+minutes the points fall in, a bit per minute in its hour's entry (rollup.py).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ ROWS_PER_STATEMENT = 5_000
 RETRY_AFTER_S = 1
 RETRY_BACKOFF_MAX_S = 5.0
 MINUTE_S = 60
+HOUR_S = 3600
 
 _PG_POINTS = (
     "INSERT INTO metric_points (series_id, ts, value) "
@@ -54,10 +55,11 @@ _SERIES_ENDS = text(
     "WHERE id = :id"
 )
 MARK_WORK = text(
-    "INSERT INTO metric_rollup_work (resolution, bucket, series_id, version) "
-    "VALUES (:resolution, :bucket, :series_id, 1) "
-    "ON CONFLICT (resolution, bucket, series_id) "
-    "DO UPDATE SET version = metric_rollup_work.version + 1"
+    "INSERT INTO metric_rollup_work (resolution, period, series_id, slots, version) "
+    "VALUES (:resolution, :period, :series_id, :slots, 1) "
+    "ON CONFLICT (resolution, period, series_id) "
+    "DO UPDATE SET slots = metric_rollup_work.slots | excluded.slots, "
+    "version = metric_rollup_work.version + 1"
 )
 
 
@@ -201,14 +203,16 @@ class MetricWriter:
             return
         ordered = sorted(points.items())
         ends: dict[int, list[float]] = {}
-        marks: set[tuple[int, int]] = set()
+        marks: dict[tuple[int, int], int] = {}  # (hour, series) -> bits of its minutes
         for (series_id, ts), value in ordered:
             end = ends.get(series_id)
             if end is None:
                 ends[series_id] = [ts, ts, value]
             else:
                 end[1], end[2] = ts, value  # ordered by time within a series
-            marks.add((ts // 1000 - (ts // 1000) % MINUTE_S, series_id))
+            second = ts // 1000
+            key = (second - second % HOUR_S, series_id)
+            marks[key] = marks.get(key, 0) | 1 << (second % HOUR_S) // MINUTE_S
         async with self.gate, self.engine.begin() as conn:
             await _insert_points(conn, ordered)
             await conn.execute(
@@ -221,8 +225,8 @@ class MetricWriter:
             await conn.execute(
                 MARK_WORK,
                 [
-                    {"resolution": MINUTE_S, "bucket": bucket, "series_id": sid}
-                    for bucket, sid in sorted(marks)
+                    {"resolution": MINUTE_S, "period": hour, "series_id": sid, "slots": bits}
+                    for (hour, sid), bits in sorted(marks.items())
                 ],
             )
 
