@@ -225,7 +225,7 @@ def test_a_viewer_sees_keys_without_the_means_to_change_them(page: Page, site: S
     expect(page.get_by_role("table")).to_be_visible()
     expect(page.get_by_role("button", name="Create key")).to_have_count(0)
     expect(page.get_by_role("button", name=re.compile("^(Revoke|Rotate)"))).to_have_count(0)
-    expect(page.get_by_role("columnheader", name="Actions")).to_have_count(0)
+    expect(page.get_by_role("button", name=re.compile("^Usage of")).first).to_be_visible()
 
 
 def test_keyboard_alone_creates_a_key(page: Page, site: Site) -> None:
@@ -255,3 +255,45 @@ def test_keyboard_alone_creates_a_key(page: Page, site: Site) -> None:
     page.keyboard.press("Escape")
     expect(shown).to_have_count(0)
     expect(row(page, "typed-key")).to_contain_text("events:read")
+
+
+def test_a_key_s_usage_by_status_class(page: Page, site: Site) -> None:
+    with site.api() as client:
+        made = client.post("/api/v1/keys", json={"name": "busy", "scopes": ["events:read"]})
+        secret = made.json()["key"]
+    with site.api(secret) as client:
+        for _ in range(3):
+            assert client.get("/api/v1/events").status_code == 200
+        assert client.get("/api/v1/keys").status_code == 403
+    sign_in(page, site, start="/settings/api-keys")
+    row(page, "busy").get_by_role("button", name="Usage of busy").click()
+    dialog = page.get_by_role("dialog", name="Usage of busy")
+    totals = dialog.get_by_label("Requests in the last 30 days")
+    expect(totals).to_contain_text("Requests, 30 days4")
+    expect(totals).to_contain_text("2xx3")
+    expect(totals).to_contain_text("4xx1")
+    chart = dialog.get_by_role("img", name=re.compile("Last hour, per minute: 4 requests"))
+    expect(chart).to_be_visible()
+    expect(chart.locator("canvas")).to_have_count(1)
+    dialog.get_by_text("The figures as a table").click()
+    expect(dialog.get_by_role("region", name="Usage table")).to_contain_text("4")
+    assert_accessible(page, "the usage dialog")
+    dialog.get_by_label("Last 30 days, per day").check()
+    expect(
+        dialog.get_by_role("img", name=re.compile("Last 30 days, per day: 4 requests"))
+    ).to_be_visible()
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_have_count(0)
+
+
+def test_a_key_never_used_says_so(page: Page, site: Site) -> None:
+    with site.api() as client:
+        assert client.post(
+            "/api/v1/keys", json={"name": "idle", "scopes": ["events:read"]}
+        ).is_success
+    sign_in(page, site, start="/settings/api-keys")
+    row(page, "idle").get_by_role("button", name="Usage of idle").click()
+    dialog = page.get_by_role("dialog", name="Usage of idle")
+    expect(dialog.get_by_text("No requests in this period.")).to_be_visible()
+    expect(dialog.get_by_label("Requests in the last 30 days")).to_contain_text("Last usedNever")
+    assert_accessible(page, "the usage dialog of an unused key")

@@ -87,3 +87,26 @@ export interface Summary {
   deliveries: Record<string, number>;
   open_alerts: Record<string, number>;
 }
+
+export interface UsageTotals {
+  requests: number;
+  status_2xx: number;
+  status_3xx: number;
+  status_4xx: number;
+  status_5xx: number;
+  rate_limited: number;
+}
+
+export interface UsagePoint extends UsageTotals {
+  start: string;
+}
+
+/** A key's requests by status class; each series lists only the periods with requests. */
+export interface KeyUsage {
+  key_id: string;
+  last_used_at: string | null;
+  minute: UsagePoint[];
+  hour: UsagePoint[];
+  day: UsagePoint[];
+  totals_30d: UsageTotals;
+}

@@ -3,6 +3,7 @@ import { ApiError } from "../api/client";
 import type { ApiKey, ApiKeyCreated, Me } from "../api/types";
 import { Dialog } from "../components/Dialog";
 import { Field } from "../components/Field";
+import { KeyUsageView } from "../components/KeyUsageView";
 import { PageTitle } from "../components/PageTitle";
 import { ProblemNotice } from "../components/ProblemNotice";
 import { SecretOnce } from "../components/SecretOnce";
@@ -20,7 +21,8 @@ type Open =
   | { kind: "create" }
   | { kind: "created"; key: ApiKeyCreated; rotated: boolean }
   | { kind: "rotate"; key: ApiKey }
-  | { kind: "revoke"; key: ApiKey };
+  | { kind: "revoke"; key: ApiKey }
+  | { kind: "usage"; key: ApiKey };
 
 export default function ApiKeys({ me }: { me: Me }) {
   // The cursors of the pages before this one (null: the first page), for "Previous".
@@ -69,6 +71,7 @@ export default function ApiKeys({ me }: { me: Me }) {
         onRetry={reload}
         onRotate={(key) => setOpen({ kind: "rotate", key })}
         onRevoke={(key) => setOpen({ kind: "revoke", key })}
+        onUsage={(key) => setOpen({ kind: "usage", key })}
       />
       {load.state === "ready" && (cursors.length > 1 || load.next) && (
         <nav class="pager" aria-label="Pages of keys">
@@ -103,6 +106,16 @@ export default function ApiKeys({ me }: { me: Me }) {
         />
       )}
       {open.kind === "created" && <NewKey created={open.key} rotated={open.rotated} onClose={close} />}
+      {open.kind === "usage" && (
+        <Dialog id="usage" title={`Usage of ${open.key.name}`} onClose={close}>
+          <KeyUsageView apiKey={open.key} />
+          <div class="dialog-actions">
+            <button type="button" onClick={close}>
+              Close
+            </button>
+          </div>
+        </Dialog>
+      )}
       {open.kind === "rotate" && (
         <Confirm
           id="rotate"
@@ -152,9 +165,10 @@ interface TableProps {
   onRetry: () => void;
   onRotate: (key: ApiKey) => void;
   onRevoke: (key: ApiKey) => void;
+  onUsage: (key: ApiKey) => void;
 }
 
-function KeyTable({ load, canWrite, onRetry, onRotate, onRevoke }: TableProps) {
+function KeyTable({ load, canWrite, onRetry, onRotate, onRevoke, onUsage }: TableProps) {
   if (load.state === "loading") {
     return (
       <p class="loading" role="status">
@@ -188,7 +202,7 @@ function KeyTable({ load, canWrite, onRetry, onRotate, onRevoke }: TableProps) {
             <th scope="col">Last used</th>
             <th scope="col">Expires</th>
             <th scope="col">Status</th>
-            {canWrite && <th scope="col">Actions</th>}
+            <th scope="col">Actions</th>
           </tr>
         </thead>
         <tbody>
@@ -211,9 +225,16 @@ function KeyTable({ load, canWrite, onRetry, onRotate, onRevoke }: TableProps) {
               <td>
                 <span class={`badge badge-${key.status}`}>{key.status}</span>
               </td>
-              {canWrite && (
-                <td class="actions">
-                  {key.status === "active" && (
+              <td class="actions">
+                <button
+                  type="button"
+                  class="secondary"
+                  aria-label={`Usage of ${key.name}`}
+                  onClick={() => onUsage(key)}
+                >
+                  Usage
+                </button>
+                {canWrite && key.status === "active" && (
                     <>
                       <button
                         type="button"
@@ -231,10 +252,9 @@ function KeyTable({ load, canWrite, onRetry, onRotate, onRevoke }: TableProps) {
                       >
                         Revoke
                       </button>
-                    </>
-                  )}
-                </td>
-              )}
+                  </>
+                )}
+              </td>
             </tr>
           ))}
         </tbody>

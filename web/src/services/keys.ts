@@ -1,7 +1,7 @@
 // API keys: /api/v1/keys.
 
 import { api, type ApiClient } from "../api/client";
-import type { ApiKey, ApiKeyCreated, KeyCreate, Page } from "../api/types";
+import type { ApiKey, ApiKeyCreated, KeyCreate, KeyUsage, Page } from "../api/types";
 
 export const KEYS_PAGE_SIZE = 20;
 
@@ -23,6 +23,9 @@ export function keysService(client: ApiClient = api) {
     },
     revoke(id: string): Promise<ApiKey> {
       return client.request<ApiKey>("POST", path(id, "revoke"));
+    },
+    usage(id: string, signal?: AbortSignal): Promise<KeyUsage> {
+      return client.request<KeyUsage>("GET", path(id, "usage"), { signal });
     },
   };
 }
