@@ -21,6 +21,9 @@ def test_cards_follow_events_published_elsewhere(page: Page, site: Site) -> None
     events = page.get_by_role("article", name="Events, last hour")
     expect(events.locator(".card-value")).to_have_text("0")
     expect(page.get_by_role("article", name="Deliveries")).to_contain_text("No deliveries yet")
+    alerts = page.get_by_label("Open alerts by severity")
+    for severity in ("critical", "high", "medium", "low"):
+        expect(alerts).to_contain_text(f"{severity}0")
     assert_accessible(page, "the overview")
 
     with site.api() as client:

@@ -4,14 +4,11 @@ import { PageTitle } from "../components/PageTitle";
 import { ProblemNotice } from "../components/ProblemNotice";
 import { count, when } from "../format";
 import { follow } from "../live";
-import { stats, streamUrl, summaryChannels } from "../services/stats";
-
-const SEVERITIES = ["critical", "warning", "info"] as const;
+import { deliverySuccessRate, stats, streamUrl, summaryChannels } from "../services/stats";
 
 function successRate(deliveries: Record<string, number>): string {
-  const ok = deliveries.succeeded ?? 0;
-  const failed = deliveries.failed ?? 0;
-  return ok + failed ? `${Math.round((ok / (ok + failed)) * 1000) / 10} %` : "No deliveries yet";
+  const rate = deliverySuccessRate(deliveries);
+  return rate === null ? "No deliveries yet" : `${rate} %`;
 }
 
 function Card({ title, value, children }: { title: string; value: string; children?: preact.ComponentChildren }) {
@@ -98,14 +95,7 @@ export default function Overview({ me }: { me: Me }) {
               <Breakdown counts={summary.executions_last_hour} label="Plugin runs by status" />
             </Card>
             <Card title="Open alerts" value={count(summary.open_alerts.total)}>
-              <dl class="breakdown" aria-label="Open alerts by severity">
-                {SEVERITIES.map((severity) => (
-                  <div key={severity}>
-                    <dt>{severity}</dt>
-                    <dd>{count(summary.open_alerts[severity])}</dd>
-                  </div>
-                ))}
-              </dl>
+              <Breakdown counts={summary.open_alerts} label="Open alerts by severity" />
             </Card>
             <Card
               title="Plugins"

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { streamUrl, summaryChannels } from "./stats";
+import { deliverySuccessRate, streamUrl, summaryChannels } from "./stats";
 
 describe("summary channels", () => {
   it("joins only the channels the caller's scopes allow", () => {
@@ -10,5 +10,12 @@ describe("summary channels", () => {
 
   it("names them in the stream's URL", () => {
     expect(streamUrl(["events", "deliveries"])).toBe("/api/v1/stream?channels=events%2Cdeliveries");
+  });
+});
+
+describe("deliverySuccessRate", () => {
+  it("counts finished deliveries only", () => {
+    expect(deliverySuccessRate({ succeeded: 2, failed: 1, retrying: 5, total: 8 })).toBe(66.7);
+    expect(deliverySuccessRate({ pending: 3, total: 3 })).toBeNull();
   });
 });

@@ -20,6 +20,14 @@ export function summaryChannels(scopes: readonly string[]): string[] {
   ).map(([channel]) => channel);
 }
 
+/** Succeeded out of finished (succeeded or failed) deliveries, in percent to one decimal;
+ * null before any finished. Pending and retrying deliveries have no outcome yet. */
+export function deliverySuccessRate(deliveries: Record<string, number>): number | null {
+  const ok = deliveries.succeeded ?? 0;
+  const failed = deliveries.failed ?? 0;
+  return ok + failed ? Math.round((ok / (ok + failed)) * 1000) / 10 : null;
+}
+
 export function streamUrl(channels: readonly string[]): string {
   return `/api/v1/stream?channels=${encodeURIComponent(channels.join(","))}`;
 }
