@@ -297,3 +297,28 @@ def test_a_key_never_used_says_so(page: Page, site: Site) -> None:
     expect(dialog.get_by_text("No requests in this period.")).to_be_visible()
     expect(dialog.get_by_label("Requests in the last 30 days")).to_contain_text("Last usedNever")
     assert_accessible(page, "the usage dialog of an unused key")
+
+
+def test_a_new_key_takes_the_chosen_tier(page: Page, site: Site) -> None:
+    sign_in(page, site, start="/settings/api-keys")
+    page.get_by_role("button", name="Create key").click()
+    dialog = page.get_by_role("dialog", name="Create an API key")
+    tier = dialog.get_by_label("Rate-limit tier")
+    expect(tier).to_have_value("free")
+    expect(tier.locator("option", has_text="pro")).to_have_text(
+        "pro: 600 a minute, 20,000 an hour, 200,000 a day"
+    )
+    tier.select_option("pro")
+    dialog.get_by_label("Name").fill("paid")
+    dialog.get_by_role("group", name="events", exact=True).get_by_label("read").check()
+    assert_accessible(page, "the create-key dialog with its tiers")
+    dialog.get_by_role("button", name="Create key").click()
+    page.get_by_role("dialog", name="Key created").get_by_role("button", name="Done").click()
+    expect(row(page, "paid")).to_contain_text("pro")
+    with site.api() as client:
+        [paid] = [
+            k
+            for k in client.get("/api/v1/keys", params={"limit": 200}).json()["items"]
+            if k["name"] == "paid"
+        ]
+    assert paid["tier"] == "pro"

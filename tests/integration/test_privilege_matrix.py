@@ -356,6 +356,7 @@ REFUSED = [
 # Reads a weaker principal may make: nothing changes, and nothing secret is in them.
 READS = [
     Case("list keys", "GET", "/api/v1/keys", "keys_writer", expect=200, check=no_key_secret),
+    Case("list the rate-limit tiers", "GET", "/api/v1/keys/tiers", "keys_writer", expect=200),
     Case(
         "get the owner key", "GET", KEY, "keys_writer", OWNER_KEY, expect=200, check=no_key_secret
     ),

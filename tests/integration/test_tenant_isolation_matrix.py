@@ -51,6 +51,7 @@ ROUTES: dict[str, Check] = {
     "/api/v1/keys": "list",
     "/api/v1/keys/{key_id}": "item",
     "/api/v1/keys/{key_id}/usage": "item",
+    "/api/v1/keys/tiers": "own",  # the installation's tiers: no tenant's data
     "/api/v1/users": "list",
     "/api/v1/users/{user_id}": "item",
     "/api/v1/auth/me": "own",

@@ -18,3 +18,11 @@ export function endOfDay(value: string): string | null {
   const date = new Date(`${value}T23:59:59`);
   return Number.isNaN(date.getTime()) ? null : date.toISOString();
 }
+
+/** A tier's limits as a phrase: "60 a minute, 1,000 an hour". */
+export function limits(windows: Record<string, number>): string {
+  const article = (name: string) => (/^[aeiou]/.test(name) || name === "hour" ? "an" : "a");
+  return Object.entries(windows)
+    .map(([name, value]) => `${value.toLocaleString("en")} ${article(name)} ${name}`)
+    .join(", ");
+}

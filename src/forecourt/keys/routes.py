@@ -9,7 +9,16 @@ from fastapi import APIRouter, Depends, status
 from forecourt.http.deps import DbSession, ForecourtDep, Paging, require
 from forecourt.http.guard import GuardedRoute
 from forecourt.keys.models import ApiKey
-from forecourt.keys.schemas import KeyCreate, KeyCreated, KeyOut, KeyRotate, KeyUpdate, KeyUsage
+from forecourt.keys.schemas import (
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
+    KeyRotate,
+    KeyUpdate,
+    KeyUsage,
+    TierOut,
+    TiersOut,
+)
 from forecourt.keys.service import status as key_status
 from forecourt.principal import Principal
 from forecourt.schemas import Page
@@ -52,6 +61,17 @@ async def list_keys(
     """Keys of the caller's tenant, newest first."""
     rows, cursor = await fc.keys(session).page(actor, page.cursor, page.limit)
     return Page[KeyOut](items=[_out(k) for k in rows], next_cursor=cursor)
+
+
+@router.get("/tiers", response_model=TiersOut)
+async def list_tiers(_: KeysRead, fc: ForecourtDep) -> TiersOut:
+    """The rate-limit tiers a key may be given, with their limits per window, and the default
+    one. Creating a key with a tier above your own still needs ``admin``."""
+    policy = fc.policy
+    return TiersOut(
+        default=policy.default_tier,
+        items=[TierOut(name=name, limits=limits) for name, limits in policy.tiers.items()],
+    )
 
 
 @router.get("/{key_id}", response_model=KeyOut)

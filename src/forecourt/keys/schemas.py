@@ -98,3 +98,15 @@ class KeyUsage(BaseModel):
     hour: list[UsagePoint] = Field(description="Per hour, the last 24 hours.")
     day: list[UsagePoint] = Field(description="Per day, the last 30 days.")
     totals_30d: UsageTotals
+
+
+class TierOut(BaseModel):
+    name: str
+    limits: dict[str, int] = Field(description="Requests allowed per window, e.g. minute: 60.")
+
+
+class TiersOut(BaseModel):
+    """The installation's rate-limit tiers (FORECOURT_RATE_LIMIT_TIERS)."""
+
+    default: str = Field(description="The tier of a key created without one.")
+    items: list[TierOut]

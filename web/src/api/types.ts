@@ -74,7 +74,13 @@ export interface KeyCreate {
   name: string;
   description?: string;
   scopes: string[];
+  tier?: string;
   expires_at?: string | null;
+}
+
+export interface Tiers {
+  default: string;
+  items: { name: string; limits: Record<string, number> }[];
 }
 
 export interface Summary {

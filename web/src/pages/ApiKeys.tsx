@@ -1,13 +1,13 @@
 import { useCallback, useEffect, useState } from "preact/hooks";
 import { ApiError } from "../api/client";
-import type { ApiKey, ApiKeyCreated, Me } from "../api/types";
+import type { ApiKey, ApiKeyCreated, Me, Tiers } from "../api/types";
 import { Dialog } from "../components/Dialog";
 import { Field } from "../components/Field";
 import { KeyUsageView } from "../components/KeyUsageView";
 import { PageTitle } from "../components/PageTitle";
 import { ProblemNotice } from "../components/ProblemNotice";
 import { SecretOnce } from "../components/SecretOnce";
-import { endOfDay, when } from "../format";
+import { endOfDay, limits, when } from "../format";
 import { groupScopes } from "../scopes";
 import { keys } from "../services/keys";
 
@@ -274,6 +274,17 @@ function CreateKey({ scopes, onClose, onCreated }: CreateProps) {
   const [error, setError] = useState<unknown>(null);
   const [fields, setFields] = useState<Record<string, string>>({});
   const groups = groupScopes(scopes.filter((s) => s !== "system:admin"));
+  const [tiers, setTiers] = useState<Tiers | null>(null);
+  const [tiersError, setTiersError] = useState<unknown>(null);
+
+  useEffect(() => {
+    const abort = new AbortController();
+    keys
+      .tiers(abort.signal)
+      .then(setTiers)
+      .catch((caught: unknown) => !abort.signal.aborted && setTiersError(caught));
+    return () => abort.abort();
+  }, []);
 
   const submit = async (event: SubmitEvent) => {
     event.preventDefault();
@@ -287,6 +298,7 @@ function CreateKey({ scopes, onClose, onCreated }: CreateProps) {
           name: String(form.get("name") ?? ""),
           description: String(form.get("description") ?? ""),
           scopes: form.getAll("scopes").map(String),
+          tier: form.get("tier") ? String(form.get("tier")) : undefined,
           expires_at: endOfDay(String(form.get("expires") ?? "")),
         }),
       );
@@ -340,6 +352,30 @@ function CreateKey({ scopes, onClose, onCreated }: CreateProps) {
             ))}
           </div>
         </fieldset>
+        {tiers ? (
+          <Field
+            id="key-tier"
+            label="Rate-limit tier"
+            hint="Requests the key may make per window."
+            error={fields.tier}
+          >
+            {(aria) => (
+              <select {...aria} name="tier" defaultValue={tiers.default}>
+                {tiers.items.map((tier) => (
+                  <option key={tier.name} value={tier.name}>
+                    {tier.name}: {limits(tier.limits)}
+                  </option>
+                ))}
+              </select>
+            )}
+          </Field>
+        ) : tiersError ? (
+          <p class="hint">The tiers could not be read: the key gets the default tier.</p>
+        ) : (
+          <p class="hint" role="status">
+            Loading tiers…
+          </p>
+        )}
         <Field
           id="key-expires"
           label="Expires (optional)"

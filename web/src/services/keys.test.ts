@@ -31,11 +31,13 @@ describe("keys service", () => {
     await service.rotate("key/1");
     await service.revoke("key_2");
     await service.usage("key_2");
+    await service.tiers();
     expect(calls).toEqual([
       { url: "/api/v1/keys", method: "POST", body: { name: "ci", scopes: ["events:read"], expires_at: null } },
       { url: "/api/v1/keys/key%2F1/rotate", method: "POST", body: {} },
       { url: "/api/v1/keys/key_2/revoke", method: "POST", body: undefined },
       { url: "/api/v1/keys/key_2/usage", method: "GET", body: undefined },
+      { url: "/api/v1/keys/tiers", method: "GET", body: undefined },
     ]);
   });
 });

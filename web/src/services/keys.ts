@@ -1,7 +1,7 @@
 // API keys: /api/v1/keys.
 
 import { api, type ApiClient } from "../api/client";
-import type { ApiKey, ApiKeyCreated, KeyCreate, KeyUsage, Page } from "../api/types";
+import type { ApiKey, ApiKeyCreated, KeyCreate, KeyUsage, Page, Tiers } from "../api/types";
 
 export const KEYS_PAGE_SIZE = 20;
 
@@ -14,6 +14,9 @@ export function keysService(client: ApiClient = api) {
         query: { limit: KEYS_PAGE_SIZE, cursor },
         signal,
       });
+    },
+    tiers(signal?: AbortSignal): Promise<Tiers> {
+      return client.request<Tiers>("GET", "/api/v1/keys/tiers", { signal });
     },
     create(body: KeyCreate): Promise<ApiKeyCreated> {
       return client.request<ApiKeyCreated>("POST", "/api/v1/keys", { body });
