@@ -54,3 +54,35 @@ def test_a_failed_summary_is_shown_with_its_title(page: Page, site: Site) -> Non
     expect(alert).to_contain_text("Something failed on the server.")
     expect(page.get_by_role("article")).to_have_count(0)
     assert_accessible(page, "the overview, failed")
+
+
+def test_alerts_arrive_live_and_are_acknowledged_and_resolved(page: Page, site: Site) -> None:
+    sign_in(page, site)
+    expect(page.get_by_role("status").filter(has_text="Live")).to_be_visible()
+    recent = page.get_by_role("region", name="Recent alerts")
+    expect(recent.get_by_text("No alerts.")).to_be_visible()
+    message = '<img src=x onerror="window.__xss = 1"><script>window.__xss = 2</script>'
+    with site.api() as client:
+        raised = client.post(
+            "/api/v1/alerts",
+            json={"type": "disk.full", "severity": "high", "message": message},
+        )
+        assert raised.status_code == 201, raised.text
+    item = recent.get_by_role("listitem", name="high alert disk.full")
+    expect(item).to_be_visible()
+    expect(item.locator(".alert-message")).to_have_text(message)
+    assert recent.locator("img, script").count() == 0
+    expect(page.get_by_label("Open alerts by severity")).to_contain_text("high1")
+    assert_accessible(page, "the overview with an alert")
+
+    item.get_by_role("button", name="Acknowledge disk.full").click()
+    expect(item).to_contain_text("acknowledged")
+    expect(item.get_by_role("button", name="Acknowledge disk.full")).to_have_count(0)
+    item.get_by_role("button", name="Resolve disk.full").click()
+    expect(item).to_contain_text("resolved")
+    expect(item.get_by_role("button")).to_have_count(0)
+    expect(page.get_by_label("Open alerts by severity")).to_contain_text("high0")
+    with site.api() as client:
+        [alert] = client.get("/api/v1/alerts").json()["items"]
+    assert alert["state"] == "resolved"
+    assert page.evaluate("window.__xss") is None

@@ -11,6 +11,8 @@ export function backoff(failures: number): number {
 
 export interface Live {
   stop(): void;
+  /** Refresh soon (after a change made from the page itself). */
+  refresh(): void;
 }
 
 export interface LiveOptions {
@@ -86,6 +88,7 @@ export function follow({ url, refresh, onState }: LiveOptions): Live {
   void run();
   connect();
   return {
+    refresh: () => schedule(),
     stop() {
       abort.abort();
       if (timer !== undefined) clearTimeout(timer);

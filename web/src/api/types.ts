@@ -116,3 +116,20 @@ export interface KeyUsage {
   day: UsagePoint[];
   totals_30d: UsageTotals;
 }
+
+export type AlertState = "open" | "acknowledged" | "resolved";
+
+export interface Alert {
+  id: string;
+  type: string;
+  severity: "critical" | "high" | "medium" | "low";
+  state: AlertState;
+  message: string;
+  source: string;
+  labels: Record<string, unknown>;
+  count: number;
+  first_seen_at: string;
+  last_seen_at: string;
+  acknowledged_at: string | null;
+  resolved_at: string | null;
+}

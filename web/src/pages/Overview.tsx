@@ -1,9 +1,11 @@
-import { useEffect, useState } from "preact/hooks";
-import type { Me, Summary } from "../api/types";
+import { useEffect, useRef, useState } from "preact/hooks";
+import type { Alert, Me, Summary } from "../api/types";
 import { PageTitle } from "../components/PageTitle";
 import { ProblemNotice } from "../components/ProblemNotice";
+import { RecentAlerts } from "../components/RecentAlerts";
 import { count, when } from "../format";
-import { follow } from "../live";
+import { follow, type Live } from "../live";
+import { alerts } from "../services/alerts";
 import { deliverySuccessRate, stats, streamUrl, summaryChannels } from "../services/stats";
 
 function successRate(deliveries: Record<string, number>): string {
@@ -39,25 +41,48 @@ function Breakdown({ counts, label }: { counts: Record<string, number>; label: s
 export default function Overview({ me }: { me: Me }) {
   const [summary, setSummary] = useState<Summary | null>(null);
   const [error, setError] = useState<unknown>(null);
-  const [live, setLive] = useState<"connecting" | "live" | "offline">("connecting");
-  const readable = me.scopes.includes("admin") || me.scopes.includes("stats:read");
+  const [liveState, setLiveState] = useState<"connecting" | "live" | "offline">("connecting");
+  const [recent, setRecent] = useState<Alert[] | null>(null);
+  const [alertsError, setAlertsError] = useState<unknown>(null);
+  const live = useRef<Live | null>(null);
+  const has = (scope: string) => me.scopes.includes("admin") || me.scopes.includes(scope);
+  const readable = has("stats:read");
+  const alertsReadable = has("alerts:read") || has("alerts:write");
 
   useEffect(() => {
     if (!readable) return;
     const channels = summaryChannels(me.scopes);
-    const view = follow({
+    const view = (live.current = follow({
       url: channels.length ? streamUrl(channels) : null,
       refresh: async (signal) => {
-        try {
-          setSummary(await stats.summary(signal));
-          setError(null);
-        } catch (caught) {
-          if (!signal.aborted) setError(caught);
-          throw caught;
+        const reads: Promise<unknown>[] = [
+          stats.summary(signal).then(
+            (read) => {
+              setSummary(read);
+              setError(null);
+            },
+            (caught: unknown) => {
+              if (!signal.aborted) setError(caught);
+            },
+          ),
+        ];
+        if (alertsReadable) {
+          reads.push(
+            alerts.recent(signal).then(
+              (page) => {
+                setRecent(page.items);
+                setAlertsError(null);
+              },
+              (caught: unknown) => {
+                if (!signal.aborted) setAlertsError(caught);
+              },
+            ),
+          );
         }
+        await Promise.all(reads);
       },
-      onState: setLive,
-    });
+      onState: setLiveState,
+    }));
     return () => view.stop();
   }, [readable, me.scopes.join(",")]);
 
@@ -73,8 +98,12 @@ export default function Overview({ me }: { me: Me }) {
     <section>
       <div class="page-head">
         <PageTitle>Overview</PageTitle>
-        <p class={`live live-${live}`} role="status">
-          {live === "live" ? "Live" : live === "offline" ? "Offline: reconnecting" : "Connecting…"}
+        <p class={`live live-${liveState}`} role="status">
+          {liveState === "live"
+            ? "Live"
+            : liveState === "offline"
+              ? "Offline: reconnecting"
+              : "Connecting…"}
         </p>
       </div>
       {error !== null && <ProblemNotice error={error} />}
@@ -112,6 +141,14 @@ export default function Overview({ me }: { me: Me }) {
           </div>
           <p class="hint">Figures as of {when(summary.generated_at)}.</p>
         </>
+      )}
+      {alertsReadable && (
+        <RecentAlerts
+          items={recent}
+          error={alertsError}
+          canWrite={has("alerts:write")}
+          onChanged={() => live.current?.refresh()}
+        />
       )}
     </section>
   );
