@@ -4,12 +4,12 @@ follow (one place, read by the API, the in-process API and the collectors' hand-
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from typing_extensions import TypedDict
 
 from forecourt.metrics.models import NAME_LENGTH
-from forecourt.schemas import Timestamp
 
 # A name: letters, digits, ``_``, ``.`` and ``:``, starting with a letter or ``_``.
 NAME_RE = re.compile(rf"[A-Za-z_][A-Za-z0-9_.:]{{0,{NAME_LENGTH - 1}}}\Z")
@@ -34,6 +34,7 @@ LabelValue = Annotated[
     StringConstraints(strict=True, max_length=MAX_LABEL_VALUE_CHARS, pattern=r"^[^\x00]*$"),
 ]
 MAX_POINTS_PER_REQUEST = 5_000
+TIME_LENGTH = 64  # characters of a point's time
 
 Aggregation = Literal["avg", "min", "max", "sum", "last", "count", "p95"]
 AGGREGATIONS: tuple[str, ...] = ("avg", "min", "max", "sum", "last", "count", "p95")
@@ -63,14 +64,16 @@ def labels_problem(labels: object) -> str | None:
     return None
 
 
-class PointIn(BaseModel):
+class PointIn(TypedDict):
     """One point: a series (name and labels) and a finite value at a time (default: now).
 
-    Checked by the schema's own constraints alone (no per-field Python validators: a request
-    carries thousands of points): strict types (a value is a JSON number, never a string or a
-    boolean), patterns for the name and label names, no NUL in label values."""
+    Checked by the schema's own constraints alone (no per-field Python validators, and a
+    plain dict rather than a model instance per point: a request carries thousands of
+    points): strict types (a value is a JSON number, never a string or a boolean), patterns
+    for the name and label names, no NUL in label values. ``time`` is text, read by the
+    route (RFC 3339 with a zone, within raw retention)."""
 
-    model_config = ConfigDict(extra="forbid")
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
     name: Annotated[
         str,
@@ -83,15 +86,29 @@ class PointIn(BaseModel):
         ),
     ]
     value: Annotated[float, Field(strict=True, allow_inf_nan=False, examples=[0.42])]
-    labels: dict[LabelName, LabelValue] = Field(
-        default_factory=dict,
-        max_length=MAX_LABELS,
-        strict=True,
-        examples=[{"region": "eu"}],
-        # Pydantic lists the key pattern under patternProperties alone: no other key.
-        json_schema_extra={"additionalProperties": False},
-    )
-    time: Timestamp | None = Field(default=None, description="When it was measured; default: now.")
+    labels: NotRequired[
+        Annotated[
+            dict[LabelName, LabelValue],
+            Field(
+                max_length=MAX_LABELS,
+                strict=True,
+                examples=[{"region": "eu"}],
+                # Pydantic lists the key pattern under patternProperties alone: no other key.
+                json_schema_extra={"additionalProperties": False},
+            ),
+        ]
+    ]
+    time: NotRequired[
+        Annotated[
+            str | None,
+            Field(
+                strict=True,
+                max_length=TIME_LENGTH,
+                description="When it was measured (RFC 3339 with a zone); default: now.",
+                json_schema_extra={"format": "date-time"},
+            ),
+        ]
+    ]
 
 
 class PointsIn(BaseModel):
