@@ -7,7 +7,7 @@ import re
 from browser import Site, assert_accessible, create_user
 from fixtures import backend_sqlite_fixture, browser_fixture, page_fixture, site_fixture  # noqa: F401
 from flows import open_keys, sign_in
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 XSS_NAMES = (
     '<img src=x onerror="window.__xss = 1">',
@@ -322,3 +322,17 @@ def test_a_new_key_takes_the_chosen_tier(page: Page, site: Site) -> None:
             if k["name"] == "paid"
         ]
     assert paid["tier"] == "pro"
+
+
+def test_the_list_says_it_is_loading_until_it_arrives(page: Page, site: Site) -> None:
+    sign_in(page, site)
+    held: list[Route] = []
+    page.route("**/api/v1/keys?*", lambda route: held.append(route))
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="API keys").click()
+    expect(page.get_by_role("status").filter(has_text="Loading keys")).to_be_visible()
+    expect(page.get_by_role("table")).to_have_count(0)
+    assert_accessible(page, "the API keys page, loading")
+    assert held, "the list request was not held"
+    held[0].continue_()
+    expect(page.get_by_role("table")).to_be_visible()
+    expect(page.get_by_text("Loading keys")).to_have_count(0)

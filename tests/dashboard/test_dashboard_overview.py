@@ -5,7 +5,7 @@ from __future__ import annotations
 from browser import Site, assert_accessible
 from fixtures import backend_sqlite_fixture, browser_fixture, page_fixture, site_fixture  # noqa: F401
 from flows import sign_in
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 
 def test_cards_follow_events_published_elsewhere(page: Page, site: Site) -> None:
@@ -86,3 +86,18 @@ def test_alerts_arrive_live_and_are_acknowledged_and_resolved(page: Page, site: 
         [alert] = client.get("/api/v1/alerts").json()["items"]
     assert alert["state"] == "resolved"
     assert page.evaluate("window.__xss") is None
+
+
+def test_the_overview_says_it_is_loading_until_the_summary_arrives(page: Page, site: Site) -> None:
+    held: list[Route] = []
+    page.route("**/api/v1/stats/summary", lambda route: held.append(route))
+    sign_in(page, site)
+    expect(page.get_by_role("status").filter(has_text="Loading the summary")).to_be_visible()
+    expect(page.get_by_role("article")).to_have_count(0)
+    assert_accessible(page, "the overview, loading")
+    assert held, "the summary request was not held"
+    for route in held:
+        route.continue_()
+    page.unroute("**/api/v1/stats/summary")
+    expect(page.get_by_role("article", name="Events, last hour")).to_be_visible()
+    expect(page.get_by_text("Loading the summary")).to_have_count(0)
