@@ -2,20 +2,20 @@
 subprotocol ``forecourt.bearer.<key>`` for browsers, which cannot set headers) or a signed-in
 session cookie from an allowed Origin; the caller's rate limit is charged once per connection.
 
-The access middleware does this for HTTP; a WebSocket handshake does not pass through it.
+A WebSocket handshake does not pass through the access middleware; it resolves credentials
+with the middleware's own ``CredentialResolver``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket
 
 from forecourt.http.client_ip import ClientAddress, parse_networks
-from forecourt.http.middleware.access import SESSION_COOKIE
+from forecourt.http.middleware.access import CredentialResolver, session_token
 from forecourt.principal import Principal
 from forecourt.streams.subscriber import FORBIDDEN, TOO_MANY, UNAUTHENTICATED, Ended
 
@@ -66,7 +66,9 @@ def origin_allowed(websocket: WebSocket, fc: Forecourt) -> bool:
 
 
 async def authenticate(websocket: WebSocket, fc: Forecourt) -> Caller | Ended:
-    """The caller behind the handshake, or why it is refused (a close code and reason)."""
+    """The caller behind the handshake, or why it is refused (a close code and reason).
+    Credentials resolve as for HTTP (``CredentialResolver``): the address's limit comes
+    before any lookup, and unknown session tokens are remembered."""
     client = websocket.scope.get("client")
     trusted = parse_networks(fc.settings.trusted_proxies)
     ip = ClientAddress(trusted).resolve(client[0] if client else None, websocket.scope["headers"])
@@ -81,29 +83,24 @@ async def authenticate(websocket: WebSocket, fc: Forecourt) -> Caller | Ended:
             if str(protocol).startswith(BEARER_PROTOCOL_PREFIX):
                 bearer = str(protocol)[len(BEARER_PROTOCOL_PREFIX) :]
                 break
-    caller: Caller | None = None
-    if bearer is not None:
-        caller = await _by_key(fc, bearer, ip)
-    else:
-        cookie_header = websocket.headers.get("cookie")
-        token = ""
-        if cookie_header:
-            try:
-                morsel = SimpleCookie(cookie_header).get(SESSION_COOKIE)
-            except CookieError:
-                morsel = None
-            token = morsel.value if morsel is not None else ""
-        if token:
-            if not origin_allowed(websocket, fc):
-                await fc.limiter.hit(ip_bucket, fc.policy.ip_windows)
-                return Ended(FORBIDDEN, "the Origin may not use a session cookie here")
-            caller = await _by_session(fc, token, ip)
-    if caller is None:
+    session = None
+    if bearer is None:
+        session = session_token(websocket.headers.get("cookie"))
+        if session is not None and not origin_allowed(websocket, fc):
+            await fc.limiter.hit(ip_bucket, fc.policy.ip_windows)
+            return Ended(FORBIDDEN, "the Origin may not use a session cookie here")
+    resolver = CredentialResolver.for_app(
+        fc.authenticator, fc.resolve_session, fc.limiter, fc.policy
+    )
+    resolved = await resolver.resolve(ip, None, bearer, session)
+    if resolved.refusal is not None:
+        return Ended(TOO_MANY, f"rate limited; retry in {resolved.refusal.retry_after_s} s")
+    principal = resolved.principal
+    if principal is None:
         decision = await fc.limiter.hit(ip_bucket, fc.policy.ip_windows)
         if not decision.allowed:
             return Ended(TOO_MANY, f"rate limited; retry in {decision.retry_after_s} s")
         return Ended(UNAUTHENTICATED, "missing or invalid credentials")
-    principal = caller.principal
     if principal.tenant_id in fc.suspensions:
         return Ended(FORBIDDEN, "the tenant is suspended")
     bucket = f"{principal.actor_type}:{principal.actor_id}"
@@ -112,39 +109,24 @@ async def authenticate(websocket: WebSocket, fc: Forecourt) -> Caller | Ended:
     )
     if not decision.allowed:
         return Ended(TOO_MANY, f"rate limited; retry in {decision.retry_after_s} s")
-    return caller
+    if bearer is not None:
+        return Caller(principal, _key_check(fc, bearer))
+    assert session is not None
+    return Caller(principal, _session_check(fc, session, ip))
 
 
-async def _by_key(fc: Forecourt, raw: str, ip: str | None) -> Caller | None:
-    # Memory first, then the database unless the address is over its limit (as for HTTP).
-    recalled = fc.authenticator.recall(raw)
-    key = recalled.key
-    if recalled.lookup is not None:
-        decision = await fc.limiter.peek(f"ip:{ip}", fc.policy.ip_windows)
-        if not decision.allowed:
-            return None
-        key = await fc.authenticator.load(recalled.lookup)
-    if key is None:
-        return None
-
+def _key_check(fc: Forecourt, raw: str) -> Callable[[], Awaitable[bool]]:
     async def revalidate() -> bool:
         again = fc.authenticator.recall(raw)
         if again.lookup is None:
             return again.key is not None
         return await fc.authenticator.load(again.lookup) is not None
 
-    principal = Principal(
-        "key", key.id, key.tenant_id, key.scopes, ip, tier=key.tier, rate_limits=key.rate_limits
-    )
-    return Caller(principal, revalidate)
+    return revalidate
 
 
-async def _by_session(fc: Forecourt, token: str, ip: str | None) -> Caller | None:
-    resolved = await fc.resolve_session(token, ip, None)
-    if resolved is None:
-        return None
-
+def _session_check(fc: Forecourt, token: str, ip: str | None) -> Callable[[], Awaitable[bool]]:
     async def revalidate() -> bool:
         return await fc.resolve_session(token, ip, None) is not None
 
-    return Caller(resolved[0], revalidate)
+    return revalidate

@@ -21,8 +21,10 @@ refused only the lookups of new credentials while failures from it exceed the li
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from http.cookies import SimpleCookie
+from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -56,6 +58,118 @@ EXCLUDED_PREFIXES = (
 SessionResolver = Callable[[str, str | None, str | None], Awaitable[tuple[Principal, str] | None]]
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a request's credentials came to: its principal (None: anonymous or invalid), the
+    address's refusal when it is over its limit and a lookup was needed (none was made), and
+    a session's CSRF token."""
+
+    principal: Principal | None
+    refusal: Decision | None = None
+    csrf_token: str | None = None
+
+
+class CredentialResolver:
+    """Resolve an API key or a session token as the module docstring says, for HTTP (the
+    middleware) and the WebSocket handshake alike: one per authenticator (``for_app``), so
+    both share the memory of unknown session tokens."""
+
+    def __init__(
+        self,
+        authenticator: KeyAuthenticator,
+        resolve_session: SessionResolver,
+        limiter: Limiter,
+        policy: Policy,
+    ) -> None:
+        self.authenticator = authenticator
+        self.resolve_session = resolve_session
+        self.limiter = limiter
+        self.policy = policy
+        # Session tokens that resolved to nothing (digests): they never become valid.
+        self.bad_sessions = NegativeCache(NEGATIVE_TTL_S, MAX_NEGATIVES)
+
+    @classmethod
+    def for_app(
+        cls,
+        authenticator: KeyAuthenticator,
+        resolve_session: SessionResolver,
+        limiter: Limiter,
+        policy: Policy,
+    ) -> CredentialResolver:
+        """The resolver of ``authenticator``'s application (made on first use)."""
+        resolver = _RESOLVERS.get(authenticator)
+        if resolver is None:
+            resolver = _RESOLVERS[authenticator] = cls(
+                authenticator, resolve_session, limiter, policy
+            )
+        return resolver
+
+    async def resolve(
+        self,
+        ip: str | None,
+        request_id: str | None,
+        bearer: str | None,
+        session_token: str | None,
+    ) -> Credentials:
+        """The principal of ``bearer`` (an API key) or else of ``session_token``."""
+        ip_bucket = f"ip:{ip}"
+        if bearer is not None:
+            recalled = self.authenticator.recall(bearer)
+            key = recalled.key
+            if recalled.lookup is not None:
+                refusal = await self._refused_before_lookup(ip_bucket)
+                if refusal is not None:
+                    return Credentials(None, refusal)
+                key = await self.authenticator.load(recalled.lookup)
+            if key is None:
+                return Credentials(None)
+            principal = Principal(
+                "key",
+                key.id,
+                key.tenant_id,
+                key.scopes,
+                ip,
+                request_id,
+                tier=key.tier,
+                rate_limits=key.rate_limits,
+            )
+            return Credentials(principal)
+        if session_token:
+            digest = token_hash(session_token)
+            if self.bad_sessions.hit(digest):
+                return Credentials(None)
+            refusal = await self._refused_before_lookup(ip_bucket)
+            if refusal is not None:
+                return Credentials(None, refusal)
+            resolved = await self.resolve_session(session_token, ip, request_id)
+            if resolved is None:
+                self.bad_sessions.add(digest)
+                return Credentials(None)
+            return Credentials(resolved[0], csrf_token=resolved[1])
+        return Credentials(None)
+
+    async def _refused_before_lookup(self, ip_bucket: str) -> Decision | None:
+        """The address's refusal when it is over its limit, so no lookup is spent on it."""
+        decision = await self.limiter.peek(ip_bucket, self.policy.ip_windows)
+        return None if decision.allowed else decision
+
+
+_RESOLVERS: weakref.WeakKeyDictionary[KeyAuthenticator, CredentialResolver] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def session_token(cookie_header: str | None) -> str | None:
+    """The session token of a ``Cookie`` header, if it holds one."""
+    if not cookie_header:
+        return None
+    try:
+        morsel = SimpleCookie(cookie_header).get(SESSION_COOKIE)
+    except CookieError:
+        return None
+    return morsel.value if morsel is not None and morsel.value else None
+
+
 class AccessMiddleware:
     def __init__(
         self,
@@ -70,15 +184,14 @@ class AccessMiddleware:
         trusted_proxies: Sequence[Network] = (),
     ) -> None:
         self.app = app
-        self.authenticator = authenticator
-        self.resolve_session = resolve_session
         self.limiter = limiter
         self.policy = policy
         self.usage = usage
         self.excluded = excluded
         self.client_address = ClientAddress(trusted_proxies)
-        # Session tokens that resolved to nothing (digests): they never become valid.
-        self.bad_sessions = NegativeCache(NEGATIVE_TTL_S, MAX_NEGATIVES)
+        self.credentials = CredentialResolver.for_app(
+            authenticator, resolve_session, limiter, policy
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(self.excluded):
@@ -100,38 +213,14 @@ class AccessMiddleware:
             elif name == b"cookie":
                 cookie = value.decode("latin-1")
 
-        principal: Principal | None = None
-        refusal: Decision | None = None
-        if bearer is not None:
-            recalled = self.authenticator.recall(bearer)
-            key = recalled.key
-            if recalled.lookup is not None:
-                refusal = await self._refused_before_lookup(ip_bucket)
-                if refusal is None:
-                    key = await self.authenticator.load(recalled.lookup)
-            if key is not None:
-                principal = Principal(
-                    "key",
-                    key.id,
-                    key.tenant_id,
-                    key.scopes,
-                    ip,
-                    request_id,
-                    tier=key.tier,
-                    rate_limits=key.rate_limits,
-                )
-        elif cookie is not None:
+        token = None
+        if bearer is None and cookie is not None:
             morsel = SimpleCookie(cookie).get(SESSION_COOKIE)
-            if morsel is not None and morsel.value:
-                digest = token_hash(morsel.value)
-                if not self.bad_sessions.hit(digest):
-                    refusal = await self._refused_before_lookup(ip_bucket)
-                    if refusal is None:
-                        resolved = await self.resolve_session(morsel.value, ip, request_id)
-                        if resolved is None:
-                            self.bad_sessions.add(digest)
-                        else:
-                            principal, state["csrf_token"] = resolved
+            token = morsel.value if morsel is not None else None
+        resolved = await self.credentials.resolve(ip, request_id, bearer, token)
+        principal, refusal = resolved.principal, resolved.refusal
+        if resolved.csrf_token is not None:
+            state["csrf_token"] = resolved.csrf_token
         state["principal"] = principal
 
         if refusal is not None:
@@ -178,8 +267,3 @@ class AccessMiddleware:
         finally:
             if principal is not None and principal.actor_type == "key" and principal.actor_id:
                 self.usage.record(principal.actor_id, principal.tenant_id, status)
-
-    async def _refused_before_lookup(self, ip_bucket: str) -> Decision | None:
-        """The address's refusal when it is over its limit, so no lookup is spent on it."""
-        decision = await self.limiter.peek(ip_bucket, self.policy.ip_windows)
-        return None if decision.allowed else decision
