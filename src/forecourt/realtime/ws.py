@@ -2,10 +2,8 @@
 
 A connection authenticates during its handshake (see ``auth``), then subscribes to channels
 (``?channels=a,b`` or ``subscribe`` messages) and may resume (``?last_id=`` or a ``resume``
-message). A task reads the client's messages; the hub's fan-out sends to the socket
-directly, and a pump task of the subscriber takes over while the socket cannot take more
-(``Subscriber.attach``). A refused message gets an ``error`` message and changes nothing;
-close codes:
+message). Two tasks serve it: one reads the client's messages, one sends what the hub
+queues. A refused message gets an ``error`` message and changes nothing; close codes:
 
 - 4001 missing or invalid credentials; 4003 forbidden (Origin, suspended tenant, revoked key);
 - 4008 the client fell behind (its send queue filled);
@@ -163,6 +161,18 @@ class Connection:
             except ForecourtError as exc:
                 self.refuse(exc)
 
+    async def send_loop(self) -> Ended:
+        while True:
+            item = await self.subscriber.next()
+            if isinstance(item, Ended):
+                return item
+            await self.websocket.send_text(item)
+            # Whatever else is queued goes out without waiting on the queue again.
+            while (more := self.subscriber.next_nowait()) is not None:
+                if isinstance(more, Ended):
+                    return more
+                await self.websocket.send_text(more)
+
 
 def _query_message(websocket: WebSocket) -> list[protocol.ClientMessage]:
     """The subscribe and resume a URL asks for (``?channels=a,b&last_id=...``)."""
@@ -203,11 +213,10 @@ async def stream_socket(websocket: WebSocket) -> None:
                 await connection.act(message)
         except ForecourtError as exc:
             connection.refuse(exc)
-        # The hub's fan-out sends to the socket itself (see ``Subscriber.attach``).
-        subscriber.attach(websocket.send_text)
+        sender = asyncio.create_task(connection.send_loop())
         receiver = asyncio.create_task(connection.receive_loop())
         watcher = asyncio.create_task(subscriber.ended_event.wait())
-        tasks = [receiver, watcher]
+        tasks = [sender, receiver, watcher]
         lifetime = settings.stream_max_duration_s or None
         done, _ = await asyncio.wait(tasks, timeout=lifetime, return_when=asyncio.FIRST_COMPLETED)
         if subscriber.ended is not None:
@@ -219,7 +228,6 @@ async def stream_socket(websocket: WebSocket) -> None:
     finally:
         connections.closed("websocket")
         fc.streams.leave(subscriber)
-        subscriber.detach()
         if subscriber.ended is None:
             subscriber.end(1000, "closed")
         for task in tasks:

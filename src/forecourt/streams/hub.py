@@ -88,9 +88,6 @@ class StreamHub:
         self._by_tenant: dict[str, set[Subscriber]] = {}
         self._by_actor: dict[str, set[Subscriber]] = {}
         self._pending: deque[StreamMessage] = deque(maxlen=MAX_PENDING)
-        # Without Redis: messages appended to the ring, offered to subscribers in a callback
-        # of their own, so the producer (the event writer's commit loop) goes on meanwhile.
-        self._outbox: deque[StreamMessage] = deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -153,12 +150,7 @@ class StreamHub:
     def publish_message(self, message: StreamMessage) -> None:
         """Produce ``message`` (its id is given by the replay log)."""
         if self._memory is not None:
-            self._outbox.append(self._memory.append(message))
-            if len(self._outbox) == 1:
-                try:
-                    asyncio.get_running_loop().call_soon(self._fan_out)
-                except RuntimeError:  # no loop runs: nobody can be subscribed
-                    self._fan_out()
+            self._dispatch(self._memory.append(message))
             return
         if len(self._pending) == self._pending.maxlen:
             self.dropped += 1
@@ -321,11 +313,6 @@ class StreamHub:
         return True
 
     # -- delivery to this node's subscribers ------------------------------------------------
-
-    def _fan_out(self) -> None:
-        outbox = self._outbox
-        while outbox:
-            self._dispatch(outbox.popleft())
 
     def _dispatch(self, message: StreamMessage) -> None:
         if message.key > self._head:

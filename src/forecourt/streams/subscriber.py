@@ -4,22 +4,14 @@ queue of messages waiting to be sent.
 The hub offers every message of the subscriber's tenant; the subscriber keeps those its
 channels take. The queue is bounded: a client that falls so far behind that it fills, is
 ended (``SLOW_CLIENT``) and its queue dropped, so a slow client never grows memory.
-
-A transport either reads the queue (``next``) or attaches a send function (``attach``). An
-attached subscriber sends a message at once, in the hub's fan-out, when nothing waits before
-it: a send that completes without waiting (the socket takes it) costs no task switch per
-client. A send that has to wait (the socket's buffer is full) is finished by the
-subscriber's pump task, and messages queue behind it until the pump has sent them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from forecourt.errors import InvalidInput
 from forecourt.streams.channels import EVENTS, Channel
@@ -53,7 +45,6 @@ class Ended:
 
 
 Revalidate = Callable[[], Awaitable[bool]]
-Send = Callable[[str], Coroutine[Any, Any, None]]
 
 
 class Subscriber:
@@ -81,9 +72,6 @@ class Subscriber:
         self.ended: Ended | None = None
         self.ended_event = asyncio.Event()  # set by ``end``: a transport stuck sending wakes
         self._queue: asyncio.Queue[str | Ended] = asyncio.Queue(maxsize=queue_size)
-        self._send: Send | None = None  # attached: messages are sent, not read with ``next``
-        # Sends what queued while a send waited; while it runs, messages queue behind it.
-        self._pump: asyncio.Task[None] | None = None
         self._held: list[StreamMessage] | None = None  # live messages held during a replay
         self._sent: set[str] = set()  # ids of the events a resume sent from the event log
         self._sent_until = 0.0  # (monotonic) when ``_sent`` is forgotten
@@ -115,9 +103,6 @@ class Subscriber:
         self._put(message.text())
 
     def _put(self, text: str) -> None:
-        if self._send is not None and self._pump is None:
-            self._send_now(text)
-            return
         try:
             self._queue.put_nowait(text)
         except asyncio.QueueFull:
@@ -125,54 +110,6 @@ class Subscriber:
                 SLOW_CLIENT,
                 f"the client fell behind: {self._queue.maxsize} messages were waiting",
             )
-
-    async def _put_waiting(self, text: str) -> None:
-        """Queue ``text``, waiting for room (a replay goes at the client's pace)."""
-        if self._send is not None and self._pump is None:
-            self._send_now(text)
-        else:
-            await self._queue.put(text)
-
-    # -- sending without the queue (an attached transport) ---------------------------------
-
-    def attach(self, send: Send) -> None:
-        """Send messages with ``send`` from now on (what is queued first)."""
-        self._send = send
-        if not self._queue.empty():
-            self._pump = asyncio.get_running_loop().create_task(self._run_pump(None, None))
-
-    def detach(self) -> None:
-        """Stop sending (the connection is closing)."""
-        self._send = None
-        if self._pump is not None:
-            self._pump.cancel()
-
-    def _send_now(self, text: str) -> None:
-        """Run ``send(text)`` here until it would wait; the pump finishes it if it does."""
-        assert self._send is not None
-        sending = self._send(text)
-        try:
-            waiting = sending.send(None)
-        except StopIteration:
-            return
-        except Exception as exc:  # the connection is gone
-            self.end(GOING_AWAY, f"the message could not be sent: {type(exc).__name__}")
-            return
-        self._pump = asyncio.get_running_loop().create_task(self._run_pump(sending, waiting))
-
-    async def _run_pump(self, sending: Coroutine[Any, Any, None] | None, waiting: object) -> None:
-        try:
-            if sending is not None:
-                await _finish(sending, waiting)
-            while self._send is not None and self.ended is None:
-                item = self.next_nowait()
-                if item is None or isinstance(item, Ended):
-                    break
-                await self._send(item)
-        except Exception as exc:  # the connection is gone
-            self.end(GOING_AWAY, f"the message could not be sent: {type(exc).__name__}")
-        finally:
-            self._pump = None
 
     def end(self, code: int, reason: str) -> None:
         """End the subscriber: what is queued is dropped and ``next`` answers ``Ended``."""
@@ -247,7 +184,7 @@ class Subscriber:
                 continue
             if any(channel.matches(message) for channel in self.channels.values()):
                 self.cursor = message.key
-                await self._put_waiting(message.text())
+                await self._queue.put(message.text())
         if messages and family is not None:
             # Every message up to the last was replayed or is of a channel that resyncs.
             self.cursor = max(self.cursor, messages[-1].key)
@@ -261,7 +198,7 @@ class Subscriber:
         if any(channel.matches(message) for channel in self.channels.values()):
             self._sent.add(message.data["event"]["event_id"])
             self._sent_until = time.monotonic() + SENT_MEMORY_S
-            await self._put_waiting(message.text())
+            await self._queue.put(message.text())
 
     def _already_sent(self, message: StreamMessage) -> bool:
         if time.monotonic() > self._sent_until:
@@ -307,22 +244,3 @@ class Subscriber:
     @property
     def position(self) -> str:
         return format_id(self.cursor)
-
-
-async def _finish(coroutine: Coroutine[Any, Any, None], waiting: object) -> None:
-    """Run ``coroutine``, which was stepped once outside a task and then waited for
-    ``waiting`` (a future, or None for a bare yield), to its end in the current task."""
-    try:
-        while True:
-            if isinstance(waiting, asyncio.Future):
-                # Waits without taking the outcome: the coroutine takes it when resumed.
-                await asyncio.wait((waiting,))
-            else:
-                await asyncio.sleep(0)
-            try:
-                waiting = coroutine.send(None)
-            except StopIteration:
-                return
-    finally:
-        with contextlib.suppress(RuntimeError):
-            coroutine.close()
