@@ -49,7 +49,8 @@ from forecourt.settings import Settings
 from forecourt.streams import producers as stream_producers
 from forecourt.streams.hub import StreamHub
 from forecourt.tenants.service import SUSPENSION_CHANNEL, Suspensions, TenantService
-from forecourt.users.service import UserService, user_principal
+from forecourt.users.models import User
+from forecourt.users.service import UserService, key_session_principal, user_principal
 from forecourt.users.throttle import SignInThrottle
 from forecourt.webhooks import ssrf
 from forecourt.webhooks.delivery import DeliveryWorker, default_worker_id
@@ -445,12 +446,19 @@ class Forecourt:
     async def resolve_session(
         self, token: str, ip: str | None, request_id: str | None
     ) -> tuple[Principal, str] | None:
-        """The caller behind a session cookie, and the session's CSRF token."""
+        """The caller behind a session cookie, and the session's CSRF token.
+
+        A key's session is the key: it is read again on each request, so a revoked or expired
+        key (or a suspended tenant, refused later like the key's own requests) ends it at once
+        on every node; its scopes and limits are the key's, never more."""
         async with self.sessionmaker() as session:
             resolved = await UserService(session).resolve_session(token)
         if resolved is None:
             return None
-        user, record = resolved
+        holder, record = resolved
+        if not isinstance(holder, User):
+            return key_session_principal(holder, ip, request_id), record.csrf_token
+        user = holder
         principal = user_principal(user, record, ip, request_id)
         if user.role == "owner" and user.tenant_id == self.operator_tenant_id:
             # The default tenant's owners are the installation's operators.

@@ -33,6 +33,7 @@ from forecourt.scopes import ADMIN, ALL_SCOPES, expand
 # Anyone may call these: sign-in, probes, the scrape endpoint.
 PUBLIC = {
     ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/key"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

@@ -332,6 +332,17 @@ async def lookup(session: AsyncSession, key_hash: str) -> CachedKey | None:
     stored = row.previous_key_hash if via_previous else row.key_hash
     if stored is None or not hmac.compare_digest(stored, key_hash):
         return None
+    return _cached(row, via_previous)
+
+
+async def by_id(session: AsyncSession, key_id: str) -> CachedKey | None:
+    """The key ``key_id`` as authentication sees it now (a key's sign-in session checks it on
+    each request: revoked, expired or deleted, the session is refused)."""
+    row = await session.get(ApiKey, key_id, populate_existing=True)
+    return _cached(row, False) if row is not None else None
+
+
+def _cached(row: ApiKey, via_previous: bool) -> CachedKey:
     return CachedKey(
         id=row.id,
         tenant_id=row.tenant_id,

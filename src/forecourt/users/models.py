@@ -1,10 +1,14 @@
-"""Users and their sign-in sessions (stored as hashes of the cookie value)."""
+"""Users and their sign-in sessions (stored as hashes of the cookie value).
+
+A session belongs to a user (email and password) or to an API key (signed in with the key):
+exactly one of ``user_id`` and ``key_id`` is set.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from forecourt.db.base import ID_LENGTH, Base, utcnow
@@ -30,13 +34,18 @@ class User(Base):
 
 class UserSession(Base):
     __tablename__ = "user_sessions"
+    __table_args__ = (CheckConstraint("(user_id IS NULL) <> (key_id IS NULL)", name="one_holder"),)
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(
         String(ID_LENGTH), ForeignKey("tenants.id", ondelete="CASCADE"), index=True
     )
-    user_id: Mapped[str] = mapped_column(
+    user_id: Mapped[str | None] = mapped_column(
         String(ID_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # A key's session holds exactly the key's power, checked against the key on each request.
+    key_id: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH), ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
     )
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     csrf_token: Mapped[str] = mapped_column(String(64))

@@ -12,9 +12,12 @@ from forecourt.http.guard import GuardedRoute
 from forecourt.http.middleware.access import SESSION_COOKIE
 from forecourt.keys.models import ApiKey
 from forecourt.principal import Principal
-from forecourt.users.models import User
+from forecourt.users.models import User, UserSession
 from forecourt.users.schemas import (
+    KeyLogin,
+    KeySessionOut,
     Login,
+    SessionKey,
     SessionOut,
     SessionsEnded,
     UserChanged,
@@ -23,7 +26,7 @@ from forecourt.users.schemas import (
     UserOut,
     UserUpdate,
 )
-from forecourt.users.service import UserService, key_summary
+from forecourt.users.service import UserService, key_session_principal, key_summary
 
 CSRF_COOKIE = "fc_csrf"
 
@@ -117,8 +120,54 @@ async def login(
         getattr(request.state, "request_id", None),
         throttle=fc.signin_throttle,
     )
+    _set_cookies(response, fc, token, record)
+    return SessionOut(user=_out(user), csrf_token=record.csrf_token, expires_at=record.expires_at)
+
+
+@auth.post(
+    "/key",
+    response_model=KeySessionOut,
+    responses={
+        401: {
+            "description": "Not a valid key: unknown, revoked, expired, or of a suspended tenant."
+        }
+    },
+)
+async def login_with_key(
+    body: KeyLogin, request: Request, response: Response, fc: ForecourtDep, session: DbSession
+) -> KeySessionOut:
+    """Sign in with an API key (the dashboard's sign-in with the owner key, or any key);
+    sets the same cookies as a password sign-in. The session acts as the key and no more
+    (its scopes, tenant, tier and rate limits), and ends at once when the key is revoked or
+    expires or its tenant is suspended. The key is never stored or echoed.
+
+    Failed attempts are throttled per address as for a password sign-in (429 with
+    ``Retry-After``)."""
+    ip = client_ip.of_scope(request.scope)
+    key, record, token = await UserService(session).sign_in_with_key(
+        body.key,
+        fc.key_config.secret,
+        fc.settings.session_ttl_s,
+        ip,
+        request.headers.get("user-agent"),
+        getattr(request.state, "request_id", None),
+        throttle=fc.signin_throttle,
+    )
+    _set_cookies(response, fc, token, record)
+    row = await fc.keys(session).get(key_session_principal(key, ip, None), key.id)
+    return KeySessionOut(
+        key=_session_key(row), csrf_token=record.csrf_token, expires_at=record.expires_at
+    )
+
+
+def _session_key(row: ApiKey) -> SessionKey:
+    return SessionKey(id=row.id, name=row.name, prefix=row.prefix, scopes=sorted(row.scopes))
+
+
+def _set_cookies(response: Response, fc: ForecourtDep, token: str, record: UserSession) -> None:
+    """The HttpOnly session cookie and the readable CSRF cookie, for as long as the session."""
     secure = fc.settings.cookie_secure
-    max_age = fc.settings.session_ttl_s
+    max_age = max(0, int((record.expires_at - record.created_at).total_seconds()))
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -137,7 +186,6 @@ async def login(
         samesite="strict",
         path="/",
     )
-    return SessionOut(user=_out(user), csrf_token=record.csrf_token, expires_at=record.expires_at)
 
 
 @auth.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
@@ -159,11 +207,20 @@ async def logout(
 
 
 @auth.get("/me")
-async def me(actor: Annotated[Principal, Depends(current_principal)]) -> dict[str, object]:
-    """Who the credentials belong to, and what they may do."""
-    return {
+async def me(
+    actor: Annotated[Principal, Depends(current_principal)], fc: ForecourtDep, session: DbSession
+) -> dict[str, object]:
+    """Who the credentials belong to, and what they may do. For an API key (a bearer key or
+    a session signed in with one), ``key`` names it (id, name, prefix, scopes; never its
+    secret); ``via_cookie`` tells a sign-in session from a bearer key."""
+    body: dict[str, object] = {
         "actor_type": actor.actor_type,
         "actor_id": actor.actor_id,
         "tenant_id": actor.tenant_id,
         "scopes": sorted(actor.scopes),
+        "via_cookie": actor.via_cookie,
     }
+    if actor.actor_type == "key" and actor.actor_id is not None:
+        row = await fc.keys(session).get(actor, actor.actor_id)
+        body["key"] = _session_key(row).model_dump()
+    return body

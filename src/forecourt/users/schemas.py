@@ -71,6 +71,30 @@ class Login(StrictModel):
     tenant: str = Field(default="default", max_length=64)
 
 
+class KeyLogin(StrictModel):
+    key: str = Field(
+        min_length=1,
+        max_length=200,
+        description="An API key (fck_...): it is exchanged for a session, never stored.",
+        json_schema_extra={"format": "password", "writeOnly": True},
+    )
+
+
+class SessionKey(BaseModel):
+    """The API key a session was signed in with (never its secret)."""
+
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+
+
+class KeySessionOut(BaseModel):
+    key: SessionKey
+    csrf_token: str = Field(description="Send as X-CSRF-Token on every cookie-authenticated write.")
+    expires_at: datetime
+
+
 class SessionOut(BaseModel):
     user: UserOut
     csrf_token: str = Field(description="Send as X-CSRF-Token on every cookie-authenticated write.")

@@ -7,7 +7,7 @@ import builtins
 import functools
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
@@ -22,6 +22,9 @@ from forecourt.audit import service as audit
 from forecourt.db.base import utcnow
 from forecourt.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated
 from forecourt.ids import new_id
+from forecourt.keys import format as key_format
+from forecourt.keys import service as key_lookup
+from forecourt.keys.cache import CachedKey
 from forecourt.principal import Principal
 from forecourt.tenants import service as tenants
 from forecourt.users.models import User, UserSession
@@ -47,6 +50,8 @@ LAST_OWNER = (
     " Make another user owner first."
 )
 ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
+# One answer for every key that cannot sign in, whatever the reason.
+KEY_REFUSED = "This key cannot sign in: it is unknown, revoked or expired."
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 
@@ -287,6 +292,81 @@ class UserService:
         await self.session.commit()
         return user, record, token
 
+    async def sign_in_with_key(
+        self,
+        raw: str,
+        secret: bytes,
+        ttl_s: int,
+        ip: str | None,
+        user_agent: str | None,
+        request_id: str | None,
+        throttle: SignInThrottle | None = None,
+    ) -> tuple[CachedKey, UserSession, str]:
+        """(key, session, cookie token) for a valid API key; Unauthenticated with one message
+        for every key that is unknown, malformed, revoked, expired, past its rotation grace
+        (or a pre-rotation secret at all), or of a suspended tenant.
+
+        The session holds the key's power and no more: each request checks the key again
+        (``resolve_session``). With a ``throttle``, failures are counted per address as for
+        a password sign-in. Failures of a known key are audited in its tenant's log (the
+        key's id and the reason); the presented value is never stored, logged or audited.
+        """
+        if throttle is not None:
+            await throttle.attempt_key(ip)
+        key = None
+        if key_format.is_well_formed(raw):
+            key = await key_lookup.lookup(self.session, key_format.hash_key(raw, secret))
+        if key is None:
+            raise Unauthenticated(KEY_REFUSED)
+        tenant = await tenants.find(self.session, key.tenant_id)
+        reason = None
+        if tenant is None or tenant.suspended_at is not None:
+            reason = "suspended_tenant"
+        elif key.revoked:
+            reason = "revoked_key"
+        elif key.expires_at is not None and key.expires_at <= utcnow().timestamp():
+            reason = "expired_key"
+        elif key.via_previous:
+            # A pre-rotation secret may finish its grace period but not open a session.
+            reason = "previous_secret"
+        if reason is not None:
+            if tenant is not None:
+                actor = Principal("key", None, tenant.id, frozenset(), ip, request_id)
+                audit.record(
+                    self.session,
+                    actor,
+                    "key.sign_in_failed",
+                    "key",
+                    key.id,
+                    after={"reason": reason},
+                )
+                await self.session.commit()
+            raise Unauthenticated(KEY_REFUSED)
+        if throttle is not None:
+            await throttle.key_succeeded(ip)
+        now = utcnow()
+        expires_at = now + timedelta(seconds=ttl_s)
+        if key.expires_at is not None:
+            expires_at = min(expires_at, datetime.fromtimestamp(key.expires_at, UTC))
+        token = secrets.token_urlsafe(32)
+        record = UserSession(
+            id=new_id("ses"),
+            tenant_id=key.tenant_id,
+            user_id=None,
+            key_id=key.id,
+            token_hash=token_hash(token),
+            csrf_token=secrets.token_urlsafe(32),
+            ip=ip,
+            user_agent=(user_agent or "")[:400] or None,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        self.session.add(record)
+        actor = Principal("key", key.id, key.tenant_id, key.scopes, ip, request_id)
+        audit.record(self.session, actor, "key.signed_in", "session", record.id)
+        await self.session.commit()
+        return key, record, token
+
     async def _sign_in_failed(
         self,
         tenant: Any,
@@ -317,17 +397,24 @@ class UserService:
         record = await self.session.get(UserSession, session_id)
         if record is not None and record.revoked_at is None:
             record.revoked_at = utcnow()
-            audit.record(self.session, actor, "user.signed_out", "session", record.id)
+            action = "key.signed_out" if record.key_id is not None else "user.signed_out"
+            audit.record(self.session, actor, action, "session", record.id)
             await self.session.commit()
 
-    async def resolve_session(self, token: str) -> tuple[User, UserSession] | None:
-        """The live session behind a cookie token, with its user."""
+    async def resolve_session(self, token: str) -> tuple[User | CachedKey, UserSession] | None:
+        """The live session behind a cookie token, with its holder: its user (enabled), or
+        its API key as authentication sees it now (valid: not revoked, not expired)."""
         record = await self.session.scalar(
             select(UserSession).where(UserSession.token_hash == token_hash(token))
         )
         if record is None or record.revoked_at is not None or record.expires_at <= utcnow():
             return None
-        user = await self.session.get(User, record.user_id)
+        if record.key_id is not None:
+            key = await key_lookup.by_id(self.session, record.key_id)
+            if key is None or not key.valid_at(utcnow().timestamp()):
+                return None
+            return key, record
+        user = await self.session.get(User, record.user_id) if record.user_id else None
         if user is None or user.disabled_at is not None:
             return None
         return user, record
@@ -438,4 +525,19 @@ def user_principal(
 ) -> Principal:
     return Principal(
         "user", user.id, user.tenant_id, ROLE_SCOPES[user.role], ip, request_id, via_cookie=True
+    )
+
+
+def key_session_principal(key: CachedKey, ip: str | None, request_id: str | None) -> Principal:
+    """A key's sign-in session acts as the key: its scopes, tenant, tier and rate limits."""
+    return Principal(
+        "key",
+        key.id,
+        key.tenant_id,
+        key.scopes,
+        ip,
+        request_id,
+        via_cookie=True,
+        tier=key.tier,
+        rate_limits=key.rate_limits,
     )

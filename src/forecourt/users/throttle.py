@@ -201,10 +201,22 @@ class SignInThrottle:
             "p:" + hashlib.sha256(pair.encode()).hexdigest()[:32],
         )
 
+    @staticmethod
+    def key_names(ip: str | None) -> tuple[str]:
+        """The name of an address's sign-ins with an API key (no account to name)."""
+        return ("k:" + hashlib.sha256(f"key\0{ip or ''}".encode()).hexdigest()[:32],)
+
     async def attempt(self, tenant: str, email: str, ip: str | None) -> None:
         """Count an attempt, or raise RateLimited (429, Retry-After) if it must wait."""
         names = self.names(tenant, email, ip)
-        rules = (self.account_rule, self.pair_rule)
+        await self._acquire(names, (self.account_rule, self.pair_rule), "this account")
+
+    async def attempt_key(self, ip: str | None) -> None:
+        """Count a sign-in with an API key from ``ip`` (the per-address rule of a password
+        sign-in), or raise RateLimited (429, Retry-After) if it must wait."""
+        await self._acquire(self.key_names(ip), (self.pair_rule,), "this address")
+
+    async def _acquire(self, names: Sequence[str], rules: Sequence[Rule], subject: str) -> None:
         now_ms = int(self.clock() * 1000)
         try:
             verdict = await self.store.acquire(names, rules, now_ms)
@@ -215,16 +227,20 @@ class SignInThrottle:
             return
         retry_s = max(1, math.ceil(verdict.retry_after_ms / 1000))
         if verdict.locked:
-            detail = (
-                f"Too many failed sign-ins for this account; sign-in is locked for {retry_s} s."
-            )
+            detail = f"Too many failed sign-ins for {subject}; sign-in is locked for {retry_s} s."
         else:
-            detail = f"Too many failed sign-ins for this account; try again in {retry_s} s."
+            detail = f"Too many failed sign-ins for {subject}; try again in {retry_s} s."
         raise RateLimited(detail, headers={"Retry-After": str(retry_s)}, retry_after_s=retry_s)
 
     async def succeeded(self, tenant: str, email: str, ip: str | None) -> None:
         """A right password: forget the account's failures."""
-        names = self.names(tenant, email, ip)
+        await self._clear(self.names(tenant, email, ip))
+
+    async def key_succeeded(self, ip: str | None) -> None:
+        """A valid key: forget the address's failed sign-ins with keys."""
+        await self._clear(self.key_names(ip))
+
+    async def _clear(self, names: Sequence[str]) -> None:
         await self.fallback.clear(names)
         try:
             await self.store.clear(names)
