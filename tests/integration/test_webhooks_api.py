@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -1174,6 +1175,25 @@ async def test_stats_per_window(wh: Harness, port: int) -> None:
     assert when(week["last_success_at"]) == newest_success
     assert when(week["last_failure_at"]) == newest_day_failure
     assert newest_week_failure < newest_day_failure
+
+    # Attempts by clock hour over the last 24 hours: every hour listed, oldest first.
+    hourly = body["hourly"]
+    starts = [when(h["start"]) for h in hourly]
+    assert len(starts) == 24
+    assert all(later - earlier == hour for earlier, later in itertools.pairwise(starts))
+    assert all((s.minute, s.second, s.microsecond) == (0, 0, 0) for s in starts)
+    assert starts[-1] - hour <= now < starts[-1] + hour
+    expected: dict[datetime, list[int]] = {s: [0, 0] for s in starts}
+    for attempt in last_hour + last_day:
+        ok = attempt.status_code is not None and 200 <= attempt.status_code < 300
+        expected[attempt.started_at.replace(minute=0, second=0, microsecond=0)][0 if ok else 1] += 1
+    assert {
+        s: [h["succeeded"], h["failed"]] for s, h in zip(starts, hourly, strict=True)
+    } == expected
+    assert sum(h["succeeded"] for h in hourly) == 11
+    assert sum(h["failed"] for h in hourly) == 9
+    assert all(h["succeeded"] == h["failed"] == 0 for h in empty.json()["hourly"])
+    assert len(empty.json()["hourly"]) == 24
 
     assert_problem(await wh.client.get(f"{WEBHOOKS}/ep_nope/stats", headers=wh.auth()), 404)
 

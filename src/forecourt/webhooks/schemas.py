@@ -154,7 +154,17 @@ class WindowStats(BaseModel):
     last_failure_at: datetime | None
 
 
+class HourAttempts(BaseModel):
+    start: datetime = Field(description="The hour's start; attempts that started within it.")
+    succeeded: int
+    failed: int
+
+
 class EndpointStats(BaseModel):
     endpoint_id: str
     windows: dict[str, WindowStats] = Field(description="Keys: 1h, 24h, 7d.")
     pending: int
+    hourly: list[HourAttempts] = Field(
+        description="Attempts by clock hour over the last 24 hours, oldest first, every hour"
+        " listed (none: zeros)."
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,6 +37,7 @@ from forecourt.webhooks.targets import Target
 
 SECRET_PURPOSE = "webhook-secret"
 MASK = "***"  # stands for a header value, URL credentials or a query string
+HOURLY_HOURS = 24  # the hours of an endpoint's stats, "hourly"
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # RFC 9110 field values: no CTL but HTAB
 
@@ -323,6 +324,7 @@ class EndpointService:
         endpoint = await self.get(actor, endpoint_id)
         now = utcnow()
         windows: dict[str, Any] = {}
+        hourly: list[dict[str, Any]] = []
         for name, length in STATS_WINDOWS.items():
             rows = (
                 await self.session.execute(
@@ -334,6 +336,8 @@ class EndpointService:
                 )
             ).all()
             windows[name] = _window_stats([(r[0], r[1], r[2]) for r in rows])
+            if name == "24h":
+                hourly = _hourly([(r[0], r[2]) for r in rows], now)
         pending = await self.session.scalar(
             select(func.count())
             .select_from(Delivery)
@@ -342,7 +346,12 @@ class EndpointService:
                 Delivery.status.not_in((SUCCEEDED, FAILED)),
             )
         )
-        return {"endpoint_id": endpoint.id, "windows": windows, "pending": int(pending or 0)}
+        return {
+            "endpoint_id": endpoint.id,
+            "windows": windows,
+            "pending": int(pending or 0),
+            "hourly": hourly,
+        }
 
     # -- checks ------------------------------------------------------------------------
 
@@ -424,6 +433,23 @@ def _headers(headers: dict[str, str]) -> dict[str, str]:
                 field=f"headers.{name}",
             )
     return dict(headers)
+
+
+def _hourly(rows: list[tuple[int | None, datetime]], now: datetime) -> list[dict[str, Any]]:
+    """Attempts of the last 24 hours by clock hour, oldest first, every hour listed (the
+    first one is the hour 23 hours before the current one)."""
+    current = now.replace(minute=0, second=0, microsecond=0)
+    starts = [current - timedelta(hours=n) for n in range(HOURLY_HOURS - 1, -1, -1)]
+    counts = {start: [0, 0] for start in starts}
+    for code, started in rows:
+        aware = started if started.tzinfo else started.replace(tzinfo=UTC)
+        bucket = counts.get(aware.replace(minute=0, second=0, microsecond=0))
+        if bucket is not None:
+            bucket[0 if code is not None and 200 <= code < 300 else 1] += 1
+    return [
+        {"start": start, "succeeded": counts[start][0], "failed": counts[start][1]}
+        for start in starts
+    ]
 
 
 def _window_stats(rows: list[tuple[int | None, int, datetime]]) -> dict[str, Any]:
