@@ -1,5 +1,5 @@
 import type { ComponentChildren } from "preact";
-import type { Signed } from "../services/auth";
+import { signedInAs, type Signed } from "../services/auth";
 import type { RouteName } from "../router";
 
 const NAV: ReadonlyArray<readonly [href: string, route: RouteName, label: string]> = [
@@ -16,7 +16,7 @@ interface ShellProps {
 
 /** The frame of every signed-in page: skip link, navigation, who is signed in, sign-out. */
 export function Shell({ route, signed, onSignOut, children }: ShellProps) {
-  const who = signed.user?.email ?? (signed.me.actor_type === "key" ? "API key" : "Signed in");
+  const who = signedInAs(signed);
   return (
     <div class="shell">
       <a class="skip-link" href="#main">
