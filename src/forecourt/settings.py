@@ -164,7 +164,7 @@ class Settings(BaseSettings):
     stream_keepalive_s: float = Field(default=15.0, gt=0)  # SSE comment
     stream_send_queue: int = Field(default=256, ge=1, le=100_000)  # messages per client
     stream_max_subscriptions: int = Field(default=50, ge=1, le=10_000)  # per connection
-    stream_max_connections_per_key: int = Field(default=20, ge=1)  # per node
+    stream_max_connections_per_key: int = Field(default=20, ge=1)  # every node together (Redis)
     stream_max_client_message_bytes: int = Field(default=4096, ge=64, le=1_048_576)
     stream_client_messages_per_s: float = Field(default=10.0, gt=0)  # burst: 5 s worth
     stream_compression: bool = False  # WebSocket per-message deflate
