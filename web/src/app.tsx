@@ -14,6 +14,8 @@ type PageModule = { default: ComponentType<{ me: Me }> };
 const PAGES: Record<Exclude<RouteName, "sign-in">, () => Promise<PageModule>> = {
   overview: () => import("./pages/Overview"),
   "api-keys": () => import("./pages/ApiKeys"),
+  webhooks: () => import("./pages/Webhooks"),
+  webhook: () => import("./pages/WebhookDetail"),
   "not-found": () => import("./pages/NotFound"),
 };
 

@@ -3,18 +3,36 @@
 
 import { useEffect, useState } from "preact/hooks";
 
-export type RouteName = "overview" | "api-keys" | "sign-in" | "not-found";
+export type RouteName = "overview" | "api-keys" | "webhooks" | "webhook" | "sign-in" | "not-found";
 
 export const ROUTES: Readonly<Record<string, RouteName>> = {
   "/": "overview",
   "/overview": "overview",
   "/settings/api-keys": "api-keys",
+  "/settings/webhooks": "webhooks",
   "/sign-in": "sign-in",
 };
 
+// Paths with one identifier in them: "/settings/webhooks/ep_1" is the page of endpoint ep_1.
+const WITH_ID: ReadonlyArray<readonly [prefix: string, route: RouteName]> = [
+  ["/settings/webhooks/", "webhook"],
+];
+
 export function match(pathname: string): RouteName {
   const path = pathname.length > 1 ? pathname.replace(/\/+$/, "") : pathname;
-  return ROUTES[path] ?? "not-found";
+  const exact = ROUTES[path];
+  if (exact) return exact;
+  for (const [prefix, route] of WITH_ID) {
+    const rest = path.startsWith(prefix) ? path.slice(prefix.length) : "";
+    if (rest && !rest.includes("/")) return route;
+  }
+  return "not-found";
+}
+
+/** The identifier in a path of `WITH_ID` ("ep_1" in "/settings/webhooks/ep_1"). */
+export function pathId(pathname: string): string {
+  const path = pathname.replace(/\/+$/, "");
+  return decodeURIComponent(path.slice(path.lastIndexOf("/") + 1));
 }
 
 const NAVIGATED = "forecourt:navigated";

@@ -133,3 +133,116 @@ export interface Alert {
   acknowledged_at: string | null;
   resolved_at: string | null;
 }
+
+export interface RetryPolicy {
+  kind: "exponential" | "linear" | "none";
+  max_attempts: number;
+  interval_s: number;
+}
+
+/** A webhook endpoint; without webhooks:secrets, header values and URL credentials read ***. */
+export interface Endpoint {
+  id: string;
+  url: string;
+  description: string;
+  event_types: string[];
+  headers: Record<string, string>;
+  timeout_s: number;
+  retry_policy: RetryPolicy;
+  rate_limit_per_s: number | null;
+  metadata: Record<string, unknown>;
+  enabled: boolean;
+  disabled_reason: string | null;
+  disabled_at: string | null;
+  previous_secret_expires_at: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** An endpoint as created: the generated secret, this once (null when withheld or given). */
+export interface EndpointCreated extends Endpoint {
+  secret: string | null;
+}
+
+export interface EndpointWrite {
+  url: string;
+  description: string;
+  event_types: string[];
+  headers: Record<string, string>;
+  retry_policy: RetryPolicy;
+  rate_limit_per_s: number | null;
+  secret?: string;
+}
+
+export interface SecretOut {
+  secret: string | null;
+  previous_secret_expires_at: string | null;
+}
+
+export interface Attempt {
+  id: string;
+  attempt_no: number;
+  started_at: string;
+  duration_ms: number;
+  status_code: number | null;
+  response_excerpt: string | null;
+  error_class: string | null;
+  error_message: string | null;
+}
+
+export interface Delivery {
+  id: string;
+  endpoint_id: string;
+  event_id: string;
+  event_type: string;
+  status: string;
+  attempts: number;
+  next_attempt_at: string | null;
+  last_status_code: number | null;
+  last_error: string | null;
+  created_at: string;
+  updated_at: string;
+  finished_at: string | null;
+}
+
+export interface DeliveryDetail extends Delivery {
+  attempt_log: Attempt[];
+}
+
+export interface WindowStats {
+  attempts: number;
+  succeeded: number;
+  failed: number;
+  success_rate: number | null;
+  p50_ms: number | null;
+  p95_ms: number | null;
+  last_success_at: string | null;
+  last_failure_at: string | null;
+}
+
+/** One hour of attempts: those that started in [start, start + 1 h). */
+export interface HourAttempts {
+  start: string;
+  succeeded: number;
+  failed: number;
+}
+
+export interface EndpointStats {
+  endpoint_id: string;
+  windows: Record<string, WindowStats>;
+  pending: number;
+  /** The last 24 hours, oldest first, every hour listed. */
+  hourly: HourAttempts[];
+}
+
+export interface EventType {
+  name: string;
+  category: string;
+  description: string;
+  builtin: boolean;
+  archived_at: string | null;
+}
+
+export interface Catalog {
+  categories: { name: string; types: EventType[] }[];
+}

@@ -5,6 +5,7 @@ import type { RouteName } from "../router";
 const NAV: ReadonlyArray<readonly [href: string, route: RouteName, label: string]> = [
   ["/overview", "overview", "Overview"],
   ["/settings/api-keys", "api-keys", "API keys"],
+  ["/settings/webhooks", "webhooks", "Webhooks"],
 ];
 
 interface ShellProps {
@@ -28,7 +29,7 @@ export function Shell({ route, signed, onSignOut, children }: ShellProps) {
           <ul class="nav">
             {NAV.map(([href, name, label]) => (
               <li key={href}>
-                <a href={href} aria-current={route === name ? "page" : undefined}>
+                <a href={href} aria-current={route === name || (name === "webhooks" && route === "webhook") ? "page" : undefined}>
                   {label}
                 </a>
               </li>
