@@ -151,27 +151,26 @@ class Metrics:
         oldest_ms = now_ms - self.retention.raw_days * 86_400_000
         # One key per distinct (name, labels) of the batch: a batch holds few series.
         memo: dict[tuple[str, tuple[tuple[str, str], ...]], SeriesKey] = {}
-        keys: list[SeriesKey] = []
+        seen: list[tuple[str, tuple[tuple[str, str], ...]]] = []
         labels: dict[SeriesKey, dict[str, str]] = {}
         for point in points:
-            seen = (point.name, tuple(point.labels.items()))
-            key = memo.get(seen)
-            if key is None:
-                key = SeriesKey(tenant_id, source, point.name, labels_key(point.labels))
-                memo[seen] = key
+            one = (point.name, tuple(point.labels.items()))
+            seen.append(one)
+            if one not in memo:
+                key = memo[one] = SeriesKey(tenant_id, source, point.name, labels_key(point.labels))
                 labels.setdefault(key, point.labels)
-            keys.append(key)
         ids = await self.registry.resolve(list(labels), labels)
+        found = {one: ids.get(key) for one, key in memo.items()}
         rows: list[Row] = []
         missing: Counter[SeriesKey] = Counter()
         too_old: Counter[SeriesKey] = Counter()
-        for key, point in zip(keys, points, strict=True):
+        for one, point in zip(seen, points, strict=True):
             ts = now_ms if point.ts_ms is None else point.ts_ms
-            series_id = ids.get(key)
+            series_id = found[one]
             if series_id is None:
-                missing[key] += 1
+                missing[memo[one]] += 1
             elif ts < oldest_ms:
-                too_old[key] += 1
+                too_old[memo[one]] += 1
             else:
                 rows.append((series_id, ts, point.value))
         await self.writer.put(rows)

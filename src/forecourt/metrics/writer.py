@@ -201,20 +201,25 @@ class MetricWriter:
     async def _write_once(self, points: dict[tuple[int, int], float]) -> None:
         if not points:
             return
-        ordered = sorted(points.items())
-        ends: dict[int, list[float]] = {}
-        marks: dict[tuple[int, int], int] = {}  # (hour, series) -> bits of its minutes
-        for (series_id, ts), value in ordered:
+        ends: dict[int, list[float]] = {}  # series -> first ts, last ts, last value
+        minutes: set[tuple[int, int]] = set()
+        for (series_id, ts), value in points.items():
             end = ends.get(series_id)
             if end is None:
                 ends[series_id] = [ts, ts, value]
             else:
-                end[1], end[2] = ts, value  # ordered by time within a series
-            second = ts // 1000
+                if ts < end[0]:
+                    end[0] = ts
+                if ts >= end[1]:
+                    end[1], end[2] = ts, value
+            minutes.add((series_id, ts // 60_000))
+        marks: dict[tuple[int, int], int] = {}  # (hour, series) -> bits of its minutes
+        for series_id, minute in minutes:
+            second = minute * MINUTE_S
             key = (second - second % HOUR_S, series_id)
             marks[key] = marks.get(key, 0) | 1 << (second % HOUR_S) // MINUTE_S
         async with self.gate, self.engine.begin() as conn:
-            await _insert_points(conn, ordered)
+            await _insert_points(conn, points)
             await conn.execute(
                 _SERIES_ENDS,
                 [
@@ -231,13 +236,13 @@ class MetricWriter:
             )
 
 
-async def _insert_points(
-    conn: AsyncConnection, ordered: list[tuple[tuple[int, int], float]]
-) -> None:
+async def _insert_points(conn: AsyncConnection, points: dict[tuple[int, int], float]) -> None:
     if conn.dialect.name == "postgresql":
+        # In key order, so two nodes writing the same points lock them in the same order.
+        ordered = sorted(points.items())
         await conn.exec_driver_sql(
             _PG_POINTS,
             ([k[0] for k, _ in ordered], [k[1] for k, _ in ordered], [v for _, v in ordered]),
         )
     else:
-        await conn.exec_driver_sql(_SQLITE_POINTS, [(k[0], k[1], v) for k, v in ordered])
+        await conn.exec_driver_sql(_SQLITE_POINTS, [(*k, v) for k, v in points.items()])
