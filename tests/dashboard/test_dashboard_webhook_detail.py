@@ -80,7 +80,8 @@ def test_statistics_and_the_delivery_log(page: Page, site: Site, receiver: Recei
     page.get_by_text("Attempts by hour, as a table").click()
     by_hour = page.get_by_role("region", name="Attempts by hour table")
     expect(by_hour.locator("tbody tr")).to_have_count(24)
-    expect(by_hour.locator("tbody tr").last.locator("td").first).to_have_text("2")
+    succeeded = by_hour.locator("tbody tr td:nth-of-type(1)").all_inner_texts()
+    assert sum(int(n) for n in succeeded) == 2
 
     log = page.get_by_role("region", name="Deliveries table")
     expect(log.locator("tbody tr")).to_have_count(2)
@@ -212,6 +213,10 @@ def test_the_log_says_it_is_loading_and_when_it_fails(
     page.route("**/deliveries?*", lambda route: held.append(route))
     page.goto(f"/settings/webhooks/{made['id']}")
     expect(page.get_by_role("status").filter(has_text="Loading deliveries")).to_be_visible()
+    for _ in range(200):  # the route's handler runs while Playwright waits
+        if held:
+            break
+        page.wait_for_timeout(50)
     assert held, "the log request was not held"
     held[0].fulfill(
         status=503,
