@@ -210,6 +210,38 @@ async def test_revoking_or_expiring_the_key_or_suspending_its_tenant_ends_the_se
     problem(by_session, 403, "tenant-suspended")
 
 
+async def test_rotating_the_key_ends_its_session_when_the_old_secrets_grace_ends(
+    harness_factory: Any,
+) -> None:
+    h: Harness = await harness_factory(ip_rate_limit=MANY)
+    key = await h.create_key(["events:read"])
+    first = await sign_in(h, key["key"])
+    rotated = await h.client.post(
+        f"/api/v1/keys/{key['id']}/rotate", json={"grace_period_s": 3600}, headers=h.auth()
+    )
+    assert rotated.status_code == 200, rotated.text
+    # Within the grace the old secret works, and so does the session it opened.
+    assert (await h.client.get("/api/v1/events", headers=first.read())).is_success
+    async with h.fc.sessionmaker() as db:
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        await db.execute(
+            update(ApiKey).where(ApiKey.id == key["id"]).values(previous_expires_at=past)
+        )
+        await db.commit()
+    problem(await h.client.get("/api/v1/events", headers=first.read()), 401, "unauthenticated")
+
+    # A rotation without grace ends the new secret's session at once.
+    second = await sign_in(h, rotated.json()["key"])
+    assert (await h.client.get("/api/v1/events", headers=second.read())).is_success
+    again = await h.client.post(
+        f"/api/v1/keys/{key['id']}/rotate", json={"grace_period_s": 0}, headers=h.auth()
+    )
+    assert again.status_code == 200, again.text
+    problem(await h.client.get("/api/v1/events", headers=second.read()), 401, "unauthenticated")
+    third = await sign_in(h, again.json()["key"])
+    assert (await h.client.get("/api/v1/events", headers=third.read())).is_success
+
+
 async def test_revoking_the_key_ends_its_session_on_another_node_at_once(
     harness_factory: Any, backend: str
 ) -> None:

@@ -335,11 +335,18 @@ async def lookup(session: AsyncSession, key_hash: str) -> CachedKey | None:
     return _cached(row, via_previous)
 
 
-async def by_id(session: AsyncSession, key_id: str) -> CachedKey | None:
-    """The key ``key_id`` as authentication sees it now (a key's sign-in session checks it on
-    each request: revoked, expired or deleted, the session is refused)."""
+async def for_session(session: AsyncSession, key_id: str, key_hash: str) -> CachedKey | None:
+    """The key ``key_id`` as authentication sees its secret of hash ``key_hash`` now (a key's
+    sign-in session checks it on each request: revoked, expired, deleted, or rotated past
+    that secret's grace, the session is refused)."""
     row = await session.get(ApiKey, key_id, populate_existing=True)
-    return _cached(row, False) if row is not None else None
+    if row is None:
+        return None
+    if hmac.compare_digest(row.key_hash, key_hash):
+        return _cached(row, False)
+    if row.previous_key_hash is not None and hmac.compare_digest(row.previous_key_hash, key_hash):
+        return _cached(row, True)  # valid until the rotation's grace ends
+    return None
 
 
 def _cached(row: ApiKey, via_previous: bool) -> CachedKey:

@@ -47,6 +47,9 @@ class UserSession(Base):
     key_id: Mapped[str | None] = mapped_column(
         String(ID_LENGTH), ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
     )
+    # The hash of the secret that opened it: once a rotation's grace for that secret ends,
+    # so does the session.
+    key_hash: Mapped[str | None] = mapped_column(String(64))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     csrf_token: Mapped[str] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(64))

@@ -314,8 +314,9 @@ class UserService:
         if throttle is not None:
             await throttle.attempt_key(ip)
         key = None
-        if key_format.is_well_formed(raw):
-            key = await key_lookup.lookup(self.session, key_format.hash_key(raw, secret))
+        digest = key_format.hash_key(raw, secret) if key_format.is_well_formed(raw) else ""
+        if digest:
+            key = await key_lookup.lookup(self.session, digest)
         if key is None:
             raise Unauthenticated(KEY_REFUSED)
         tenant = await tenants.find(self.session, key.tenant_id)
@@ -354,6 +355,7 @@ class UserService:
             tenant_id=key.tenant_id,
             user_id=None,
             key_id=key.id,
+            key_hash=digest,
             token_hash=token_hash(token),
             csrf_token=secrets.token_urlsafe(32),
             ip=ip,
@@ -410,7 +412,7 @@ class UserService:
         if record is None or record.revoked_at is not None or record.expires_at <= utcnow():
             return None
         if record.key_id is not None:
-            key = await key_lookup.by_id(self.session, record.key_id)
+            key = await key_lookup.for_session(self.session, record.key_id, record.key_hash or "")
             if key is None or not key.valid_at(utcnow().timestamp()):
                 return None
             return key, record
