@@ -260,6 +260,23 @@ def loads_stored(data: bytes | bytearray | memoryview | str) -> Any:
     return _loads_stdlib(data) if _has_big_number(value) else value
 
 
+def loads_like_stdlib(data: bytes) -> Any:
+    """``json.loads(data)``, the same value or the same ``json.JSONDecodeError``, read by orjson
+    where that gives the same: a document with a run of 19 or more digits (an integer literal
+    past 64 bits, which orjson reads as a float) or one orjson refuses (``NaN``, a lone
+    surrogate, a syntax error, whose position the standard library names) is read by the
+    standard library."""
+    if not _LONG_DIGITS.search(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 def loads(
     data: bytes | bytearray | memoryview | str,
     *,
