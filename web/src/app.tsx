@@ -16,6 +16,8 @@ const PAGES: Record<Exclude<RouteName, "sign-in">, () => Promise<PageModule>> = 
   "api-keys": () => import("./pages/ApiKeys"),
   webhooks: () => import("./pages/Webhooks"),
   webhook: () => import("./pages/WebhookDetail"),
+  events: () => import("./pages/Events"),
+  "audit-log": () => import("./pages/AuditLog"),
   "not-found": () => import("./pages/NotFound"),
 };
 

@@ -12,5 +12,8 @@ describe("match", () => {
     expect(match("/settings/webhooks/ep_1/")).toBe("webhook");
     expect(match("/settings/webhooks/ep_1/x")).toBe("not-found");
     expect(pathId("/settings/webhooks/ep%2F1")).toBe("ep/1");
+    expect(match("/events")).toBe("events");
+    expect(match("/audit-log/")).toBe("audit-log");
+    expect(match("/events/evt_1")).toBe("not-found");
   });
 });

@@ -3,13 +3,15 @@
 
 import { useEffect, useState } from "preact/hooks";
 
-export type RouteName = "overview" | "api-keys" | "webhooks" | "webhook" | "sign-in" | "not-found";
+export type RouteName = "overview" | "api-keys" | "webhooks" | "webhook" | "audit-log" | "events" | "sign-in" | "not-found";
 
 export const ROUTES: Readonly<Record<string, RouteName>> = {
   "/": "overview",
   "/overview": "overview",
   "/settings/api-keys": "api-keys",
   "/settings/webhooks": "webhooks",
+  "/events": "events",
+  "/audit-log": "audit-log",
   "/sign-in": "sign-in",
 };
 

@@ -246,3 +246,39 @@ export interface EventType {
 export interface Catalog {
   categories: { name: string; types: EventType[] }[];
 }
+
+/** An entry of the audit log (GET /api/v1/audit-log). */
+export interface AuditEntry {
+  id: string;
+  actor_type: string;
+  actor_id: string | null;
+  action: string;
+  target_type: string;
+  target_id: string | null;
+  before: Record<string, unknown> | null;
+  after: Record<string, unknown> | null;
+  ip: string | null;
+  request_id: string | null;
+  created_at: string;
+}
+
+/** A stored event: its CloudEvents envelope and Forecourt's own fields (GET /api/v1/events). */
+export interface StoredEvent {
+  specversion: string;
+  id: string;
+  source: string;
+  type: string;
+  time: string;
+  datacontenttype: string;
+  subject?: string | null;
+  data?: unknown;
+  tenant: string;
+  severity: string;
+  event_id: string;
+  created_at: string;
+}
+
+export interface EventPublish {
+  type: string;
+  data: unknown;
+}

@@ -6,6 +6,8 @@ const NAV: ReadonlyArray<readonly [href: string, route: RouteName, label: string
   ["/overview", "overview", "Overview"],
   ["/settings/api-keys", "api-keys", "API keys"],
   ["/settings/webhooks", "webhooks", "Webhooks"],
+  ["/events", "events", "Events"],
+  ["/audit-log", "audit-log", "Audit log"],
 ];
 
 interface ShellProps {
