@@ -28,6 +28,7 @@ from forecourt.metrics.schemas import (
     RefusedSeries,
     SeriesOut,
     WriteOut,
+    point_time_s,
 )
 from forecourt.metrics.service import (
     MAX_FUTURE_S,
@@ -107,7 +108,7 @@ async def write_points(body: PointsIn, actor: MetricsWrite, fc: ForecourtDep) ->
         if text is not None:
             ts_ms = times.get(text)
             if ts_ms is None:
-                at = _point_time(text, i)
+                at = point_time_s(text)  # checked by the schema
                 if not oldest <= at <= newest:
                     raise InvalidInput(
                         f"a time is within raw retention ({fc.metrics.retention.raw_days} "
@@ -242,25 +243,6 @@ async def _answer(fc: Any, session: DbSession, actor: Principal, query: SeriesQu
     # Written by the codec directly rather than validated again through the response model:
     # an answer may hold thousands of points.
     return Response(codec.dumps(body), media_type="application/json")
-
-
-def _point_time(text: str, index: int) -> float:
-    """A point's RFC 3339 time (with a zone) in epoch seconds; InvalidInput naming it
-    otherwise. A number is not a time: as text it either does not parse or has no zone."""
-    field = f"points.{index}.time"
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(
-            "a time is RFC 3339 text with a zone, e.g. 2026-01-01T00:00:00Z", field=field
-        ) from None
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise InvalidInput("Give a time zone, e.g. 2026-01-01T00:00:00Z.", field=field)
-    try:
-        return at.timestamp()
-    except (OverflowError, ValueError):
-        problem = "is outside years 1 to 9999 once converted to UTC"
-        raise InvalidInput(problem, field=field) from None
 
 
 def _zoned(value: datetime | None, field: str) -> datetime | None:

@@ -4,9 +4,19 @@ follow (one place, read by the API, the in-process API and the collectors' hand-
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from forecourt.metrics.models import NAME_LENGTH
@@ -64,6 +74,33 @@ def labels_problem(labels: object) -> str | None:
     return None
 
 
+@lru_cache(maxsize=8192)  # a batch repeats its times across its series
+def point_time_s(text: str) -> float:
+    """A point's RFC 3339 time (with a zone) in epoch seconds; PydanticCustomError saying
+    what is wrong otherwise. A number is not a time: as text it either does not parse or
+    has no zone."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise PydanticCustomError(
+            "point_time", "a time is RFC 3339 text with a zone, e.g. 2026-01-01T00:00:00Z"
+        ) from None
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise PydanticCustomError("point_time", "Give a time zone, e.g. 2026-01-01T00:00:00Z.")
+    try:
+        return at.astimezone(UTC).timestamp()
+    except (OverflowError, ValueError):
+        raise PydanticCustomError(
+            "point_time", "is outside years 1 to 9999 once converted to UTC"
+        ) from None
+
+
+def _checked_time(text: str | None) -> str | None:
+    if text is not None:
+        point_time_s(text)
+    return text
+
+
 class PointIn(TypedDict):
     """One point: a series (name and labels) and a finite value at a time (default: now).
 
@@ -107,6 +144,7 @@ class PointIn(TypedDict):
                 description="When it was measured (RFC 3339 with a zone); default: now.",
                 json_schema_extra={"format": "date-time"},
             ),
+            AfterValidator(_checked_time),
         ]
     ]
 
