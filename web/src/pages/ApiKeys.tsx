@@ -10,6 +10,7 @@ import { SecretOnce } from "../components/SecretOnce";
 import { endOfDay, limits, when } from "../format";
 import { groupScopes } from "../scopes";
 import { keys } from "../services/keys";
+import { Pager } from "../components/Pager";
 
 type Load =
   | { state: "loading" }
@@ -73,25 +74,8 @@ export default function ApiKeys({ me }: { me: Me }) {
         onRevoke={(key) => setOpen({ kind: "revoke", key })}
         onUsage={(key) => setOpen({ kind: "usage", key })}
       />
-      {load.state === "ready" && (cursors.length > 1 || load.next) && (
-        <nav class="pager" aria-label="Pages of keys">
-          <button
-            type="button"
-            class="secondary"
-            disabled={cursors.length <= 1}
-            onClick={() => setCursors((list) => list.slice(0, -1))}
-          >
-            Previous page
-          </button>
-          <button
-            type="button"
-            class="secondary"
-            disabled={!load.next}
-            onClick={() => load.next && setCursors((list) => [...list, load.next])}
-          >
-            Next page
-          </button>
-        </nav>
+      {load.state === "ready" && (
+        <Pager label="Pages of keys" cursors={cursors} setCursors={setCursors} next={load.next} />
       )}
       {open.kind === "create" && (
         <CreateKey

@@ -7,6 +7,7 @@ import { ProblemNotice } from "../components/ProblemNotice";
 import { when } from "../format";
 import { type AuditFilter, audit } from "../services/audit";
 import { localToIso } from "../webhookStats";
+import { Pager } from "../components/Pager";
 
 type Load =
   | { state: "loading" }
@@ -144,25 +145,8 @@ export default function AuditLog() {
           </table>
         </div>
       )}
-      {load.state === "ready" && (cursors.length > 1 || load.next) && (
-        <nav class="pager" aria-label="Pages of the audit log">
-          <button
-            type="button"
-            class="secondary"
-            disabled={cursors.length <= 1}
-            onClick={() => setCursors((list) => list.slice(0, -1))}
-          >
-            Previous page
-          </button>
-          <button
-            type="button"
-            class="secondary"
-            disabled={!load.next}
-            onClick={() => load.next && setCursors((list) => [...list, load.next])}
-          >
-            Next page
-          </button>
-        </nav>
+      {load.state === "ready" && (
+        <Pager label="Pages of the audit log" cursors={cursors} setCursors={setCursors} next={load.next} />
       )}
     </section>
   );

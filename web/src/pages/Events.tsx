@@ -10,6 +10,7 @@ import { holds } from "../grants";
 import { follow, type Live } from "../live";
 import { events, eventsChannel, parseData } from "../services/events";
 import { streamUrl } from "../services/stats";
+import { Pager } from "../components/Pager";
 
 type Load =
   | { state: "loading" }
@@ -143,25 +144,8 @@ export default function Events({ me }: { me: Me }) {
           </table>
         </div>
       )}
-      {load.state === "ready" && (cursors.length > 1 || load.next) && (
-        <nav class="pager" aria-label="Pages of events">
-          <button
-            type="button"
-            class="secondary"
-            disabled={cursors.length <= 1}
-            onClick={() => setCursors((list) => list.slice(0, -1))}
-          >
-            Previous page
-          </button>
-          <button
-            type="button"
-            class="secondary"
-            disabled={!load.next}
-            onClick={() => load.next && setCursors((list) => [...list, load.next])}
-          >
-            Next page
-          </button>
-        </nav>
+      {load.state === "ready" && (
+        <Pager label="Pages of events" cursors={cursors} setCursors={setCursors} next={load.next} />
       )}
       {canPublish && <Publish onPublished={() => live.current?.refresh()} />}
       {shown && <EventDetail id={shown} onClose={() => setShown(null)} />}

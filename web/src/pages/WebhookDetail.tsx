@@ -11,6 +11,7 @@ import { holds } from "../grants";
 import { pathId, useLocation } from "../router";
 import { type DeliveryFilter, webhooks } from "../services/webhooks";
 import { localToIso, milliseconds, percent } from "../webhookStats";
+import { Pager } from "../components/Pager";
 
 type Chart = ComponentType<{ hours: HourAttempts[] }>;
 
@@ -352,25 +353,8 @@ function Deliveries({ id, canRetry, onChanged }: { id: string; canRetry: boolean
           </table>
         </div>
       )}
-      {load.state === "ready" && (cursors.length > 1 || load.next) && (
-        <nav class="pager" aria-label="Pages of deliveries">
-          <button
-            type="button"
-            class="secondary"
-            disabled={cursors.length <= 1}
-            onClick={() => setCursors((list) => list.slice(0, -1))}
-          >
-            Previous page
-          </button>
-          <button
-            type="button"
-            class="secondary"
-            disabled={!load.next}
-            onClick={() => load.next && setCursors((list) => [...list, load.next])}
-          >
-            Next page
-          </button>
-        </nav>
+      {load.state === "ready" && (
+        <Pager label="Pages of deliveries" cursors={cursors} setCursors={setCursors} next={load.next} />
       )}
       {shown && <AttemptLog id={shown} onClose={() => setShown(null)} />}
     </>

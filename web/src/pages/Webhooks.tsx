@@ -12,6 +12,7 @@ import { holds } from "../grants";
 import { eventTypes } from "../services/eventTypes";
 import { webhooks } from "../services/webhooks";
 import { headerLines, parseHeaders, patternList } from "../webhookForm";
+import { Pager } from "../components/Pager";
 
 type Load =
   | { state: "loading" }
@@ -145,25 +146,8 @@ export default function Webhooks({ me }: { me: Me }) {
           </table>
         </div>
       )}
-      {load.state === "ready" && (cursors.length > 1 || load.next) && (
-        <nav class="pager" aria-label="Pages of endpoints">
-          <button
-            type="button"
-            class="secondary"
-            disabled={cursors.length <= 1}
-            onClick={() => setCursors((list) => list.slice(0, -1))}
-          >
-            Previous page
-          </button>
-          <button
-            type="button"
-            class="secondary"
-            disabled={!load.next}
-            onClick={() => load.next && setCursors((list) => [...list, load.next])}
-          >
-            Next page
-          </button>
-        </nav>
+      {load.state === "ready" && (
+        <Pager label="Pages of endpoints" cursors={cursors} setCursors={setCursors} next={load.next} />
       )}
       {(open.kind === "create" || open.kind === "edit") && (
         <EndpointForm
